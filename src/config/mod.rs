@@ -1,0 +1,261 @@
+//! gateway.yaml -> validated [`Config`]. Two layers: `raw` mirrors the file
+//! (unknown keys rejected by serde), `validate` turns it into typed values and
+//! checks what serde cannot (secrets readable, URLs allowed, names known).
+//! Every error names the file, the line, the key and what is expected.
+
+mod locate;
+pub mod model;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Uri};
+
+pub use locate::Seg;
+pub use model::{AuthModel, Environment};
+
+use crate::secret::Secret;
+
+/// The validated configuration. The rest of the gateway sees only this.
+#[derive(Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub workers: Option<usize>,
+    pub environments: BTreeMap<Environment, EnvironmentConfig>,
+    pub tenant_from: Vec<Selector>,
+    pub default_tenant: Option<String>,
+    pub state_dir: PathBuf,
+    pub tenants: BTreeMap<String, TenantConfig>,
+    pub clients: Vec<ClientConfig>,
+    pub allow_unauthenticated_clients: bool,
+    pub limits: Limits,
+    pub per_tenant_metrics: bool,
+    pub sandbox: BTreeMap<Environment, SocketAddr>,
+    /// Things that are allowed but worth saying at start (inline secrets).
+    pub warnings: Vec<String>,
+}
+
+/// Where one Pleo environment lives.
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    pub base_url: BaseUrl,
+    pub token_url: Uri,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A validated upstream base URL: https, or http on a loopback host only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix without trailing slash ("" for none); endpoint paths are appended.
+    pub path: String,
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+/// One `tenant_from` rule; tried in order, first match wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Header(HeaderName),
+    PathPrefix(String),
+    HostSuffix(String),
+    ClientKey,
+}
+
+#[derive(Debug)]
+pub struct TenantConfig {
+    pub environment: Environment,
+    pub auth: AuthConfig,
+}
+
+/// A tenant's credential, by auth model. Secrets are already resolved.
+#[derive(Debug)]
+pub enum AuthConfig {
+    /// OAuth 2.0 with an unmanaged access token (managed refresh is a later step).
+    OAuth2 { access_token: Secret },
+    IntegratedApiKey { key: Secret },
+    StandaloneApiKey { key: Secret },
+}
+
+impl AuthConfig {
+    pub fn model(&self) -> AuthModel {
+        match self {
+            AuthConfig::OAuth2 { .. } => AuthModel::OAuth2,
+            AuthConfig::IntegratedApiKey { .. } => AuthModel::IntegratedApiKey,
+            AuthConfig::StandaloneApiKey { .. } => AuthModel::StandaloneApiKey,
+        }
+    }
+}
+
+/// A gateway client: an app holding a gateway key (stored as its SHA-256).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a config file was refused. Never contains a secret value: messages are
+/// written by us or by serde (which quotes keys and variant names, not values
+/// of string fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}", self.file)?;
+            if let Some(line) = issue.line {
+                write!(f, ":{line}")?;
+                if let Some(col) = issue.column {
+                    write!(f, ":{col}")?;
+                }
+            }
+            if issue.key.is_empty() {
+                write!(f, ": {}", issue.message)?;
+            } else {
+                write!(f, ": {}: {}", issue.key, issue.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            issues: vec![ConfigIssue {
+                line: None,
+                column: None,
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates config text; `path` names the file in errors and anchors
+    /// relative paths (secret files, state_dir, ca_file).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            issues: vec![serde_issue(&e)],
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        validate::validate(raw, path, &base_dir).map_err(|found| ConfigError {
+            file,
+            issues: found
+                .into_iter()
+                .map(|(key, message)| {
+                    let at = locate::locate(text, &key);
+                    ConfigIssue {
+                        line: at.map(|a| a.0),
+                        column: at.map(|a| a.1),
+                        key: locate::render(&key),
+                        message,
+                    }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// serde_yaml's message is "<path>: <what> at line L column C"; split it so
+/// the output has the same shape as our own issues.
+fn serde_issue(e: &serde_yaml::Error) -> ConfigIssue {
+    let mut text = e.to_string();
+    if let Some(cut) = text.rfind(" at line ") {
+        text.truncate(cut);
+    }
+    let (key, message) = match text.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => (String::new(), text),
+    };
+    ConfigIssue {
+        line: e.location().map(|l| l.line()),
+        column: e.location().map(|l| l.column()),
+        key,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// What `pleo-gateway check` prints for a valid config: one line per tenant,
+/// credentials masked.
+pub fn check_report(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid ({} tenants)", config.source.display(), config.tenants.len());
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out, "{:<24} {:<11} {:<20} {:<28} BASE URL", "TENANT", "ENVIRONMENT", "AUTH MODEL", "CREDENTIAL");
+    for (name, t) in &config.tenants {
+        let cred = crate::credential::Credential::from_config(&t.auth);
+        let base = config.environments.get(&t.environment).map(|e| e.base_url.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<11} {:<20} {:<28} {}",
+            name,
+            t.environment.as_str(),
+            t.auth.model().as_str(),
+            cred.masked(),
+            base
+        );
+    }
+    out
+}

@@ -1,0 +1,145 @@
+//! The raw layer: structs that mirror gateway.yaml exactly. Unknown keys are
+//! errors (`deny_unknown_fields`), because a typo'd key silently ignored is a
+//! gateway running with a config its operator did not write.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::model::{AuthModel, Environment};
+use crate::secret::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub environments: RawEnvironments,
+    pub tenant_from: Option<Vec<RawSelector>>,
+    pub default_tenant: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    #[serde(default)]
+    pub allow_unauthenticated_clients: bool,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    pub sandbox: Option<RawSandbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironments {
+    pub staging: Option<RawEnvironment>,
+    pub production: Option<RawEnvironment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub base_url: Option<String>,
+    pub token_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One `tenant_from` entry: `- header: X`, `- path_prefix: /p/`,
+/// `- host_suffix: .s`, or the bare word `- client_key`.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "SelectorForm")]
+pub enum RawSelector {
+    Header(String),
+    PathPrefix(String),
+    HostSuffix(String),
+    ClientKey,
+}
+
+/// serde_yaml 0.9 reads externally tagged enums as YAML tags (`!header X`);
+/// the contract's form is a one-key map or a bare word, read here.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SelectorForm {
+    Word(String),
+    Map(BTreeMap<String, String>),
+}
+
+const SELECTOR_FORMS: &str = "expected one of `header: NAME`, `path_prefix: /prefix/`, `host_suffix: .suffix`, `client_key`";
+
+impl TryFrom<SelectorForm> for RawSelector {
+    type Error = String;
+
+    fn try_from(form: SelectorForm) -> Result<Self, String> {
+        match form {
+            SelectorForm::Word(w) if w == "client_key" => Ok(RawSelector::ClientKey),
+            SelectorForm::Map(m) if m.len() == 1 => {
+                let (k, v) = m.into_iter().next().expect("one entry");
+                match k.as_str() {
+                    "header" => Ok(RawSelector::Header(v)),
+                    "path_prefix" => Ok(RawSelector::PathPrefix(v)),
+                    "host_suffix" => Ok(RawSelector::HostSuffix(v)),
+                    other => Err(format!("unknown tenant rule `{other}`, {SELECTOR_FORMS}")),
+                }
+            }
+            _ => Err(format!("not a tenant rule, {SELECTOR_FORMS}")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub environment: Environment,
+    pub auth: RawAuth,
+}
+
+/// Flat on purpose: which fields a model allows is checked in `validate`, so
+/// the error can name the exact key ("tenants.x.auth.key: not used by oauth2").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub model: AuthModel,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    pub refresh_token: Option<SecretSource>,
+    pub access_token: Option<SecretSource>,
+    pub key: Option<SecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    pub key_sha256: String,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub header_read_timeout: Option<String>,
+    pub upstream_connect_timeout: Option<String>,
+    pub upstream_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default)]
+    pub per_tenant: bool,
+}
+
+/// Addresses of the built-in Pleo stand-in, one per environment (offline demo).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    pub staging: Option<String>,
+    pub production: Option<String>,
+}

@@ -1,0 +1,388 @@
+//! Raw -> validated. Collects every problem (not just the first) with the key
+//! path it belongs to; `Config::from_yaml` turns paths into lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{HeaderName, Uri};
+
+use super::locate::Seg;
+use super::raw::{RawAuth, RawConfig, RawEnvironment, RawSelector};
+use super::*;
+use crate::secret::{Secret, SecretSource};
+
+type Found = Vec<(Vec<Seg>, String)>;
+
+fn key(parts: &[&str]) -> Vec<Seg> {
+    parts.iter().map(|p| Seg::Key(p.to_string())).collect()
+}
+
+fn with(mut path: Vec<Seg>, seg: Seg) -> Vec<Seg> {
+    path.push(seg);
+    path
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+const LEGACY_HOSTS: [&str; 2] = ["openapi.pleo.io", "openapi.staging.pleo.io"];
+
+pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config, Found> {
+    let mut found = Found::new();
+    let mut warnings = Vec::new();
+
+    let listen = addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), key(&["listen"]), &mut found);
+    let admin_listen = addr(
+        raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN),
+        key(&["admin_listen"]),
+        &mut found,
+    );
+    if let Some(0) | Some(1025..) = raw.workers {
+        found.push((key(&["workers"]), "expected a number of worker threads from 1 to 1024".into()));
+    }
+
+    let environments = environments(&raw, base_dir, &mut found);
+    let tenants = tenants(&raw, base_dir, &mut found, &mut warnings);
+    let clients = clients(&raw, &tenants, &mut found);
+    let tenant_from = selectors(&raw, &mut found);
+
+    if let Some(name) = &raw.default_tenant {
+        if !tenants.contains_key(name) {
+            found.push((key(&["default_tenant"]), format!("names no tenant (expected one of: {})", names(&tenants))));
+        }
+    }
+    if let Some(listen) = listen {
+        if !listen.ip().is_loopback() && clients.is_empty() && !raw.allow_unauthenticated_clients {
+            found.push((
+                key(&["listen"]),
+                format!(
+                    "{listen} is not a loopback address and no `clients` are configured: anyone who can reach it \
+                     could use every tenant's Pleo credential (an open relay). Configure `clients` with gateway \
+                     keys, or set `allow_unauthenticated_clients: true` if a network boundary already restricts callers"
+                ),
+            ));
+        }
+    }
+
+    let limits = limits(&raw, &mut found);
+    let sandbox = sandbox(&raw, &mut found);
+
+    if !found.is_empty() {
+        return Err(found);
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        listen: listen.expect("checked above"),
+        admin_listen: admin_listen.expect("checked above"),
+        workers: raw.workers,
+        environments,
+        tenant_from,
+        default_tenant: raw.default_tenant,
+        state_dir: base_dir.join(raw.state_dir.unwrap_or_else(|| PathBuf::from("./state"))),
+        tenants,
+        clients,
+        allow_unauthenticated_clients: raw.allow_unauthenticated_clients,
+        limits,
+        per_tenant_metrics: raw.metrics.per_tenant,
+        sandbox,
+        warnings,
+    })
+}
+
+fn addr(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            found.push((at, format!("`{text}` is not an address (expected IP:PORT, such as 127.0.0.1:8080)")));
+            None
+        }
+    }
+}
+
+fn names<V>(map: &BTreeMap<String, V>) -> String {
+    if map.is_empty() {
+        return "no tenants are configured".into();
+    }
+    map.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+// === environments ===
+
+fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap<Environment, EnvironmentConfig> {
+    let mut out = BTreeMap::new();
+    for env in Environment::ALL {
+        let (given, base, token) = match env {
+            Environment::Staging => (
+                &raw.environments.staging,
+                "https://external.staging.pleo.io",
+                "https://auth.staging.pleo.io/oauth/token",
+            ),
+            Environment::Production => {
+                (&raw.environments.production, "https://external.pleo.io", "https://auth.pleo.io/oauth/token")
+            }
+        };
+        let default = RawEnvironment::default();
+        let given = given.as_ref().unwrap_or(&default);
+        let at = key(&["environments", env.as_str()]);
+        let base_url = url(given.base_url.as_deref().unwrap_or(base), with(at.clone(), Seg::Key("base_url".into())), found);
+        let token_url =
+            url(given.token_url.as_deref().unwrap_or(token), with(at.clone(), Seg::Key("token_url".into())), found);
+        let ca_file = given.ca_file.as_ref().map(|f| base_dir.join(f));
+        if let Some(f) = &ca_file {
+            if !f.is_file() {
+                found.push((
+                    with(at, Seg::Key("ca_file".into())),
+                    format!("{} is not a readable file (expected a PEM file of CA certificates)", f.display()),
+                ));
+            }
+        }
+        if let (Some(base_url), Some(token_url)) = (base_url, token_url) {
+            let token_url = Uri::builder()
+                .scheme(token_url.scheme)
+                .authority(token_url.authority)
+                .path_and_query(if token_url.path.is_empty() { "/".to_string() } else { token_url.path })
+                .build()
+                .expect("parts came from a valid URI");
+            out.insert(env, EnvironmentConfig { base_url, token_url, ca_file });
+        }
+    }
+    out
+}
+
+/// Parses an upstream URL: https anywhere, plain http only on loopback (the
+/// sandbox, tests), never the legacy API host, no query or credentials in it.
+pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl> {
+    let bad = |why: &str| (at.clone(), format!("`{text}` {why}"));
+    let uri: Uri = match text.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            found.push(bad("is not a URL (expected https://host[:port][/path])"));
+            return None;
+        }
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        found.push(bad("is not an absolute URL (expected https://host[:port][/path])"));
+        return None;
+    };
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if authority.as_str().contains('@') || uri.query().is_some() {
+        found.push(bad("must not carry credentials or a query string"));
+        return None;
+    }
+    if LEGACY_HOSTS.contains(&host.as_str()) {
+        found.push(bad(
+            "is the legacy API, which is deprecated and does not accept External API credentials \
+             (expected https://external.pleo.io or https://external.staging.pleo.io)",
+        ));
+        return None;
+    }
+    let loopback = host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
+    if scheme == Scheme::HTTP && !loopback {
+        found.push(bad("uses plain http to a non-loopback host (expected https; http is allowed only for 127.0.0.1, ::1 or localhost)"));
+        return None;
+    }
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        found.push(bad("has an unsupported scheme (expected https)"));
+        return None;
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    Some(BaseUrl { scheme, authority, path })
+}
+
+// === tenants ===
+
+fn tenant_name_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
+fn tenants(
+    raw: &RawConfig,
+    base_dir: &Path,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, TenantConfig> {
+    let mut out = BTreeMap::new();
+    for (name, t) in &raw.tenants {
+        let at = key(&["tenants", name]);
+        if !tenant_name_ok(name) {
+            found.push((
+                at.clone(),
+                "is not a valid tenant name (expected 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit)".into(),
+            ));
+            continue;
+        }
+        if let Some(auth) = auth(&t.auth, with(at, Seg::Key("auth".into())), base_dir, found, warnings) {
+            out.insert(name.clone(), TenantConfig { environment: t.environment, auth });
+        }
+    }
+    out
+}
+
+fn auth(raw: &RawAuth, at: Vec<Seg>, base_dir: &Path, found: &mut Found, warnings: &mut Vec<String>) -> Option<AuthConfig> {
+    let field = |name: &str| with(at.clone(), Seg::Key(name.into()));
+    let model = raw.model.as_str();
+    let mut secret = |src: &Option<SecretSource>, name: &str, found: &mut Found| -> Option<Secret> {
+        let Some(src) = src else {
+            found.push((at.clone(), format!("missing `{name}` (required by model {model})")));
+            return None;
+        };
+        if src.is_inline() {
+            warnings.push(format!(
+                "{}: the secret is written inline in the config; prefer {{ env: NAME }} or {{ file: PATH }}",
+                super::locate::render(&field(name))
+            ));
+        }
+        src.resolve(base_dir).map_err(|e| found.push((field(name), e.to_string()))).ok()
+    };
+    let not_used = |name: &str, present: bool, found: &mut Found| {
+        if present {
+            found.push((field(name), format!("is not used by model {model}")));
+        }
+    };
+    match raw.model {
+        AuthModel::OAuth2 => {
+            not_used("key", raw.key.is_some(), found);
+            if raw.refresh_token.is_some() {
+                found.push((
+                    field("refresh_token"),
+                    "managed refresh is not available in this version yet (expected `access_token` with a current \
+                     access token; the gateway uses it as is)"
+                        .into(),
+                ));
+                return None;
+            }
+            // client_id/client_secret belong to managed refresh; allowed but unused for now.
+            let access_token = secret(&raw.access_token, "access_token", found)?;
+            Some(AuthConfig::OAuth2 { access_token })
+        }
+        AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey => {
+            for (name, present) in [
+                ("client_id", raw.client_id.is_some()),
+                ("client_secret", raw.client_secret.is_some()),
+                ("refresh_token", raw.refresh_token.is_some()),
+                ("access_token", raw.access_token.is_some()),
+            ] {
+                not_used(name, present, found);
+            }
+            let key = secret(&raw.key, "key", found)?;
+            Some(if raw.model == AuthModel::IntegratedApiKey {
+                AuthConfig::IntegratedApiKey { key }
+            } else {
+                AuthConfig::StandaloneApiKey { key }
+            })
+        }
+    }
+}
+
+// === clients and tenant selection ===
+
+fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mut Found) -> Vec<ClientConfig> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, c) in raw.clients.iter().enumerate() {
+        let at = with(key(&["clients"]), Seg::Index(i));
+        let field = |name: &str| with(at.clone(), Seg::Key(name.into()));
+        if c.name.is_empty() || !seen.insert(c.name.clone()) {
+            found.push((field("name"), "expected a unique, non-empty client name".into()));
+        }
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(c.key_sha256.trim(), &mut digest).is_err() {
+            found.push((field("key_sha256"), "expected 64 hex characters: the SHA-256 of the client's key".into()));
+        }
+        if c.tenants.is_empty() {
+            found.push((field("tenants"), "expected at least one tenant this client may use".into()));
+        }
+        for (j, t) in c.tenants.iter().enumerate() {
+            if !tenants.contains_key(t) && !raw.tenants.contains_key(t) {
+                found.push((
+                    with(field("tenants"), Seg::Index(j)),
+                    format!("`{t}` names no tenant (expected one of: {})", names(tenants)),
+                ));
+            }
+        }
+        out.push(ClientConfig { name: c.name.clone(), key_sha256: digest, tenants: c.tenants.clone() });
+    }
+    out
+}
+
+fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
+    let Some(list) = &raw.tenant_from else {
+        return vec![Selector::Header(HeaderName::from_static("x-pleo-tenant")), Selector::PathPrefix("/tenants/".into())];
+    };
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let at = with(key(&["tenant_from"]), Seg::Index(i));
+        match s {
+            RawSelector::Header(h) => match HeaderName::try_from(h.as_str()) {
+                Ok(name) if name != http::header::AUTHORIZATION && name != http::header::HOST => {
+                    out.push(Selector::Header(name))
+                }
+                _ => found.push((at, format!("`{h}` cannot carry the tenant (expected a header name such as X-Pleo-Tenant)"))),
+            },
+            RawSelector::PathPrefix(p) if p.len() > 2 && p.starts_with('/') && p.ends_with('/') => {
+                out.push(Selector::PathPrefix(p.clone()))
+            }
+            RawSelector::PathPrefix(p) => {
+                found.push((at, format!("`{p}` is not a path prefix (expected /segment/ with leading and trailing slash)")))
+            }
+            RawSelector::HostSuffix(s) if s.len() > 1 && s.starts_with('.') => {
+                out.push(Selector::HostSuffix(s.to_ascii_lowercase()))
+            }
+            RawSelector::HostSuffix(s) => {
+                found.push((at, format!("`{s}` is not a host suffix (expected a leading dot, such as .gw.internal)")))
+            }
+            RawSelector::ClientKey if raw.clients.is_empty() => {
+                found.push((at, "client_key needs `clients` with gateway keys (none are configured)".into()))
+            }
+            RawSelector::ClientKey => out.push(Selector::ClientKey),
+        }
+    }
+    if list.is_empty() && raw.default_tenant.is_none() {
+        found.push((key(&["tenant_from"]), "is empty and there is no default_tenant (expected at least one rule)".into()));
+    }
+    out
+}
+
+// === limits and sandbox ===
+
+fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
+    let mut limits = Limits::default();
+    let l = &raw.limits;
+    for (name, given, slot) in [
+        ("header_read_timeout", &l.header_read_timeout, &mut limits.header_read_timeout),
+        ("upstream_connect_timeout", &l.upstream_connect_timeout, &mut limits.upstream_connect_timeout),
+        ("upstream_timeout", &l.upstream_timeout, &mut limits.upstream_timeout),
+        ("drain_timeout", &l.drain_timeout, &mut limits.drain_timeout),
+    ] {
+        if let Some(text) = given {
+            match humantime::parse_duration(text) {
+                Ok(d) if d > Duration::ZERO => *slot = d,
+                _ => found.push((key(&["limits", name]), format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"))),
+            }
+        }
+    }
+    limits
+}
+
+fn sandbox(raw: &RawConfig, found: &mut Found) -> BTreeMap<Environment, SocketAddr> {
+    let mut out = BTreeMap::new();
+    let Some(s) = &raw.sandbox else { return out };
+    for (env, given) in [(Environment::Staging, &s.staging), (Environment::Production, &s.production)] {
+        let Some(text) = given else { continue };
+        let at = key(&["sandbox", env.as_str()]);
+        match addr(text, at.clone(), found) {
+            Some(a) if a.ip().is_loopback() => {
+                out.insert(env, a);
+            }
+            Some(_) => found.push((at, "the sandbox listens on loopback only (expected 127.0.0.1:PORT)".into())),
+            None => {}
+        }
+    }
+    out
+}

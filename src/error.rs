@@ -1,0 +1,287 @@
+//! The gateway's own answers: DESIGN.md's error table written once, as data,
+//! and the rescue layer that turns any error from the stack into that JSON
+//! body plus `x-pleo-gateway-error`. The service hyper sees never fails: an
+//! error reaching hyper would reset the connection without a response.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::{self, ResponseBody};
+use crate::metrics::Metrics;
+use crate::BoxError;
+
+/// Name of the header that marks an answer as the gateway's, not Pleo's.
+pub const ERROR_HEADER: &str = "x-pleo-gateway-error";
+
+/// Every refusal or failure the gateway answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    TenantRequired,
+    UnknownTenant,
+    LegacyTokenRefused,
+    LegacyHostRefused,
+    ClientUnauthenticated,
+    TenantForbidden,
+    CredentialUnavailable,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::TenantRequired,
+        ErrorCode::UnknownTenant,
+        ErrorCode::LegacyTokenRefused,
+        ErrorCode::LegacyHostRefused,
+        ErrorCode::ClientUnauthenticated,
+        ErrorCode::TenantForbidden,
+        ErrorCode::CredentialUnavailable,
+        ErrorCode::UpstreamUnavailable,
+        ErrorCode::UpstreamTimeout,
+    ];
+
+    /// Status, code and message side by side: DESIGN.md's table.
+    fn spec(self) -> (StatusCode, &'static str, &'static str) {
+        use ErrorCode::*;
+        match self {
+            TenantRequired => (StatusCode::BAD_REQUEST, "tenant_required",
+                "No tenant given. Tag the request with the X-Pleo-Tenant header (or the configured tenant rule, such as a /tenants/<name>/ path prefix), or configure default_tenant."),
+            UnknownTenant => (StatusCode::FORBIDDEN, "unknown_tenant",
+                "The tenant named by this request is not configured on this gateway. Check the tenant name, or add the tenant to gateway.yaml."),
+            LegacyTokenRefused => (StatusCode::UNAUTHORIZED, "legacy_token_refused",
+                "This request carries a credential the gateway does not issue (such as a legacy openapi.pleo.io API token). Legacy tokens do not work on Pleo's External API and are never forwarded: remove the Authorization header (the gateway attaches the tenant's External API credential), or send your gateway client key."),
+            LegacyHostRefused => (StatusCode::MISDIRECTED_REQUEST, "legacy_host_refused",
+                "This request is addressed to the legacy API openapi.pleo.io, which is deprecated. Point the app's base URL at this gateway instead; it forwards to Pleo's External API."),
+            ClientUnauthenticated => (StatusCode::UNAUTHORIZED, "client_unauthenticated",
+                "This gateway requires a gateway client key. Send it as Authorization: Bearer <key>."),
+            TenantForbidden => (StatusCode::FORBIDDEN, "tenant_forbidden",
+                "Your gateway client key may not use this tenant. Ask the gateway's operator to add the tenant to your client's list."),
+            CredentialUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "credential_unavailable",
+                "The tenant's Pleo credential is missing, rejected or needs renewing. The gateway's operator must fix the tenant's credential."),
+            UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "upstream_unavailable",
+                "The gateway could not reach Pleo (connection, TLS or reset). Retry later; if it persists, check the gateway's network and environment base URL."),
+            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout",
+                "Pleo did not answer in time. Retry later."),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.spec().0
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().1
+    }
+
+    pub fn message(self) -> &'static str {
+        self.spec().2
+    }
+}
+
+/// An error the gateway answers itself. `detail` is written by us (never a
+/// header value a client sent, never a secret); `source` is for the log.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub code: ErrorCode,
+    detail: Option<String>,
+    source: Option<BoxError>,
+}
+
+impl GatewayError {
+    pub fn new(code: ErrorCode) -> Self {
+        GatewayError { code, detail: None, source: None }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The JSON answer for the app.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let message = match &self.detail {
+            Some(d) => format!("{} {}", d, self.code.message()),
+            None => self.code.message().to_string(),
+        };
+        let body = serde_json::json!({ "error": self.code.as_str(), "message": message }).to_string();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.code.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code.as_str()));
+        resp
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code.as_str())?;
+        if let Some(d) = &self.detail {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The code an error from the stack answers with. Anything that is not a
+/// GatewayError is a bug on our side; it is logged and answered as 502.
+pub fn code_of(err: &BoxError) -> ErrorCode {
+    err.downcast_ref::<GatewayError>().map(|e| e.code).unwrap_or(ErrorCode::UpstreamUnavailable)
+}
+
+/// Renders `err` and its causes on one line, for the log.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}
+
+// === impl Rescue ===
+
+/// Outermost step below `observe`: errors become the contract's JSON answer,
+/// are counted in `pleo_gateway_refused_total` and logged once.
+#[derive(Clone, Debug)]
+pub struct RescueLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RescueLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RescueLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue { inner, metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Rescue<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for Rescue<S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = RescueFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Our services are always ready (no backpressure below this point).
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        RescueFuture { inner: self.inner.call(req), metrics: self.metrics.clone() }
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, BoxError>>,
+{
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let err = match ready!(this.inner.poll(cx)) {
+            Ok(resp) => return Poll::Ready(Ok(resp)),
+            Err(err) => err,
+        };
+        let resp = match err.downcast_ref::<GatewayError>() {
+            Some(e) => {
+                this.metrics.refused(e.code);
+                match e.code {
+                    ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTimeout | ErrorCode::CredentialUnavailable => {
+                        tracing::warn!(code = e.code.as_str(), error = %chain(e), "request failed")
+                    }
+                    _ => tracing::info!(code = e.code.as_str(), "request refused"),
+                }
+                e.to_response()
+            }
+            None => {
+                let e = GatewayError::new(ErrorCode::UpstreamUnavailable);
+                this.metrics.refused(e.code);
+                tracing::error!(error = %chain(&*err), "unexpected error");
+                e.to_response()
+            }
+        };
+        Poll::Ready(Ok(resp.map(body::local)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_the_contract_status() {
+        let table = [
+            (400, "tenant_required"),
+            (403, "unknown_tenant"),
+            (401, "legacy_token_refused"),
+            (421, "legacy_host_refused"),
+            (401, "client_unauthenticated"),
+            (403, "tenant_forbidden"),
+            (503, "credential_unavailable"),
+            (502, "upstream_unavailable"),
+            (504, "upstream_timeout"),
+        ];
+        for (code, (status, name)) in ErrorCode::ALL.iter().zip(table) {
+            assert_eq!(code.status().as_u16(), status, "{name}");
+            assert_eq!(code.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn response_is_json_with_marker_header() {
+        let resp = GatewayError::new(ErrorCode::UnknownTenant).with_detail("Tenant `x` is not configured.").to_response();
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.headers()[ERROR_HEADER], "unknown_tenant");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

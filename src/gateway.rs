@@ -1,0 +1,106 @@
+//! Start and stop a whole gateway: config -> routes -> listeners. `main` uses
+//! it, and so do the integration tests, which run gateways in-process on
+//! port 0 with a registry of their own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, Environment};
+use crate::listener::{self, ServeOptions};
+use crate::metrics::Metrics;
+use crate::routes::{Routes, SharedRoutes};
+use crate::sandbox::{Sandbox, SandboxSpec};
+use crate::stack;
+use crate::upstream::{UpstreamError, Upstreams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running gateway. Dropping it does not stop it: call `shutdown`.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub sandboxes: BTreeMap<Environment, Sandbox>,
+    pub metrics: Arc<Metrics>,
+    pub admin: Arc<AdminState>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let registry = Registry::new();
+    let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
+    let upstreams = Upstreams::build(config)?;
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics)));
+
+    // The built-in Pleo stand-in comes up first, so the first request finds it.
+    let mut sandboxes = BTreeMap::new();
+    for (env, addr) in &config.sandbox {
+        let listener = bind("sandbox", *addr).await?;
+        let sandbox = Sandbox::spawn(listener, SandboxSpec::for_gateway(config, *env), None);
+        tracing::info!(environment = env.as_str(), addr = %sandbox.addr, "sandbox (offline Pleo stand-in) listening");
+        sandboxes.insert(*env, sandbox);
+    }
+
+    let gateway_listener = bind("listen", config.listen).await?;
+    let admin_listener = bind("admin_listen", config.admin_listen).await?;
+    let addr = gateway_listener.local_addr().map_err(|source| StartError::Bind { what: "listen", addr: config.listen, source })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what: "admin_listen", addr: config.admin_listen, source })?;
+
+    let admin = Arc::new(AdminState { registry, routes: routes.clone(), ready: Default::default() });
+    let (stop, stopped) = watch::channel(false);
+    let opts = ServeOptions {
+        header_read_timeout: config.limits.header_read_timeout,
+        drain_timeout: config.limits.drain_timeout,
+    };
+    let service = stack::build(routes, metrics.clone());
+    let tasks = vec![
+        tokio::spawn(listener::serve(gateway_listener, service, opts, stopped.clone())),
+        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), opts, stopped)),
+    ];
+    admin.ready.store(true, Ordering::Release);
+    tracing::info!(%addr, %admin_addr, tenants = config.tenants.len(), "pleo-gateway listening");
+    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, stop, tasks })
+}
+
+impl Running {
+    /// Stops accepting, drains open connections (up to the drain timeout), then returns.
+    pub async fn shutdown(self) {
+        self.admin.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for (_, s) in self.sandboxes {
+            s.shutdown().await;
+        }
+    }
+}

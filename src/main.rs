@@ -1,0 +1,107 @@
+//! pleo-gateway: CLI, load config, start, wait for a signal. Nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pleo_gateway::config::Config;
+use pleo_gateway::gateway;
+
+/// Authenticating reverse proxy in front of Pleo's External API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = "./gateway.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config and print the tenants with masked credentials.
+    Check,
+}
+
+/// sysexits.h EX_USAGE: the config is wrong, nothing was started.
+const EX_CONFIG: u8 = 64;
+/// sysexits.h EX_UNAVAILABLE: a listener or upstream could not be set up.
+const EX_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid config:\n{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            print!("{}", pleo_gateway::config::check_report(&config));
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut rt = match config.workers {
+        // One worker: a current-thread runtime has no work-stealing overhead.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = config.workers {
+        if n > 1 {
+            rt.worker_threads(n);
+        }
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    rt.block_on(async move {
+        let running = match gateway::start(&config).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down: no new connections, draining open ones");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers, Ctrl-C still ends the process the default way.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,253 @@
+//! Prometheus metrics (DESIGN.md's table). Every family is created up front on
+//! a Registry the caller owns (no global registry: tests each make their own).
+//! Label values come from closed enums; the `tenant` label is opt-in
+//! (`metrics.per_tenant`) because tenants are unbounded in number.
+//! Handles are looked up once per tenant when the config loads, not per request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tower::{Layer, Service};
+
+use crate::config::{AuthModel, Environment};
+use crate::error::{code_of, ErrorCode};
+use crate::routes::Tenant;
+use crate::BoxError;
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Statuses common enough to keep a ready counter handle for.
+const COMMON_STATUSES: [u16; 14] = [200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503];
+
+#[derive(Debug)]
+pub struct Metrics {
+    per_tenant: bool,
+    requests_total: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    refused_total: Vec<(ErrorCode, IntCounter)>,
+    credential_rejected_total: IntCounterVec,
+    pub token_refresh_total: IntCounterVec,
+    tenants: IntGaugeVec,
+    pub in_flight: IntGauge,
+    pub config_reloads_total: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry, per_tenant: bool) -> prometheus::Result<Metrics> {
+        let scoped: &[&str] = if per_tenant {
+            &["auth_model", "environment", "tenant"]
+        } else {
+            &["auth_model", "environment"]
+        };
+        let with_status: Vec<&str> = scoped.iter().copied().chain(["status"]).collect();
+
+        let requests_total = IntCounterVec::new(
+            Opts::new("pleo_gateway_requests_total", "Requests answered for a resolved tenant, by status."),
+            &with_status,
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pleo_gateway_request_duration_seconds",
+                "Time from request arrival to response headers, for a resolved tenant.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            scoped,
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new("pleo_gateway_upstream_duration_seconds", "Time Pleo took to answer with headers.")
+                .buckets(BUCKETS.to_vec()),
+            scoped,
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new("pleo_gateway_refused_total", "Requests the gateway answered itself, by error code."),
+            &["reason"],
+        )?;
+        let credential_rejected_total = IntCounterVec::new(
+            Opts::new("pleo_gateway_credential_rejected_total", "Pleo answered 401 or 403 to a tenant's credential."),
+            &["auth_model"],
+        )?;
+        let token_refresh_total = IntCounterVec::new(
+            Opts::new("pleo_gateway_token_refresh_total", "OAuth token refreshes, by result."),
+            &["result"],
+        )?;
+        let tenants = IntGaugeVec::new(
+            Opts::new("pleo_gateway_tenants", "Configured tenants."),
+            &["auth_model", "environment"],
+        )?;
+        let in_flight = IntGauge::new("pleo_gateway_in_flight_requests", "Requests being handled, bodies included.")?;
+        let config_reloads_total = IntCounterVec::new(
+            Opts::new("pleo_gateway_config_reloads_total", "Config reloads, by result."),
+            &["result"],
+        )?;
+
+        registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(credential_rejected_total.clone()))?;
+        registry.register(Box::new(token_refresh_total.clone()))?;
+        registry.register(Box::new(tenants.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(config_reloads_total.clone()))?;
+
+        // Create the closed label sets now so they read 0 instead of being absent.
+        let refused_total =
+            ErrorCode::ALL.iter().map(|c| (*c, refused.with_label_values(&[c.as_str()]))).collect();
+        for m in AuthModel::ALL {
+            credential_rejected_total.with_label_values(&[m.as_str()]);
+        }
+        for r in ["success", "failure"] {
+            token_refresh_total.with_label_values(&[r]);
+            config_reloads_total.with_label_values(&[r]);
+        }
+
+        Ok(Metrics {
+            per_tenant,
+            requests_total,
+            request_duration,
+            upstream_duration,
+            refused_total,
+            credential_rejected_total,
+            token_refresh_total,
+            tenants,
+            in_flight,
+            config_reloads_total,
+        })
+    }
+
+    pub fn refused(&self, code: ErrorCode) {
+        if let Some((_, c)) = self.refused_total.iter().find(|(k, _)| *k == code) {
+            c.inc();
+        }
+    }
+
+    /// Sets the tenant gauge from the loaded tenants (all label sets, zeros included).
+    pub fn set_tenants(&self, counts: impl Fn(AuthModel, Environment) -> i64) {
+        for m in AuthModel::ALL {
+            for e in Environment::ALL {
+                self.tenants.with_label_values(&[m.as_str(), e.as_str()]).set(counts(m, e));
+            }
+        }
+    }
+
+    /// The handles one tenant's requests are counted with.
+    pub fn for_tenant(&self, model: AuthModel, env: Environment, tenant: &str) -> TenantMetrics {
+        let scoped: Vec<&str> =
+            if self.per_tenant { vec![model.as_str(), env.as_str(), tenant] } else { vec![model.as_str(), env.as_str()] };
+        TenantMetrics {
+            requests: self.requests_total.clone(),
+            labels: scoped.iter().map(|s| s.to_string()).collect(),
+            statuses: Default::default(),
+            duration: self.request_duration.with_label_values(&scoped),
+            upstream: self.upstream_duration.with_label_values(&scoped),
+            rejected: self.credential_rejected_total.with_label_values(&[model.as_str()]),
+        }
+    }
+}
+
+/// One tenant's metric handles, kept with the tenant.
+#[derive(Debug)]
+pub struct TenantMetrics {
+    requests: IntCounterVec,
+    labels: Vec<String>,
+    /// Handles for COMMON_STATUSES, made on first use so /metrics lists only
+    /// statuses that happened.
+    statuses: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+    pub duration: Histogram,
+    pub upstream: Histogram,
+    pub rejected: IntCounter,
+}
+
+impl TenantMetrics {
+    pub fn count(&self, status: u16) {
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.statuses[i].get_or_init(|| self.handle(status)).inc(),
+            // Rare status: look the label set up on the spot.
+            None => self.handle(status).inc(),
+        }
+    }
+
+    fn handle(&self, status: u16) -> IntCounter {
+        let text = status.to_string();
+        let mut labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        labels.push(&text);
+        self.requests.with_label_values(&labels)
+    }
+}
+
+// === impl Record ===
+
+/// Counts `requests_total` and `request_duration_seconds` for requests whose
+/// tenant is known; sits right after tenant resolution for that reason.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordLayer;
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+    fn layer(&self, inner: S) -> Record<S> {
+        Record { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Record<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Record<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = RecordFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let tenant = req.extensions().get::<Arc<Tenant>>().cloned();
+        RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now() }
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    pub struct RecordFuture<F> {
+        #[pin]
+        inner: F,
+        tenant: Option<Arc<Tenant>>,
+        started: Instant,
+    }
+}
+
+impl<F, RB> Future for RecordFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(t) = this.tenant {
+            let status = match &result {
+                Ok(resp) => resp.status().as_u16(),
+                Err(e) => code_of(e).status().as_u16(),
+            };
+            t.metrics.count(status);
+            t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(result)
+    }
+}

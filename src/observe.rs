@@ -1,0 +1,132 @@
+//! Step 0, outermost: what every request gets, refused or not.
+//!
+//! Loads the current routes snapshot once (every later step reads the same
+//! one, so a reload never splits a request), sets or propagates
+//! `x-request-id` (forwarded to Pleo and returned to the app), and counts the
+//! request in `pleo_gateway_in_flight_requests` until its body has streamed.
+
+use std::collections::hash_map::RandomState;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::{InFlight, ResponseBody, Tracked};
+use crate::metrics::Metrics;
+use crate::routes::{SharedRoutes, Snapshot};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Makes request ids: a random per-process prefix and a counter, so ids are
+/// unique across restarts without a syscall or lock per request.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(std::process::id() as u64);
+        RequestIds { prefix: h.finish() as u32, next: AtomicU64::new(1) }
+    }
+
+    fn make(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::try_from(format!("{:08x}{:016x}", self.prefix, n)).expect("hex is a valid header value")
+    }
+}
+
+/// An app's own id is kept when it is a sane token (visible ASCII, <= 128).
+fn usable(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..0x7f).contains(c))
+}
+
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    routes: SharedRoutes,
+    metrics: Arc<Metrics>,
+    ids: Arc<RequestIds>,
+}
+
+impl ObserveLayer {
+    pub fn new(routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
+        ObserveLayer { routes, metrics, ids: Arc::new(RequestIds::new()) }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+impl<S, B> Service<Request<B>> for Observe<S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = Infallible>,
+{
+    type Response = Response<Tracked<ResponseBody>>;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let in_flight = InFlight::start(&self.layer.metrics.in_flight);
+        req.extensions_mut().insert(Snapshot(self.layer.routes.load_full()));
+        let id = match req.headers().get(&REQUEST_ID) {
+            Some(v) if usable(v) => v.clone(),
+            _ => {
+                let id = self.layer.ids.make();
+                req.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        ObserveFuture { inner: self.inner.call(req), in_flight: Some(in_flight), id: Some(id) }
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<Tracked<ResponseBody>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut resp) = ready!(this.inner.poll(cx));
+        if let Some(id) = this.id.take() {
+            resp.headers_mut().insert(REQUEST_ID, id);
+        }
+        let in_flight = this.in_flight.take().expect("polled after completion");
+        Poll::Ready(Ok(resp.map(|b| Tracked::new(b, in_flight))))
+    }
+}

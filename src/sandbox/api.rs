@@ -1,0 +1,188 @@
+//! The sandbox's request handling: authentication like Pleo's, then the
+//! External API stand-in endpoints.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+
+use super::{oauth, Recorded, Shared};
+
+pub type SandboxBody = Either<Full<Bytes>, Zeros>;
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SandboxBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/oauth/token" {
+        let form = match Limited::new(body, 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_request"}))),
+        };
+        record(&shared, &parts, form.len() as u64, hex::encode(Sha256::digest(&form)));
+        let (status, body) = oauth::token(&shared.tokens, &parts.headers, &form, shared.spec.access_token_ttl);
+        return Ok(json(status, body));
+    }
+
+    // Read the whole body as a stream (never buffered), so the echo can say
+    // how many bytes arrived and what they hash to.
+    let (len, sha) = match drain(body).await {
+        Ok(r) => r,
+        Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "body_read_failed"}))),
+    };
+    record(&shared, &parts, len, sha.clone());
+
+    let company = match authenticate(&shared, &parts) {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    let path = parts.uri.path();
+    let env = shared.spec.environment.as_str();
+    if path == "/v1/installations/me" && parts.method == Method::GET {
+        return Ok(json(StatusCode::OK, serde_json::json!({ "companyId": company, "environment": env })));
+    }
+    if let Some(n) = path.strip_prefix("/sandbox/bytes/").and_then(|n| n.parse::<u64>().ok()) {
+        let mut resp = Response::new(Either::Right(Zeros { remaining: n }));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return Ok(resp);
+    }
+    if let Some(code) = path.strip_prefix("/sandbox/status/").and_then(|n| n.parse::<u16>().ok()) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = json(status, serde_json::json!({ "status": code }));
+        if code == 429 {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        }
+        return Ok(resp);
+    }
+    if let Some(ms) = path.strip_prefix("/sandbox/delay/").and_then(|n| n.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut resp = json(StatusCode::OK, echo(&parts, env, &company, len, &sha));
+    if path == "/sandbox/hop" {
+        let h = resp.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-sandbox-hop"));
+        h.insert("x-sandbox-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-sandbox-kept", HeaderValue::from_static("1"));
+    }
+    Ok(resp)
+}
+
+/// Pleo's rule: exactly one credential, issued in this environment.
+fn authenticate(shared: &Shared, parts: &Parts) -> Result<String, Response<SandboxBody>> {
+    let unauthorized = |error: &str, message: &str| {
+        json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": error, "message": message }))
+    };
+    let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(unauthorized("unauthorized", "Missing credentials: send an OAuth bearer token or an API key."));
+    };
+    let spec = &shared.spec;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        if spec.legacy_tokens.iter().any(|t| t.expose_secret() == token) {
+            return Err(unauthorized(
+                "legacy_token",
+                "Legacy API tokens do not work on the External API. Use an OAuth 2.0 access token or an API key.",
+            ));
+        }
+        if let Some(company) = shared.tokens.lock().expect("sandbox lock").access_company(token) {
+            return Ok(company);
+        }
+    }
+    match spec.accepted.iter().find(|a| a.authorization.expose_secret() == value) {
+        Some(a) => Ok(a.company_id.clone()),
+        None => Err(unauthorized("invalid_credentials", "The credential is not valid in this environment.")),
+    }
+}
+
+fn record(shared: &Shared, parts: &Parts, body_len: u64, body_sha256: String) {
+    let mut recorded = shared.recorded.lock().expect("sandbox lock");
+    if recorded.len() >= shared.spec.record_limit {
+        recorded.pop_front();
+    }
+    recorded.push_back(Recorded {
+        method: parts.method.clone(),
+        target: parts.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body_len,
+        body_sha256,
+    });
+}
+
+async fn drain(mut body: Incoming) -> Result<(u64, String), hyper::Error> {
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            len += data.len() as u64;
+            hasher.update(&data);
+        }
+    }
+    Ok((len, hex::encode(hasher.finalize())))
+}
+
+fn echo(parts: &Parts, env: &str, company: &str, len: u64, sha: &str) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let value = if name == header::AUTHORIZATION {
+            "<redacted>".to_string()
+        } else {
+            parts.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect::<Vec<_>>().join(", ")
+        };
+        headers.insert(name.as_str().to_string(), value.into());
+    }
+    serde_json::json!({
+        "environment": env,
+        "companyId": company,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": { "bytes": len, "sha256": sha },
+    })
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<SandboxBody> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(value.to_string()))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+static ZERO_CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// A body of `remaining` zero bytes, produced 64 KiB at a time.
+#[derive(Debug)]
+pub struct Zeros {
+    remaining: u64,
+}
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(ZERO_CHUNK.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZERO_CHUNK[..n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}

@@ -1,0 +1,197 @@
+//! The sandbox: an offline stand-in for one Pleo environment (External API and
+//! `/oauth/token`), strict the way Pleo is. It accepts only the credentials it
+//! was given, rejects legacy tokens with Pleo-like errors, answers
+//! `GET /v1/installations/me` with the installation's company, and echoes any
+//! other request (method, path, query, headers, body size and hash) as JSON,
+//! with `Authorization` masked. It records what it received so tests can see
+//! exactly what left the gateway.
+//!
+//! Test helpers live under `/sandbox/` (behind the same authentication):
+//! `/sandbox/bytes/N` streams N bytes, `/sandbox/status/N` answers N,
+//! `/sandbox/delay/MS` waits before echoing, `/sandbox/hop` answers with
+//! hop-by-hop headers.
+
+mod api;
+mod oauth;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Environment};
+use crate::credential::Credential;
+use crate::secret::Secret;
+
+pub use oauth::OAuthClient;
+
+/// A credential the sandbox accepts: the exact `Authorization` value and the
+/// company it belongs to.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub authorization: Secret,
+    pub company_id: String,
+}
+
+/// What one sandbox environment accepts.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    pub environment: Environment,
+    pub accepted: Vec<Accepted>,
+    /// Legacy openapi.pleo.io tokens: refused with a message saying so.
+    pub legacy_tokens: Vec<Secret>,
+    pub oauth_clients: Vec<OAuthClient>,
+    pub access_token_ttl: Duration,
+    /// How many received requests to keep for `requests()`.
+    pub record_limit: usize,
+}
+
+impl SandboxSpec {
+    pub fn new(environment: Environment) -> Self {
+        SandboxSpec {
+            environment,
+            accepted: Vec::new(),
+            legacy_tokens: Vec::new(),
+            oauth_clients: Vec::new(),
+            access_token_ttl: Duration::from_secs(900),
+            record_limit: 10_000,
+        }
+    }
+
+    /// Accepts an API key (integrated or standalone) as Basic key + ":".
+    pub fn api_key(mut self, key: &str, company_id: &str) -> Self {
+        let value = crate::credential::basic_value(&Secret::new(key));
+        self.accepted.push(Accepted { authorization: value, company_id: company_id.into() });
+        self
+    }
+
+    /// Accepts an OAuth access token as Bearer.
+    pub fn access_token(mut self, token: &str, company_id: &str) -> Self {
+        self.accepted.push(Accepted { authorization: Secret::new(format!("Bearer {token}")), company_id: company_id.into() });
+        self
+    }
+
+    pub fn legacy_token(mut self, token: &str) -> Self {
+        self.legacy_tokens.push(Secret::new(token));
+        self
+    }
+
+    pub fn oauth_client(mut self, client: OAuthClient) -> Self {
+        self.oauth_clients.push(client);
+        self
+    }
+
+    /// The demo setup: accept exactly the credentials the gateway's tenants in
+    /// `env` are configured with (so a tenant pointed at the wrong environment
+    /// is still refused, as Pleo would).
+    pub fn for_gateway(config: &Config, env: Environment) -> Self {
+        let mut spec = SandboxSpec::new(env);
+        spec.record_limit = 256;
+        for (name, t) in config.tenants.iter().filter(|(_, t)| t.environment == env) {
+            if let Ok(value) = Credential::from_config(&t.auth).authorization() {
+                let value = value.to_str().expect("credential headers are visible ASCII").to_string();
+                spec.accepted.push(Accepted { authorization: Secret::new(value), company_id: format!("company-{name}") });
+            }
+        }
+        spec
+    }
+}
+
+/// A request as the sandbox received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body_len: u64,
+    pub body_sha256: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spec: SandboxSpec,
+    recorded: Mutex<VecDeque<Recorded>>,
+    tokens: Mutex<oauth::TokenState>,
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Serves `spec` on `listener`; with `tls`, as HTTPS.
+    pub fn spawn(listener: TcpListener, spec: SandboxSpec, tls: Option<Arc<rustls::ServerConfig>>) -> Sandbox {
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let tokens = oauth::TokenState::new(&spec.oauth_clients);
+        let shared = Arc::new(Shared { spec, recorded: Mutex::new(VecDeque::new()), tokens: Mutex::new(tokens) });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), tls, stopped));
+        Sandbox { addr, shared, stop, task }
+    }
+
+    /// Requests received so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded.lock().expect("sandbox lock").iter().cloned().collect()
+    }
+
+    /// OAuth bookkeeping: how many refreshes, and how many replays of a rotated token.
+    pub fn token_stats(&self) -> oauth::TokenStats {
+        self.shared.tokens.lock().expect("sandbox lock").stats()
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| api::handle(shared.clone(), req));
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                Some(a) => {
+                    if let Ok(tls) = a.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
+    conns.abort_all();
+}

@@ -1,0 +1,139 @@
+//! Secrets: credentials read from `{ env: NAME }`, `{ file: PATH }` or an inline
+//! string. The value lives only inside [`Secret`], whose `Debug` is redacted and
+//! which has no `Display` or `Serialize`: the one way out is
+//! [`Secret::expose_secret`], called where an upstream header is built.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A credential value. Never printed: `Debug` shows a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Box<str>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The raw value. Call only where it is put on the wire.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// A masked form for humans: the last four characters when the secret is
+    /// long enough that they give nothing away (>= 12), otherwise nothing.
+    pub fn masked(&self) -> String {
+        let chars: Vec<char> = self.0.chars().collect();
+        if chars.len() >= 12 {
+            let tail: String = chars[chars.len() - 4..].iter().collect();
+            format!("••••{tail}")
+        } else {
+            "••••".to_string()
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where a secret comes from, as written in gateway.yaml.
+#[derive(Clone, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    Env { env: String },
+    File { file: PathBuf },
+    Inline(String),
+}
+
+// An inline secret must not show up when the raw config is debugged.
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env { env } => f.debug_struct("Env").field("env", env).finish(),
+            SecretSource::File { file } => f.debug_struct("File").field("file", file).finish(),
+            SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// Why a secret could not be read. Never carries the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set (expected {{ env: NAME }} to name a set, non-empty variable)")]
+    EnvUnset(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secret is empty (expected a non-empty value)")]
+    Empty,
+    #[error("the secret contains characters that cannot go in an HTTP header (expected visible ASCII)")]
+    NotHeaderSafe,
+}
+
+impl SecretSource {
+    pub fn is_inline(&self) -> bool {
+        matches!(self, SecretSource::Inline(_))
+    }
+
+    /// Reads the secret. Relative files are taken from `base_dir` (the config's folder).
+    pub fn resolve(&self, base_dir: &Path) -> Result<Secret, SecretError> {
+        let value = match self {
+            SecretSource::Env { env } => match std::env::var(env) {
+                Ok(v) if !v.is_empty() => v,
+                _ => return Err(SecretError::EnvUnset(env.clone())),
+            },
+            SecretSource::File { file } => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| SecretError::File { path, source })?;
+                // Secret files (Kubernetes, Docker) usually end with a newline.
+                text.trim_end_matches(['\n', '\r']).to_string()
+            }
+            SecretSource::Inline(v) => v.clone(),
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(SecretError::NotHeaderSafe);
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_mask_never_show_the_value() {
+        let s = Secret::new("sk_live_0123456789abcdef");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(s.masked(), "••••cdef");
+        assert_eq!(Secret::new("short").masked(), "••••");
+        let inline = SecretSource::Inline("sk_live_0123456789abcdef".into());
+        assert!(!format!("{inline:?}").contains("sk_live"));
+    }
+
+    #[test]
+    fn file_secret_is_trimmed_and_env_must_be_set() {
+        let dir = std::env::temp_dir().join(format!("pgw-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("k"), "abc-key\n").unwrap();
+        let s = SecretSource::File { file: "k".into() }.resolve(&dir).unwrap();
+        assert_eq!(s.expose_secret(), "abc-key");
+        let err = SecretSource::Env { env: "PGW_SURELY_UNSET_VAR".into() }.resolve(&dir).unwrap_err();
+        assert!(err.to_string().contains("PGW_SURELY_UNSET_VAR is not set"));
+        let err = SecretSource::Inline("a b".into()).resolve(&dir).unwrap_err();
+        assert!(matches!(err, SecretError::NotHeaderSafe));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

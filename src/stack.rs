@@ -1,0 +1,46 @@
+//! The one place the request path is assembled, top-down in the order a
+//! request travels (DESIGN.md "The request's path").
+
+use std::sync::Arc;
+
+use tower::filter::{Filter, FilterLayer};
+use tower::ServiceBuilder;
+
+use crate::client_auth::AuthenticateClient;
+use crate::credential::AttachCredential;
+use crate::error::{Rescue, RescueLayer};
+use crate::legacy::RefuseLegacy;
+use crate::metrics::{Metrics, Record, RecordLayer};
+use crate::observe::{Observe, ObserveLayer};
+use crate::routes::SharedRoutes;
+use crate::tenant::ResolveTenant;
+use crate::upstream::Proxy;
+
+/// The whole gateway as one tower service (`Error = Infallible`).
+pub type GatewayService = Observe<
+    Rescue<
+        Filter<
+            Filter<Filter<Record<Filter<Proxy, AttachCredential>>, ResolveTenant>, AuthenticateClient>,
+            RefuseLegacy,
+        >,
+    >,
+>;
+
+pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
+    ServiceBuilder::new()
+        // Outermost: snapshot, request id and in-flight count for every request, refusals included.
+        .layer(ObserveLayer::new(routes, metrics.clone()))
+        // Every error below becomes the contract's JSON answer; nothing reaches hyper as an error.
+        .layer(RescueLayer::new(metrics))
+        // Legacy host/credentials first: they are refused whatever else is wrong.
+        .layer(FilterLayer::new(RefuseLegacy))
+        // Who is calling, before we tell them anything about tenants.
+        .layer(FilterLayer::new(AuthenticateClient))
+        // Which tenant; strips the tag so it never goes upstream.
+        .layer(FilterLayer::new(ResolveTenant))
+        // From here the tenant is known: count requests by auth model and environment.
+        .layer(RecordLayer)
+        // The tenant's Pleo credential.
+        .layer(FilterLayer::new(AttachCredential))
+        .service(Proxy)
+}

@@ -1,0 +1,153 @@
+//! Step 3: which tenant is this request for?
+//!
+//! Tries `tenant_from` in order (header, path prefix, host suffix, client key),
+//! first match wins, then `default_tenant`. Adds the `Arc<Tenant>` to the
+//! request's extensions; strips the tenant header and, for a path-prefix
+//! match, the prefix, so neither reaches Pleo. Refuses 400 `tenant_required`,
+//! 403 `unknown_tenant`, and 403 `tenant_forbidden` when the authenticated
+//! client may not use the tenant.
+
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{header, Request, Uri};
+use tower::filter::Predicate;
+
+use crate::client_auth::ClientIdentity;
+use crate::config::Selector;
+use crate::error::{ErrorCode, GatewayError};
+use crate::routes::{snapshot, Routes, Tenant};
+use crate::BoxError;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResolveTenant;
+
+/// What a rule found: a tenant name, and for a path prefix the path to send on.
+#[derive(Debug, PartialEq, Eq)]
+struct Match<'a> {
+    name: &'a str,
+    rest: Option<String>,
+}
+
+impl<B> Predicate<Request<B>> for ResolveTenant {
+    type Request = Request<B>;
+
+    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
+        let routes = snapshot(&req)?;
+        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
+        let (tenant, rest) = match find(&routes, &req, client.as_ref()) {
+            Some(m) => match routes.tenants.get(m.name) {
+                Some(t) => (t.clone(), m.rest),
+                None => return Err(unknown(m.name).into()),
+            },
+            None => match &routes.default_tenant {
+                Some(t) => (t.clone(), None),
+                None => return Err(GatewayError::new(ErrorCode::TenantRequired).into()),
+            },
+        };
+        if let Some(c) = &client {
+            if !c.tenants.contains(&tenant.id) {
+                return Err(GatewayError::new(ErrorCode::TenantForbidden).into());
+            }
+        }
+        for h in &routes.tenant_headers {
+            req.headers_mut().remove(h);
+        }
+        if let Some(rest) = rest {
+            let pq = PathAndQuery::try_from(rest).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.path_and_query = Some(pq);
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+        }
+        req.extensions_mut().insert::<Arc<Tenant>>(tenant);
+        Ok(req)
+    }
+}
+
+fn unknown(name: &str) -> GatewayError {
+    // Echo the name only when it is short and plain, so the answer cannot carry
+    // anything odd a client put in the header.
+    let plain = name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        GatewayError::new(ErrorCode::UnknownTenant).with_detail(format!("Tenant `{name}` is not configured."))
+    } else {
+        GatewayError::new(ErrorCode::UnknownTenant)
+    }
+}
+
+fn find<'r, B>(routes: &Routes, req: &'r Request<B>, client: Option<&'r Arc<crate::client_auth::Client>>) -> Option<Match<'r>> {
+    for selector in &routes.selectors {
+        let found = match selector {
+            Selector::Header(name) => {
+                req.headers().get(name).map(|v| Match { name: v.to_str().unwrap_or("\u{0}"), rest: None })
+            }
+            Selector::PathPrefix(prefix) => from_path(req.uri(), prefix),
+            Selector::HostSuffix(suffix) => host(req).and_then(|h| from_host(h, suffix)),
+            Selector::ClientKey => {
+                client.and_then(|c| c.bound_tenant.as_deref()).map(|name| Match { name, rest: None })
+            }
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// `/tenants/acme/v2/x?q` with prefix `/tenants/` -> acme, `/v2/x?q`.
+fn from_path<'a>(uri: &'a Uri, prefix: &str) -> Option<Match<'a>> {
+    let after = uri.path().strip_prefix(prefix)?;
+    let (name, tail) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let rest = match uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    Some(Match { name, rest: Some(rest) })
+}
+
+fn host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().host().or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// `acme.gw.internal:8080` with suffix `.gw.internal` -> acme.
+fn from_host<'a>(host: &'a str, suffix: &str) -> Option<Match<'a>> {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let cut = name.len().checked_sub(suffix.len())?;
+    if cut == 0 || !name.is_char_boundary(cut) || !name[cut..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    Some(Match { name: &name[..cut], rest: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_prefix_keeps_rest_and_query_byte_for_byte() {
+        let uri: Uri = "/tenants/acme/v2/employees%2Fx?a=%20b&c".parse().unwrap();
+        let m = from_path(&uri, "/tenants/").unwrap();
+        assert_eq!(m.name, "acme");
+        assert_eq!(m.rest.as_deref(), Some("/v2/employees%2Fx?a=%20b&c"));
+        let uri: Uri = "/tenants/acme".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/").unwrap().rest.as_deref(), Some("/"));
+        let uri: Uri = "/tenants//v2".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/"), None);
+        let uri: Uri = "/v2/employees".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/"), None);
+    }
+
+    #[test]
+    fn host_suffix() {
+        assert_eq!(from_host("acme.gw.internal:8080", ".gw.internal").unwrap().name, "acme");
+        assert_eq!(from_host("ACME.GW.INTERNAL", ".gw.internal").unwrap().name, "ACME");
+        assert_eq!(from_host(".gw.internal", ".gw.internal"), None);
+        assert_eq!(from_host("gw.internal", ".gw.internal"), None);
+    }
+}

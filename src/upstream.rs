@@ -1,0 +1,244 @@
+//! Step 5: send the request to the tenant's Pleo environment.
+//!
+//! Rewrites the target to the environment's base URL (path and query kept
+//! byte for byte), sets `Host` to the upstream's, removes hop-by-hop headers in
+//! both directions, and sends through a pooled keep-alive client (rustls, with
+//! webpki roots bundled, HTTP/2 by ALPN where Pleo offers it). Bodies stream
+//! both ways. Connection failures answer 502 `upstream_unavailable`, no
+//! response head in time 504 `upstream_timeout`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tower::Service;
+
+use crate::body::{self, ResponseBody};
+use crate::config::{BaseUrl, Config, Environment, EnvironmentConfig};
+use crate::error::{ErrorCode, GatewayError};
+use crate::routes::Tenant;
+use crate::BoxError;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// One Pleo environment: where it is and the pooled client that reaches it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub environment: Environment,
+    pub base: BaseUrl,
+    host: HeaderValue,
+    client: HttpClient,
+    timeout: Duration,
+}
+
+/// The upstreams of a config, one per environment.
+#[derive(Debug, Clone)]
+pub struct Upstreams(BTreeMap<Environment, Arc<Upstream>>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("environments.{env}.ca_file: cannot read CA certificates from {path}: {reason}")]
+    CaFile { env: &'static str, path: String, reason: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl Upstreams {
+    pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
+        let mut out = BTreeMap::new();
+        for (env, ec) in &config.environments {
+            let client = client(*env, ec, config)?;
+            let host = HeaderValue::from_str(ec.base_url.authority.as_str()).expect("authority is a valid header value");
+            out.insert(
+                *env,
+                Arc::new(Upstream {
+                    environment: *env,
+                    base: ec.base_url.clone(),
+                    host,
+                    client,
+                    timeout: config.limits.upstream_timeout,
+                }),
+            );
+        }
+        Ok(Upstreams(out))
+    }
+
+    pub fn get(&self, env: Environment) -> Arc<Upstream> {
+        self.0.get(&env).cloned().expect("validated configs define every environment")
+    }
+}
+
+fn client(env: Environment, ec: &EnvironmentConfig, config: &Config) -> Result<HttpClient, UpstreamError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &ec.ca_file {
+        let bad = |reason: String| UpstreamError::CaFile { env: env.as_str(), path: path.display().to_string(), reason };
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?.collect::<Result<_, _>>().map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificates in the file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
+}
+
+/// RFC 9110 7.6.1: headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // Credentials the client meant for a proxy are never forwarded.
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// The upstream URI: base URL + the request's path and query, as sent.
+fn target(base: &BaseUrl, uri: &Uri) -> Result<Uri, http::Error> {
+    let pq = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
+    let pq = if base.path.is_empty() {
+        uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        PathAndQuery::try_from(format!("{}{}", base.path, pq))?
+    };
+    Uri::builder().scheme(base.scheme.clone()).authority(base.authority.clone()).path_and_query(pq).build()
+}
+
+// === impl Proxy ===
+
+/// The innermost service: forwards to Pleo and streams the answer back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Proxy;
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let Some(tenant) = req.extensions_mut().remove::<Arc<Tenant>>() else {
+            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
+            return Box::pin(std::future::ready(Err(err.into())));
+        };
+        let up = &tenant.upstream;
+        match target(&up.base, req.uri()) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => {
+                let err = GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e);
+                return Box::pin(std::future::ready(Err(err.into())));
+            }
+        }
+        // The client picks HTTP/1.1 or HTTP/2 per connection (ALPN); an
+        // HTTP/2 request from the app must not force HTTP/2 upstream.
+        *req.version_mut() = Version::HTTP_11;
+        strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().insert(header::HOST, up.host.clone());
+
+        let sent = up.client.request(req);
+        let timeout = up.timeout;
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = tokio::time::timeout(timeout, sent).await;
+            tenant.metrics.upstream.observe(started.elapsed().as_secs_f64());
+            let mut resp = match result {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e).into()),
+                Err(elapsed) => return Err(GatewayError::new(ErrorCode::UpstreamTimeout).with_source(elapsed).into()),
+            };
+            if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                tenant.metrics.rejected.inc();
+                tracing::warn!(tenant = %tenant.id, status = resp.status().as_u16(), "Pleo rejected the tenant's credential");
+            }
+            strip_hop_by_hop(resp.headers_mut());
+            Ok(resp.map(body::upstream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keeps_path_and_query_and_prepends_base_path() {
+        let base = BaseUrl { scheme: "https".parse().unwrap(), authority: "external.pleo.io".parse().unwrap(), path: String::new() };
+        let uri: Uri = "/v2/employees%2F1?x=%20y&z".parse().unwrap();
+        assert_eq!(target(&base, &uri).unwrap(), "https://external.pleo.io/v2/employees%2F1?x=%20y&z");
+        let base = BaseUrl { path: "/api".into(), ..base };
+        assert_eq!(target(&base, &uri).unwrap(), "https://external.pleo.io/api/v2/employees%2F1?x=%20y&z");
+    }
+
+    #[test]
+    fn strips_connection_named_and_fixed_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-custom"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
