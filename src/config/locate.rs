@@ -86,7 +86,12 @@ fn find(ev: &[(Event, Marker)], at: usize, path: &[Seg], best: Option<Marker>) -
             if matches!(ev.get(i)?.0, Event::SequenceEnd) {
                 return best;
             }
-            find(ev, i, rest, Some(ev[i].1))
+            // A block mapping's start is marked after its first key; point at that key instead.
+            let mark = match (&ev[i].0, ev.get(i + 1)) {
+                (Event::MappingStart(..), Some((Event::Scalar(..), key_mark))) => *key_mark,
+                _ => ev[i].1,
+            };
+            find(ev, i, rest, Some(mark))
         }
         _ => best,
     }

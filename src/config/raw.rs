@@ -18,7 +18,7 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     #[serde(default)]
     pub environments: RawEnvironments,
-    pub tenant_from: Option<Vec<RawSelector>>,
+    pub tenant_from: Option<Vec<SelectorForm>>,
     pub default_tenant: Option<String>,
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
@@ -51,8 +51,7 @@ pub struct RawEnvironment {
 
 /// One `tenant_from` entry: `- header: X`, `- path_prefix: /p/`,
 /// `- host_suffix: .s`, or the bare word `- client_key`.
-#[derive(Debug, Deserialize)]
-#[serde(try_from = "SelectorForm")]
+#[derive(Debug)]
 pub enum RawSelector {
     Header(String),
     PathPrefix(String),
@@ -62,7 +61,7 @@ pub enum RawSelector {
 
 /// serde_yaml 0.9 reads externally tagged enums as YAML tags (`!header X`);
 /// the contract's form is a one-key map or a bare word, read here.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum SelectorForm {
     Word(String),

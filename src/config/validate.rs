@@ -316,9 +316,16 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
         return vec![Selector::Header(HeaderName::from_static("x-pleo-tenant")), Selector::PathPrefix("/tenants/".into())];
     };
     let mut out = Vec::new();
-    for (i, s) in list.iter().enumerate() {
+    for (i, form) in list.iter().enumerate() {
         let at = with(key(&["tenant_from"]), Seg::Index(i));
-        match s {
+        let s = match RawSelector::try_from(form.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                found.push((at, e));
+                continue;
+            }
+        };
+        match &s {
             RawSelector::Header(h) => match HeaderName::try_from(h.as_str()) {
                 Ok(name) if name != http::header::AUTHORIZATION && name != http::header::HOST => {
                     out.push(Selector::Header(name))

@@ -1,0 +1,86 @@
+//! Config errors as a table: each snippet and the text its error must contain
+//! (file, line, key, what is expected).
+
+use std::path::Path;
+
+use super::*;
+
+const TENANT: &str = "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: inline-key-value-1234\n";
+
+fn err(yaml: &str) -> String {
+    Config::from_yaml(yaml, Path::new("/etc/gw/gateway.yaml")).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_file_line_key_and_expectation() {
+    let cases: &[(&str, &[&str])] = &[
+        ("listen: 127.0.0.1:8080\nbogus: 1\n", &["/etc/gw/gateway.yaml:2:1", "unknown field `bogus`", "expected one of"]),
+        ("tenants:\n  t1:\n    auth:\n      model: integrated_api_key\n      key: k\n", &["gateway.yaml:3:", "tenants.t1", "missing field `environment`"]),
+        ("tenants:\n  t1:\n    environment: staging\n    auth:\n      model: magic\n", &[":5:", "tenants.t1.auth.model", "unknown variant `magic`", "oauth2"]),
+        ("tenants:\n  t1:\n    environment: prod\n    auth:\n      model: oauth2\n", &[":3:", "unknown variant `prod`", "staging"]),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: { env: PGW_TEST_SURELY_UNSET }\n",
+            &["gateway.yaml:6:7", "tenants.t1.auth.key", "PGW_TEST_SURELY_UNSET is not set"],
+        ),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: standalone_api_key\n",
+            &["gateway.yaml:4:5", "tenants.t1.auth", "missing `key`"],
+        ),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: abcdefgh12345\n      access_token: x\n",
+            &["gateway.yaml:7:7", "tenants.t1.auth.access_token", "not used by model integrated_api_key"],
+        ),
+        ("environments:\n  production:\n    base_url: https://openapi.pleo.io\n", &["gateway.yaml:3:5", "environments.production.base_url", "legacy API", "external.pleo.io"]),
+        ("environments:\n  staging:\n    base_url: http://example.com\n", &[":3:5", "plain http to a non-loopback host"]),
+        ("environments:\n  staging:\n    ca_file: /nonexistent/ca.pem\n", &[":3:5", "environments.staging.ca_file", "PEM"]),
+        ("default_tenant: nobody\n", &[":1:1", "default_tenant", "names no tenant"]),
+        ("listen: 0.0.0.0:8080\n", &[":1:1", "listen", "open relay", "allow_unauthenticated_clients"]),
+        ("listen: localhost\n", &[":1:1", "not an address", "IP:PORT"]),
+        ("tenant_from:\n  - header: X-Pleo-Tenant\n  - cookie: t\n", &[":3:", "tenant_from[1]", "unknown tenant rule `cookie`"]),
+        ("tenant_from:\n  - path_prefix: tenants\n", &[":2:5", "tenant_from[0]", "leading and trailing slash"]),
+        ("tenant_from:\n  - client_key\n", &[":2:5", "client_key needs `clients`"]),
+        ("clients:\n  - name: erp\n    key_sha256: abc\n    tenants: [t1]\n", &[":3:5", "clients[0].key_sha256", "64 hex"]),
+        ("limits:\n  upstream_timeout: soon\n", &[":2:3", "limits.upstream_timeout", "not a duration"]),
+        ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
+        ("tls: { cert: a, key: b }\n", &[":1:1", "unknown field `tls`"]),
+    ];
+    for (yaml, wanted) in cases {
+        let e = err(yaml);
+        for w in *wanted {
+            assert!(e.contains(w), "error for\n{yaml}\nwas\n{e}\nexpected to contain {w:?}");
+        }
+    }
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let e = err("default_tenant: nobody\nlimits:\n  drain_timeout: never\n");
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
+
+#[test]
+fn a_good_config_loads_with_defaults_and_warns_about_inline_secrets() {
+    let c = Config::from_yaml(TENANT, Path::new("/etc/gw/gateway.yaml")).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(c.environments[&Environment::Production].base_url.to_string(), "https://external.pleo.io");
+    assert_eq!(c.environments[&Environment::Staging].token_url.to_string(), "https://auth.staging.pleo.io/oauth/token");
+    assert_eq!(c.tenant_from.len(), 2);
+    assert_eq!(c.state_dir, Path::new("/etc/gw/./state"));
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("tenants.t1.auth.key") && !c.warnings[0].contains("inline-key-value"));
+    assert!(!format!("{c:?}").contains("inline-key-value-1234"), "Debug of the config hides secrets");
+    let report = check_report(&c);
+    assert!(report.contains("••••1234") && !report.contains("inline-key-value"));
+}
+
+#[test]
+fn off_loopback_is_allowed_with_clients_or_explicit_opt_in() {
+    let open = format!("listen: 0.0.0.0:8080\nallow_unauthenticated_clients: true\n{TENANT}");
+    assert!(Config::from_yaml(&open, Path::new("g.yaml")).is_ok());
+    let with_clients = format!(
+        "listen: 0.0.0.0:8080\nclients:\n  - name: erp\n    key_sha256: \"{}\"\n    tenants: [t1]\n{TENANT}",
+        "ab".repeat(32)
+    );
+    assert!(Config::from_yaml(&with_clients, Path::new("g.yaml")).is_ok());
+}

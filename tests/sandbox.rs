@@ -1,0 +1,80 @@
+//! The sandbox is strict the way Pleo is, so tests against it mean something.
+
+mod support;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use pleo_gateway::config::Environment;
+use pleo_gateway::sandbox::{OAuthClient, SandboxSpec};
+use pleo_gateway::secret::Secret;
+use support::*;
+
+async fn call(addr: std::net::SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    if !body.is_empty() {
+        b = b.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let resp = client.request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn api_accepts_only_its_environments_credentials() {
+    let staging = sandbox(staging_spec()).await;
+    let (s, j) = call(staging.addr, "GET", "/v1/installations/me", Some(&basic(GLOBEX_KEY)), "").await;
+    assert_eq!((s, j["companyId"].as_str()), (200, Some("company-globex")));
+    // A production credential does not work on staging.
+    let (s, j) = call(staging.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {ACME_TOKEN}")), "").await;
+    assert_eq!((s, j["error"].as_str()), (401, Some("invalid_credentials")));
+    let (s, j) = call(staging.addr, "GET", "/v1/x", Some(&format!("Bearer {LEGACY_TOKEN}")), "").await;
+    assert_eq!((s, j["error"].as_str()), (401, Some("legacy_token")));
+    let (s, _) = call(staging.addr, "GET", "/v1/x", None, "").await;
+    assert_eq!(s, 401);
+    // The key must be the Basic username with an empty password.
+    let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!(":{GLOBEX_KEY}")));
+    assert_eq!(call(staging.addr, "GET", "/v1/x", Some(&wrong), "").await.0, 401);
+    staging.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_endpoint_rotates_and_revokes_on_replay() {
+    let client = OAuthClient {
+        client_id: "cid".into(),
+        client_secret: Secret::new("csecret"),
+        company_id: "company-oauth".into(),
+        refresh_tokens: vec![Secret::new("rt_initial")],
+    };
+    let sb = sandbox(SandboxSpec::new(Environment::Staging).oauth_client(client)).await;
+    let client_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:csecret"));
+
+    let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial").await;
+    assert_eq!(s, 200, "{j}");
+    let access = j["access_token"].as_str().unwrap().to_string();
+    let rotated = j["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rotated, "rt_initial");
+    assert_eq!(j["token_type"], "Bearer");
+    let (s, j) = call(sb.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {access}")), "").await;
+    assert_eq!((s, j["companyId"].as_str()), (200, Some("company-oauth")));
+
+    // Wrong client secret.
+    let bad_client = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:nope"));
+    assert_eq!(call(sb.addr, "POST", "/oauth/token", Some(&bad_client), &format!("grant_type=refresh_token&refresh_token={rotated}")).await.0, 401);
+
+    // Replaying the retired token revokes the whole authorisation.
+    let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial").await;
+    assert_eq!((s, j["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), &format!("grant_type=refresh_token&refresh_token={rotated}")).await;
+    assert_eq!(s, 400, "the newest refresh token died with the family");
+    assert_eq!(call(sb.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {access}")), "").await.0, 401);
+    let stats = sb.token_stats();
+    assert_eq!((stats.refreshes, stats.reuse_detected), (1, 1));
+    sb.shutdown().await;
+}

@@ -1,0 +1,213 @@
+//! Shared kit for the integration tests: two sandboxes (staging and
+//! production) on 127.0.0.1:0, a gateway in-process pointed at them, and a
+//! small HTTP client. Everything binds loopback and is shut down by `stop`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pleo_gateway::config::{Config, Environment};
+use pleo_gateway::gateway::{self, Running};
+use pleo_gateway::sandbox::{Sandbox, SandboxSpec};
+use tokio::net::TcpListener;
+
+pub const ACME_TOKEN: &str = "at_acme_production_5f1e2d3c4b5a";
+pub const GLOBEX_KEY: &str = "ik_globex_staging_a1b2c3d4e5f6";
+pub const INITECH_KEY: &str = "sk_initech_staging_f6e5d4c3b2a1";
+pub const LEGACY_TOKEN: &str = "legacy_openapi_token_0123456789";
+pub const ALL_SECRETS: [&str; 3] = [ACME_TOKEN, GLOBEX_KEY, INITECH_KEY];
+
+/// The `Authorization` value Pleo expects for an API key.
+pub fn basic(key: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+}
+
+pub fn staging_spec() -> SandboxSpec {
+    SandboxSpec::new(Environment::Staging)
+        .api_key(GLOBEX_KEY, "company-globex")
+        .api_key(INITECH_KEY, "company-initech")
+        .legacy_token(LEGACY_TOKEN)
+}
+
+pub fn production_spec() -> SandboxSpec {
+    SandboxSpec::new(Environment::Production).access_token(ACME_TOKEN, "company-acme").legacy_token(LEGACY_TOKEN)
+}
+
+pub async fn sandbox(spec: SandboxSpec) -> Sandbox {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::spawn(listener, spec, None)
+}
+
+/// Writes the tenants' secrets as files in `dir` and returns the tenants block.
+pub fn tenants_yaml(dir: &Path) -> String {
+    for (name, value) in [("acme.token", ACME_TOKEN), ("globex.key", GLOBEX_KEY), ("initech.key", INITECH_KEY)] {
+        std::fs::write(dir.join(name), format!("{value}\n")).unwrap();
+    }
+    "tenants:
+  acme:
+    environment: production
+    auth:
+      model: oauth2
+      access_token: { file: acme.token }
+  globex:
+    environment: staging
+    auth:
+      model: integrated_api_key
+      key: { file: globex.key }
+  initech:
+    environment: staging
+    auth:
+      model: standalone_api_key
+      key: { file: initech.key }
+"
+    .to_string()
+}
+
+pub fn environments_yaml(staging: &str, production: &str) -> String {
+    format!(
+        "environments:
+  staging: {{ base_url: {staging}, token_url: {staging}/oauth/token }}
+  production: {{ base_url: {production}, token_url: {production}/oauth/token }}
+"
+    )
+}
+
+pub struct Kit {
+    pub gw: Running,
+    pub staging: Sandbox,
+    pub production: Sandbox,
+    pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts the contract's refusal shape and returns the body.
+    pub fn assert_refused(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        assert_eq!(self.headers["x-pleo-gateway-error"], code);
+        assert_eq!(self.headers["content-type"], "application/json");
+        let j = self.json();
+        assert_eq!(j["error"], code);
+        assert!(j["message"].as_str().unwrap().len() > 20, "message says what to do");
+        j
+    }
+}
+
+impl Kit {
+    /// A gateway with the three standard tenants; `extra` is appended to the config.
+    pub async fn start(extra: &str) -> Kit {
+        Kit::start_with(staging_spec(), production_spec(), extra).await
+    }
+
+    pub async fn start_with(staging: SandboxSpec, production: SandboxSpec, extra: &str) -> Kit {
+        let staging = sandbox(staging).await;
+        let production = sandbox(production).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut yaml = "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n".to_string();
+        yaml += &environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr));
+        yaml += &tenants_yaml(dir.path());
+        yaml += extra;
+        let gw = start_gateway(&yaml, dir.path()).await;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Kit { gw, staging, production, client, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.addr, path)
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.expect("gateway answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+        let mut b = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Full::new(body)).unwrap()).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        admin_get(self.gw.admin_addr, "/metrics").await.1
+    }
+
+    /// Requests both sandboxes have received.
+    pub fn upstream_count(&self) -> usize {
+        self.staging.requests().len() + self.production.requests().len()
+    }
+
+    pub async fn stop(self) {
+        self.gw.shutdown().await;
+        self.staging.shutdown().await;
+        self.production.shutdown().await;
+    }
+}
+
+pub async fn start_gateway(yaml: &str, dir: &Path) -> Running {
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+    gateway::start(&config).await.expect("gateway starts")
+}
+
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client.get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of one sample in Prometheus text, 0 if absent. `labels` must
+/// list every label of the series, in any order.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (n, l) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if n != name {
+            continue;
+        }
+        let mut have: Vec<(String, String)> = l
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        have.sort();
+        want.sort();
+        if have == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}
