@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn response_is_json_with_marker_header() {
-        let resp = GatewayError::new(ErrorCode::UnknownTenant).with_detail("Tenant `x` is not configured.").to_response();
+        let resp =
+            GatewayError::new(ErrorCode::UnknownTenant).with_detail("Tenant `x` is not configured.").to_response();
         assert_eq!(resp.status(), 403);
         assert_eq!(resp.headers()[ERROR_HEADER], "unknown_tenant");
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");

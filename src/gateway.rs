@@ -70,10 +70,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 
     let gateway_listener = bind("listen", config.listen).await?;
     let admin_listener = bind("admin_listen", config.admin_listen).await?;
-    let addr = gateway_listener.local_addr().map_err(|source| StartError::Bind { what: "listen", addr: config.listen, source })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { what: "admin_listen", addr: config.admin_listen, source })?;
+    let addr = gateway_listener.local_addr().map_err(|source| StartError::Bind {
+        what: "listen",
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
+        what: "admin_listen",
+        addr: config.admin_listen,
+        source,
+    })?;
 
     let admin = Arc::new(AdminState { registry, routes: routes.clone(), ready: Default::default() });
     let (stop, stopped) = watch::channel(false);

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tower::{Layer, Service};
 
 use crate::config::{AuthModel, Environment};
@@ -20,9 +22,8 @@ use crate::error::{code_of, ErrorCode};
 use crate::routes::Tenant;
 use crate::BoxError;
 
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// Statuses common enough to keep a ready counter handle for.
 const COMMON_STATUSES: [u16; 14] = [200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503];
@@ -43,11 +44,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(registry: &Registry, per_tenant: bool) -> prometheus::Result<Metrics> {
-        let scoped: &[&str] = if per_tenant {
-            &["auth_model", "environment", "tenant"]
-        } else {
-            &["auth_model", "environment"]
-        };
+        let scoped: &[&str] =
+            if per_tenant { &["auth_model", "environment", "tenant"] } else { &["auth_model", "environment"] };
         let with_status: Vec<&str> = scoped.iter().copied().chain(["status"]).collect();
 
         let requests_total = IntCounterVec::new(
@@ -79,10 +77,8 @@ impl Metrics {
             Opts::new("pleo_gateway_token_refresh_total", "OAuth token refreshes, by result."),
             &["result"],
         )?;
-        let tenants = IntGaugeVec::new(
-            Opts::new("pleo_gateway_tenants", "Configured tenants."),
-            &["auth_model", "environment"],
-        )?;
+        let tenants =
+            IntGaugeVec::new(Opts::new("pleo_gateway_tenants", "Configured tenants."), &["auth_model", "environment"])?;
         let in_flight = IntGauge::new("pleo_gateway_in_flight_requests", "Requests being handled, bodies included.")?;
         let config_reloads_total = IntCounterVec::new(
             Opts::new("pleo_gateway_config_reloads_total", "Config reloads, by result."),
@@ -100,8 +96,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads_total.clone()))?;
 
         // Create the closed label sets now so they read 0 instead of being absent.
-        let refused_total =
-            ErrorCode::ALL.iter().map(|c| (*c, refused.with_label_values(&[c.as_str()]))).collect();
+        let refused_total = ErrorCode::ALL.iter().map(|c| (*c, refused.with_label_values(&[c.as_str()]))).collect();
         for m in AuthModel::ALL {
             credential_rejected_total.with_label_values(&[m.as_str()]);
         }
@@ -141,8 +136,11 @@ impl Metrics {
 
     /// The handles one tenant's requests are counted with.
     pub fn for_tenant(&self, model: AuthModel, env: Environment, tenant: &str) -> TenantMetrics {
-        let scoped: Vec<&str> =
-            if self.per_tenant { vec![model.as_str(), env.as_str(), tenant] } else { vec![model.as_str(), env.as_str()] };
+        let scoped: Vec<&str> = if self.per_tenant {
+            vec![model.as_str(), env.as_str(), tenant]
+        } else {
+            vec![model.as_str(), env.as_str()]
+        };
         TenantMetrics {
             requests: self.requests_total.clone(),
             labels: scoped.iter().map(|s| s.to_string()).collect(),

@@ -15,8 +15,8 @@ use crate::config::{AuthModel, Config, Environment, Selector};
 use crate::credential::Credential;
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::{Metrics, TenantMetrics};
-use crate::upstream::Upstreams;
 use crate::upstream::Upstream;
+use crate::upstream::Upstreams;
 use crate::BoxError;
 
 /// One tenant, ready to serve.

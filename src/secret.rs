@@ -92,8 +92,7 @@ impl SecretSource {
             },
             SecretSource::File { file } => {
                 let path = base_dir.join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| SecretError::File { path, source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| SecretError::File { path, source })?;
                 // Secret files (Kubernetes, Docker) usually end with a newline.
                 text.trim_end_matches(['\n', '\r']).to_string()
             }

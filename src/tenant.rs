@@ -54,10 +54,12 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
             req.headers_mut().remove(h);
         }
         if let Some(rest) = rest {
-            let pq = PathAndQuery::try_from(rest).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+            let pq = PathAndQuery::try_from(rest)
+                .map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
             let mut parts = std::mem::take(req.uri_mut()).into_parts();
             parts.path_and_query = Some(pq);
-            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+            *req.uri_mut() =
+                Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
         }
         req.extensions_mut().insert::<Arc<Tenant>>(tenant);
         Ok(req)
@@ -75,7 +77,11 @@ fn unknown(name: &str) -> GatewayError {
     }
 }
 
-fn find<'r, B>(routes: &Routes, req: &'r Request<B>, client: Option<&'r Arc<crate::client_auth::Client>>) -> Option<Match<'r>> {
+fn find<'r, B>(
+    routes: &Routes,
+    req: &'r Request<B>,
+    client: Option<&'r Arc<crate::client_auth::Client>>,
+) -> Option<Match<'r>> {
     for selector in &routes.selectors {
         let found = match selector {
             Selector::Header(name) => {

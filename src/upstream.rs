@@ -60,7 +60,8 @@ impl Upstreams {
         let mut out = BTreeMap::new();
         for (env, ec) in &config.environments {
             let client = client(*env, ec, config)?;
-            let host = HeaderValue::from_str(ec.base_url.authority.as_str()).expect("authority is a valid header value");
+            let host =
+                HeaderValue::from_str(ec.base_url.authority.as_str()).expect("authority is a valid header value");
             out.insert(
                 *env,
                 Arc::new(Upstream {
@@ -84,9 +85,12 @@ fn client(env: Environment, ec: &EnvironmentConfig, config: &Config) -> Result<H
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &ec.ca_file {
-        let bad = |reason: String| UpstreamError::CaFile { env: env.as_str(), path: path.display().to_string(), reason };
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?.collect::<Result<_, _>>().map_err(|e| bad(e.to_string()))?;
+        let bad =
+            |reason: String| UpstreamError::CaFile { env: env.as_str(), path: path.display().to_string(), reason };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
         if certs.is_empty() {
             return Err(bad("no PEM certificates in the file".into()));
         }
@@ -221,7 +225,11 @@ mod tests {
 
     #[test]
     fn target_keeps_path_and_query_and_prepends_base_path() {
-        let base = BaseUrl { scheme: "https".parse().unwrap(), authority: "external.pleo.io".parse().unwrap(), path: String::new() };
+        let base = BaseUrl {
+            scheme: "https".parse().unwrap(),
+            authority: "external.pleo.io".parse().unwrap(),
+            path: String::new(),
+        };
         let uri: Uri = "/v2/employees%2F1?x=%20y&z".parse().unwrap();
         assert_eq!(target(&base, &uri).unwrap(), "https://external.pleo.io/v2/employees%2F1?x=%20y&z");
         let base = BaseUrl { path: "/api".into(), ..base };

@@ -13,16 +13,23 @@ async fn legacy_tokens_and_hosts_are_refused_and_never_forwarded() {
     let tagged = ("x-pleo-tenant", "acme");
 
     let auth = format!("Bearer {LEGACY_TOKEN}");
-    let j = kit.get("/v1/expenses", &[tagged, ("authorization", &auth)]).await.assert_refused(401, "legacy_token_refused");
+    let j =
+        kit.get("/v1/expenses", &[tagged, ("authorization", &auth)]).await.assert_refused(401, "legacy_token_refused");
     assert!(!j.to_string().contains(LEGACY_TOKEN), "the refusal never echoes the token");
     // A Pleo key sent by the app itself is foreign to the gateway too.
-    kit.get("/v1/expenses", &[tagged, ("authorization", &basic(GLOBEX_KEY))]).await.assert_refused(401, "legacy_token_refused");
-    kit.get("/v1/expenses", &[tagged, ("proxy-authorization", "Basic eDp5")]).await.assert_refused(401, "legacy_token_refused");
+    kit.get("/v1/expenses", &[tagged, ("authorization", &basic(GLOBEX_KEY))])
+        .await
+        .assert_refused(401, "legacy_token_refused");
+    kit.get("/v1/expenses", &[tagged, ("proxy-authorization", "Basic eDp5")])
+        .await
+        .assert_refused(401, "legacy_token_refused");
     // Even without a tenant, the legacy token is what gets reported.
     kit.get("/v1/expenses", &[("authorization", &auth)]).await.assert_refused(401, "legacy_token_refused");
 
     kit.get("/v1/expenses", &[tagged, ("host", "openapi.pleo.io")]).await.assert_refused(421, "legacy_host_refused");
-    kit.get("/v1/expenses", &[tagged, ("host", "OpenAPI.pleo.io:443")]).await.assert_refused(421, "legacy_host_refused");
+    kit.get("/v1/expenses", &[tagged, ("host", "OpenAPI.pleo.io:443")])
+        .await
+        .assert_refused(421, "legacy_host_refused");
 
     assert_eq!(kit.upstream_count(), 0, "nothing refused reached an upstream");
     let m = kit.metrics().await;
@@ -92,7 +99,9 @@ async fn gateway_client_keys_allow_forbid_and_require() {
     assert_eq!(r.status, 200);
 
     // Forbidden, missing, wrong.
-    kit.get("/v2/x", &[("authorization", &erp), ("x-pleo-tenant", "globex")]).await.assert_refused(403, "tenant_forbidden");
+    kit.get("/v2/x", &[("authorization", &erp), ("x-pleo-tenant", "globex")])
+        .await
+        .assert_refused(403, "tenant_forbidden");
     kit.get("/v2/x", &[("authorization", &bi)]).await.assert_refused(400, "tenant_required");
     kit.get("/v2/x", &[("x-pleo-tenant", "acme")]).await.assert_refused(401, "client_unauthenticated");
     kit.get("/v2/x", &[("authorization", "Bearer gw_wrong_key"), ("x-pleo-tenant", "acme")])

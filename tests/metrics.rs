@@ -57,7 +57,8 @@ async fn a_tenant_label_can_be_switched_on() {
     let kit = Kit::start("metrics: { per_tenant: true }\n").await;
     kit.get("/v2/x", &[("x-pleo-tenant", "globex")]).await;
     let m = kit.metrics().await;
-    let labels = [("auth_model", "integrated_api_key"), ("environment", "staging"), ("tenant", "globex"), ("status", "200")];
+    let labels =
+        [("auth_model", "integrated_api_key"), ("environment", "staging"), ("tenant", "globex"), ("status", "200")];
     assert_eq!(sample(&m, "pleo_gateway_requests_total", &labels), 1.0);
     kit.stop().await;
 }

@@ -39,7 +39,12 @@ async fn method_body_path_and_query_are_forwarded_byte_for_byte() {
     let body = Bytes::from_static(br#"{"amount": 42, "note": "caf\u00e9"}"#);
     let path = "/v2/expenses/a%2Fb%20c/receipts?filter=%5Bx%5D&q=a+b&empty=&dup=1&dup=2";
     let r = kit
-        .request(Method::PATCH, path, &[("x-pleo-tenant", "globex"), ("content-type", "application/json")], body.clone())
+        .request(
+            Method::PATCH,
+            path,
+            &[("x-pleo-tenant", "globex"), ("content-type", "application/json")],
+            body.clone(),
+        )
         .await;
     assert_eq!(r.status, 200);
     let seen = kit.staging.requests().pop().unwrap();

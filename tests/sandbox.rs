@@ -11,8 +11,15 @@ use pleo_gateway::sandbox::{OAuthClient, SandboxSpec};
 use pleo_gateway::secret::Secret;
 use support::*;
 
-async fn call(addr: std::net::SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     if let Some(a) = auth {
         b = b.header("authorization", a);
@@ -55,7 +62,9 @@ async fn token_endpoint_rotates_and_revokes_on_replay() {
     let sb = sandbox(SandboxSpec::new(Environment::Staging).oauth_client(client)).await;
     let client_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:csecret"));
 
-    let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial").await;
+    let (s, j) =
+        call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial")
+            .await;
     assert_eq!(s, 200, "{j}");
     let access = j["access_token"].as_str().unwrap().to_string();
     let rotated = j["refresh_token"].as_str().unwrap().to_string();
@@ -66,12 +75,32 @@ async fn token_endpoint_rotates_and_revokes_on_replay() {
 
     // Wrong client secret.
     let bad_client = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:nope"));
-    assert_eq!(call(sb.addr, "POST", "/oauth/token", Some(&bad_client), &format!("grant_type=refresh_token&refresh_token={rotated}")).await.0, 401);
+    assert_eq!(
+        call(
+            sb.addr,
+            "POST",
+            "/oauth/token",
+            Some(&bad_client),
+            &format!("grant_type=refresh_token&refresh_token={rotated}")
+        )
+        .await
+        .0,
+        401
+    );
 
     // Replaying the retired token revokes the whole authorisation.
-    let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial").await;
+    let (s, j) =
+        call(sb.addr, "POST", "/oauth/token", Some(&client_auth), "grant_type=refresh_token&refresh_token=rt_initial")
+            .await;
     assert_eq!((s, j["error"].as_str()), (400, Some("invalid_grant")));
-    let (s, _) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), &format!("grant_type=refresh_token&refresh_token={rotated}")).await;
+    let (s, _) = call(
+        sb.addr,
+        "POST",
+        "/oauth/token",
+        Some(&client_auth),
+        &format!("grant_type=refresh_token&refresh_token={rotated}"),
+    )
+    .await;
     assert_eq!(s, 400, "the newest refresh token died with the family");
     assert_eq!(call(sb.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {access}")), "").await.0, 401);
     let stats = sb.token_stats();

@@ -26,7 +26,10 @@ async fn connection_refused_and_tls_failure_are_502() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     for tenant in ["globex", "acme"] {
-        let req = http::Request::get(format!("http://{}/v2/x", gw.addr)).header("x-pleo-tenant", tenant).body(Default::default()).unwrap();
+        let req = http::Request::get(format!("http://{}/v2/x", gw.addr))
+            .header("x-pleo-tenant", tenant)
+            .body(Default::default())
+            .unwrap();
         let resp = client.request(req).await.unwrap();
         assert_eq!(resp.status(), 502, "{tenant}");
         assert_eq!(resp.headers()["x-pleo-gateway-error"], "upstream_unavailable");

@@ -51,9 +51,9 @@ pub fn locate(src: &str, path: &[Seg]) -> Option<(usize, usize)> {
     Parser::new_from_str(src).load(&mut events, false).ok()?;
     let ev = &events.0;
     // Skip StreamStart and DocumentStart to reach the root node.
-    let root = ev.iter().position(|(e, _)| {
-        matches!(e, Event::MappingStart(..) | Event::SequenceStart(..) | Event::Scalar(..))
-    })?;
+    let root = ev
+        .iter()
+        .position(|(e, _)| matches!(e, Event::MappingStart(..) | Event::SequenceStart(..) | Event::Scalar(..)))?;
     let mark = find(ev, root, path, None)?;
     Some((mark.line(), mark.col() + 1))
 }

@@ -85,9 +85,15 @@ pub struct TenantConfig {
 #[derive(Debug)]
 pub enum AuthConfig {
     /// OAuth 2.0 with an unmanaged access token (managed refresh is a later step).
-    OAuth2 { access_token: Secret },
-    IntegratedApiKey { key: Secret },
-    StandaloneApiKey { key: Secret },
+    OAuth2 {
+        access_token: Secret,
+    },
+    IntegratedApiKey {
+        key: Secret,
+    },
+    StandaloneApiKey {
+        key: Secret,
+    },
 }
 
 impl AuthConfig {
@@ -189,10 +195,8 @@ impl Config {
     /// relative paths (secret files, state_dir, ca_file).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError {
-            file: file.clone(),
-            issues: vec![serde_issue(&e)],
-        })?;
+        let raw: raw::RawConfig = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError { file: file.clone(), issues: vec![serde_issue(&e)] })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         validate::validate(raw, path, &base_dir).map_err(|found| ConfigError {
             file,
@@ -200,12 +204,7 @@ impl Config {
                 .into_iter()
                 .map(|(key, message)| {
                     let at = locate::locate(text, &key);
-                    ConfigIssue {
-                        line: at.map(|a| a.0),
-                        column: at.map(|a| a.1),
-                        key: locate::render(&key),
-                        message,
-                    }
+                    ConfigIssue { line: at.map(|a| a.0), column: at.map(|a| a.1), key: locate::render(&key), message }
                 })
                 .collect(),
         })
@@ -223,12 +222,7 @@ fn serde_issue(e: &serde_yaml::Error) -> ConfigIssue {
         Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
         _ => (String::new(), text),
     };
-    ConfigIssue {
-        line: e.location().map(|l| l.line()),
-        column: e.location().map(|l| l.column()),
-        key,
-        message,
-    }
+    ConfigIssue { line: e.location().map(|l| l.line()), column: e.location().map(|l| l.column()), key, message }
 }
 
 #[cfg(test)]

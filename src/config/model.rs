@@ -33,11 +33,7 @@ pub enum AuthModel {
 }
 
 impl AuthModel {
-    pub const ALL: [AuthModel; 3] = [
-        AuthModel::OAuth2,
-        AuthModel::IntegratedApiKey,
-        AuthModel::StandaloneApiKey,
-    ];
+    pub const ALL: [AuthModel; 3] = [AuthModel::OAuth2, AuthModel::IntegratedApiKey, AuthModel::StandaloneApiKey];
 
     pub fn as_str(self) -> &'static str {
         match self {

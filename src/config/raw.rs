@@ -68,7 +68,8 @@ pub enum SelectorForm {
     Map(BTreeMap<String, String>),
 }
 
-const SELECTOR_FORMS: &str = "expected one of `header: NAME`, `path_prefix: /prefix/`, `host_suffix: .suffix`, `client_key`";
+const SELECTOR_FORMS: &str =
+    "expected one of `header: NAME`, `path_prefix: /prefix/`, `host_suffix: .suffix`, `client_key`";
 
 impl TryFrom<SelectorForm> for RawSelector {
     type Error = String;

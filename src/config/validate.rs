@@ -34,11 +34,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     let mut warnings = Vec::new();
 
     let listen = addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), key(&["listen"]), &mut found);
-    let admin_listen = addr(
-        raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN),
-        key(&["admin_listen"]),
-        &mut found,
-    );
+    let admin_listen = addr(raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN), key(&["admin_listen"]), &mut found);
     if let Some(0) | Some(1025..) = raw.workers {
         found.push((key(&["workers"]), "expected a number of worker threads from 1 to 1024".into()));
     }
@@ -126,7 +122,8 @@ fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap
         let default = RawEnvironment::default();
         let given = given.as_ref().unwrap_or(&default);
         let at = key(&["environments", env.as_str()]);
-        let base_url = url(given.base_url.as_deref().unwrap_or(base), with(at.clone(), Seg::Key("base_url".into())), found);
+        let base_url =
+            url(given.base_url.as_deref().unwrap_or(base), with(at.clone(), Seg::Key("base_url".into())), found);
         let token_url =
             url(given.token_url.as_deref().unwrap_or(token), with(at.clone(), Seg::Key("token_url".into())), found);
         let ca_file = given.ca_file.as_ref().map(|f| base_dir.join(f));
@@ -172,10 +169,8 @@ pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl
         return None;
     }
     if LEGACY_HOSTS.contains(&host.as_str()) {
-        found.push(bad(
-            "is the legacy API, which is deprecated and does not accept External API credentials \
-             (expected https://external.pleo.io or https://external.staging.pleo.io)",
-        ));
+        found.push(bad("is the legacy API, which is deprecated and does not accept External API credentials \
+             (expected https://external.pleo.io or https://external.staging.pleo.io)"));
         return None;
     }
     let loopback = host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
@@ -224,7 +219,13 @@ fn tenants(
     out
 }
 
-fn auth(raw: &RawAuth, at: Vec<Seg>, base_dir: &Path, found: &mut Found, warnings: &mut Vec<String>) -> Option<AuthConfig> {
+fn auth(
+    raw: &RawAuth,
+    at: Vec<Seg>,
+    base_dir: &Path,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Option<AuthConfig> {
     let field = |name: &str| with(at.clone(), Seg::Key(name.into()));
     let model = raw.model.as_str();
     let mut secret = |src: &Option<SecretSource>, name: &str, found: &mut Found| -> Option<Secret> {
@@ -313,7 +314,10 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
 
 fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
     let Some(list) = &raw.tenant_from else {
-        return vec![Selector::Header(HeaderName::from_static("x-pleo-tenant")), Selector::PathPrefix("/tenants/".into())];
+        return vec![
+            Selector::Header(HeaderName::from_static("x-pleo-tenant")),
+            Selector::PathPrefix("/tenants/".into()),
+        ];
     };
     let mut out = Vec::new();
     for (i, form) in list.iter().enumerate() {
@@ -330,14 +334,16 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
                 Ok(name) if name != http::header::AUTHORIZATION && name != http::header::HOST => {
                     out.push(Selector::Header(name))
                 }
-                _ => found.push((at, format!("`{h}` cannot carry the tenant (expected a header name such as X-Pleo-Tenant)"))),
+                _ => found.push((
+                    at,
+                    format!("`{h}` cannot carry the tenant (expected a header name such as X-Pleo-Tenant)"),
+                )),
             },
             RawSelector::PathPrefix(p) if p.len() > 2 && p.starts_with('/') && p.ends_with('/') => {
                 out.push(Selector::PathPrefix(p.clone()))
             }
-            RawSelector::PathPrefix(p) => {
-                found.push((at, format!("`{p}` is not a path prefix (expected /segment/ with leading and trailing slash)")))
-            }
+            RawSelector::PathPrefix(p) => found
+                .push((at, format!("`{p}` is not a path prefix (expected /segment/ with leading and trailing slash)"))),
             RawSelector::HostSuffix(s) if s.len() > 1 && s.starts_with('.') => {
                 out.push(Selector::HostSuffix(s.to_ascii_lowercase()))
             }
@@ -351,7 +357,10 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
         }
     }
     if list.is_empty() && raw.default_tenant.is_none() {
-        found.push((key(&["tenant_from"]), "is empty and there is no default_tenant (expected at least one rule)".into()));
+        found.push((
+            key(&["tenant_from"]),
+            "is empty and there is no default_tenant (expected at least one rule)".into(),
+        ));
     }
     out
 }
@@ -370,7 +379,10 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         if let Some(text) = given {
             match humantime::parse_duration(text) {
                 Ok(d) if d > Duration::ZERO => *slot = d,
-                _ => found.push((key(&["limits", name]), format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"))),
+                _ => found.push((
+                    key(&["limits", name]),
+                    format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
+                )),
             }
         }
     }

@@ -45,10 +45,9 @@ impl Credential {
                 authorization: oauth2::bearer(access_token),
                 masked: format!("bearer {}", access_token.masked()),
             },
-            AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => Credential::Static {
-                authorization: api_key::basic(key),
-                masked: format!("key {}", key.masked()),
-            },
+            AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => {
+                Credential::Static { authorization: api_key::basic(key), masked: format!("key {}", key.masked()) }
+            }
         }
     }
 

@@ -135,7 +135,13 @@ fn echo(parts: &Parts, env: &str, company: &str, len: u64, sha: &str) -> serde_j
         let value = if name == header::AUTHORIZATION {
             "<redacted>".to_string()
         } else {
-            parts.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect::<Vec<_>>().join(", ")
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         headers.insert(name.as_str().to_string(), value.into());
     }

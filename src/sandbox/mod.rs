@@ -74,7 +74,8 @@ impl SandboxSpec {
 
     /// Accepts an OAuth access token as Bearer.
     pub fn access_token(mut self, token: &str, company_id: &str) -> Self {
-        self.accepted.push(Accepted { authorization: Secret::new(format!("Bearer {token}")), company_id: company_id.into() });
+        self.accepted
+            .push(Accepted { authorization: Secret::new(format!("Bearer {token}")), company_id: company_id.into() });
         self
     }
 
@@ -97,7 +98,8 @@ impl SandboxSpec {
         for (name, t) in config.tenants.iter().filter(|(_, t)| t.environment == env) {
             if let Ok(value) = Credential::from_config(&t.auth).authorization() {
                 let value = value.to_str().expect("credential headers are visible ASCII").to_string();
-                spec.accepted.push(Accepted { authorization: Secret::new(value), company_id: format!("company-{name}") });
+                spec.accepted
+                    .push(Accepted { authorization: Secret::new(value), company_id: format!("company-{name}") });
             }
         }
         spec

@@ -4,8 +4,8 @@
 //! the same consent). That is what makes a gateway that replays a token fail
 //! its tests loudly.
 
-use std::collections::{HashMap, HashSet};
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,7 +69,12 @@ impl TokenState {
             for t in &c.refresh_tokens {
                 refresh.insert(
                     t.expose_secret().to_string(),
-                    Refresh { family: family as u64, client_id: c.client_id.clone(), company: c.company_id.clone(), retired: false },
+                    Refresh {
+                        family: family as u64,
+                        client_id: c.client_id.clone(),
+                        company: c.company_id.clone(),
+                        retired: false,
+                    },
                 );
             }
         }
@@ -111,7 +116,12 @@ impl TokenState {
 }
 
 /// Handles one token request; answers (status, JSON body).
-pub fn token(state: &Mutex<TokenState>, headers: &HeaderMap, form: &[u8], ttl: Duration) -> (StatusCode, serde_json::Value) {
+pub fn token(
+    state: &Mutex<TokenState>,
+    headers: &HeaderMap,
+    form: &[u8],
+    ttl: Duration,
+) -> (StatusCode, serde_json::Value) {
     let mut st = state.lock().expect("sandbox lock");
     let err = |status, code: &str, description: &str| {
         (status, serde_json::json!({ "error": code, "error_description": description }))
@@ -135,7 +145,11 @@ pub fn token(state: &Mutex<TokenState>, headers: &HeaderMap, form: &[u8], ttl: D
             st.revoked.insert(family);
             st.stats.reuse_detected += 1;
             st.stats.invalid_grant += 1;
-            return err(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reuse detected; authorisation revoked");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token reuse detected; authorisation revoked",
+            );
         }
         Some(r) => {
             r.retired = true;

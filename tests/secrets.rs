@@ -1,0 +1,121 @@
+//! No configured secret ever shows in the gateway's logs: a real gateway
+//! process at TRACE level (ours and every dependency's) serves each auth
+//! model, every kind of refusal and an upstream failure, is stopped with
+//! SIGTERM, and its whole output is searched for every secret and its
+//! encodings.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test]
+async fn no_secret_appears_in_trace_logs_of_a_full_run() {
+    let staging = sandbox(staging_spec()).await;
+    let production = sandbox(production_spec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client_key = "gw_client_key_55aa66bb77cc88dd";
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(client_key));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}tenants:\n  acme:\n    environment: production\n    auth:\n      model: oauth2\n      access_token: {{ env: PGW_ACME_TOKEN }}\n  globex:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: {{ env: PGW_GLOBEX_KEY }}\n  initech:\n    environment: staging\n    auth:\n      model: standalone_api_key\n      key: {INITECH_KEY}\nclients:\n  - name: app\n    key_sha256: \"{digest}\"\n    tenants: [acme, globex, initech]\n",
+        environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr)),
+    );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .env("PGW_ACME_TOKEN", ACME_TOKEN)
+        .env("PGW_GLOBEX_KEY", GLOBEX_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    for pipe in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let log = log.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }));
+    }
+
+    // The gateway logs where it listens; wait for that line (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (addr, admin) = loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(line) = text.lines().find(|l| l.contains("pleo-gateway listening")) {
+            let field = |name: &str| {
+                let rest = &line[line.find(&format!(" {name}=")).unwrap() + name.len() + 2..];
+                rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap()
+            };
+            break (field("addr"), field("admin_addr"));
+        }
+        assert!(Instant::now() < deadline, "gateway did not start:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let app = format!("Bearer {client_key}");
+    let legacy = format!("Bearer {LEGACY_TOKEN}");
+    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+        ("/v2/employees?token=1", vec![("authorization", &app), ("x-pleo-tenant", "acme")], 200),
+        ("/v2/employees", vec![("authorization", &app), ("x-pleo-tenant", "globex")], 200),
+        ("/v2/employees", vec![("authorization", &app), ("x-pleo-tenant", "initech")], 200),
+        ("/sandbox/status/401", vec![("authorization", &app), ("x-pleo-tenant", "globex")], 401),
+        ("/v2/employees", vec![("authorization", &legacy), ("x-pleo-tenant", "acme")], 401),
+        ("/v2/employees", vec![("authorization", &app), ("host", "openapi.pleo.io")], 421),
+        ("/v2/employees", vec![("authorization", &app), ("x-pleo-tenant", "nobody")], 403),
+        ("/v2/employees", vec![("x-pleo-tenant", "acme")], 401),
+    ];
+    for (path, headers, status) in &cases {
+        let mut b = http::Request::get(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = client.request(b.body(Default::default()).unwrap()).await.unwrap();
+        assert_eq!(resp.status().as_u16(), *status, "{path} {headers:?}");
+    }
+    // Pleo going away mid-run: the failure is logged with its cause, not a secret.
+    staging.shutdown().await;
+    let req = http::Request::get(format!("http://{addr}/v2/x"))
+        .header("authorization", &app)
+        .header("x-pleo-tenant", "globex");
+    assert_eq!(client.request(req.body(Default::default()).unwrap()).await.unwrap().status(), 502);
+    let (status, _) = admin_get(admin, "/tenants").await;
+    assert_eq!(status, 200);
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM ends the gateway cleanly: {exit:?}");
+    for r in readers {
+        r.join().unwrap();
+    }
+    production.shutdown().await;
+
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("TRACE"), "the run was captured at trace level");
+    assert!(log.contains("legacy_token_refused") && log.contains("upstream_unavailable"));
+    assert!(log.contains("inline"), "the inline secret is warned about (by key, not value)");
+    let base64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    for secret in [ACME_TOKEN, GLOBEX_KEY, INITECH_KEY, LEGACY_TOKEN, client_key] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+        assert!(!log.contains(&base64(&format!("{secret}:"))), "Basic form of {secret} leaked");
+        assert!(!log.contains(&base64(secret)), "base64 of {secret} leaked");
+    }
+}
