@@ -14,9 +14,7 @@ fn gateway_bin() -> Command {
 #[test]
 fn check_prints_tenants_with_masked_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "environments:\n  staging: {{ base_url: http://127.0.0.1:1 }}\ntenants:\n  globex:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: {{ env: PGW_CLI_GLOBEX_KEY }}\n  acme:\n    environment: production\n    auth:\n      model: oauth2\n      access_token: {{ file: acme.token }}\n"
-    );
+    let yaml = "environments:\n  staging: { base_url: http://127.0.0.1:1 }\ntenants:\n  globex:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: { env: PGW_CLI_GLOBEX_KEY }\n  acme:\n    environment: production\n    auth:\n      model: oauth2\n      access_token: { file: acme.token }\n".to_string();
     std::fs::write(dir.path().join("acme.token"), ACME_TOKEN).unwrap();
     std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
     let out = gateway_bin()

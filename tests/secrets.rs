@@ -72,7 +72,8 @@ async fn no_secret_appears_in_trace_logs_of_a_full_run() {
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let app = format!("Bearer {client_key}");
     let legacy = format!("Bearer {LEGACY_TOKEN}");
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case<'_>> = vec![
         ("/v2/employees?token=1", vec![("authorization", &app), ("x-pleo-tenant", "acme")], 200),
         ("/v2/employees", vec![("authorization", &app), ("x-pleo-tenant", "globex")], 200),
         ("/v2/employees", vec![("authorization", &app), ("x-pleo-tenant", "initech")], 200),

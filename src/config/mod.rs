@@ -237,19 +237,30 @@ pub fn check_report(config: &Config) -> String {
     for w in &config.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
-    let _ = writeln!(out, "{:<24} {:<11} {:<20} {:<28} BASE URL", "TENANT", "ENVIRONMENT", "AUTH MODEL", "CREDENTIAL");
+    let mut rows =
+        vec![["TENANT".to_string(), "ENVIRONMENT".into(), "AUTH MODEL".into(), "CREDENTIAL".into(), "BASE URL".into()]];
     for (name, t) in &config.tenants {
         let cred = crate::credential::Credential::from_config(&t.auth);
         let base = config.environments.get(&t.environment).map(|e| e.base_url.to_string()).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<24} {:<11} {:<20} {:<28} {}",
-            name,
-            t.environment.as_str(),
-            t.auth.model().as_str(),
-            cred.masked(),
-            base
-        );
+        rows.push([
+            name.clone(),
+            t.environment.as_str().into(),
+            t.auth.model().as_str().into(),
+            cred.masked().into(),
+            base,
+        ]);
+    }
+    // Pad by characters, not bytes: masked credentials contain multi-byte dots.
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i < 4 {
+                line.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count() + 2));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

@@ -41,7 +41,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
 
     let company = match authenticate(&shared, &parts) {
         Ok(c) => c,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return Ok(*resp),
     };
     let path = parts.uri.path();
     let env = shared.spec.environment.as_str();
@@ -77,9 +77,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
 }
 
 /// Pleo's rule: exactly one credential, issued in this environment.
-fn authenticate(shared: &Shared, parts: &Parts) -> Result<String, Response<SandboxBody>> {
+fn authenticate(shared: &Shared, parts: &Parts) -> Result<String, Box<Response<SandboxBody>>> {
     let unauthorized = |error: &str, message: &str| {
-        json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": error, "message": message }))
+        Box::new(json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": error, "message": message })))
     };
     let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(unauthorized("unauthorized", "Missing credentials: send an OAuth bearer token or an API key."));
