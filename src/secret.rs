@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// A credential value. Never printed: `Debug` shows a placeholder.
@@ -42,8 +43,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Where a secret comes from, as written in gateway.yaml.
-#[derive(Clone, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Clone)]
 pub enum SecretSource {
     Env { env: String },
     File { file: PathBuf },
@@ -58,6 +58,48 @@ impl fmt::Debug for SecretSource {
             SecretSource::File { file } => f.debug_struct("File").field("file", file).finish(),
             SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
         }
+    }
+}
+
+const EXPECTED: &str = "a secret: { env: NAME }, { file: PATH } or an inline string";
+
+// A visitor rather than `#[serde(untagged)]`, so that a malformed secret says
+// what is expected instead of "did not match any variant". Error messages
+// never include the value.
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretSource;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretSource, E> {
+                Ok(SecretSource::Inline(v.to_string()))
+            }
+
+            // An unquoted numeric key is still a key.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SecretSource, E> {
+                Ok(SecretSource::Inline(v.to_string()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+                let bad = || de::Error::custom(format!("expected {EXPECTED}"));
+                let Some(kind) = map.next_key::<String>()? else { return Err(bad()) };
+                let value: String = map.next_value().map_err(|_: A::Error| bad())?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(bad());
+                }
+                match kind.as_str() {
+                    "env" => Ok(SecretSource::Env { env: value }),
+                    "file" => Ok(SecretSource::File { file: value.into() }),
+                    _ => Err(de::Error::custom(format!("unknown secret source `{kind}`, expected {EXPECTED}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

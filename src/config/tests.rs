@@ -43,6 +43,14 @@ fn errors_name_file_line_key_and_expectation() {
         ("limits:\n  upstream_timeout: soon\n", &[":2:3", "limits.upstream_timeout", "not a duration"]),
         ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
         ("tls: { cert: a, key: b }\n", &[":1:1", "unknown field `tls`"]),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: { envv: X }\n",
+            &[":6:", "tenants.t1.auth.key", "unknown secret source `envv`", "{ env: NAME }, { file: PATH }"],
+        ),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: [sk_in_a_list]\n",
+            &[":6:", "tenants.t1.auth.key", "expected a secret"],
+        ),
     ];
     for (yaml, wanted) in cases {
         let e = err(yaml);
