@@ -65,7 +65,10 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         "environment": t.environment.as_str(),
                         "auth_model": t.model.as_str(),
                         "credential": t.credential.masked(),
-                        "state": "configured",
+                        "state": match t.credential {
+                            crate::credential::Credential::Static { .. } => "configured",
+                            crate::credential::Credential::Unavailable { .. } => "credential_unavailable",
+                        },
                     })
                 })
                 .collect();

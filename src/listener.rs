@@ -20,6 +20,7 @@ use tokio::sync::watch;
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
 }
 
 /// Serves `service` on `listener` until `shutdown` flips, then drains.
@@ -32,8 +33,12 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(opts.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
 

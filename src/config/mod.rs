@@ -88,6 +88,10 @@ pub enum AuthConfig {
     OAuth2 {
         access_token: Secret,
     },
+    /// OAuth 2.0 configured for managed refresh (`refresh_token`, no
+    /// `access_token`), which this version cannot do yet: the tenant loads,
+    /// is listed, and answers 503 `credential_unavailable` saying why.
+    OAuth2Managed,
     IntegratedApiKey {
         key: Secret,
     },
@@ -99,7 +103,7 @@ pub enum AuthConfig {
 impl AuthConfig {
     pub fn model(&self) -> AuthModel {
         match self {
-            AuthConfig::OAuth2 { .. } => AuthModel::OAuth2,
+            AuthConfig::OAuth2 { .. } | AuthConfig::OAuth2Managed => AuthModel::OAuth2,
             AuthConfig::IntegratedApiKey { .. } => AuthModel::IntegratedApiKey,
             AuthConfig::StandaloneApiKey { .. } => AuthModel::StandaloneApiKey,
         }
@@ -120,6 +124,8 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Largest request head (request line + headers); larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -129,6 +135,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 65536,
         }
     }
 }

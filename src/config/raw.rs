@@ -32,6 +32,28 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     pub sandbox: Option<RawSandbox>,
+    // Edge keys from the contract that this version does not act on yet:
+    // parsed so that a config written for the contract loads, then refused
+    // (tls, client_ca) or warned about (the rest) in `validate`.
+    pub tls: Option<serde_yaml::Value>,
+    pub client_ca: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub legacy_tokens: Vec<RawLegacyToken>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLegacyToken {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub format: Option<String>,
+    pub include_query: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +149,10 @@ pub struct RawLimits {
     pub upstream_connect_timeout: Option<String>,
     pub upstream_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub idle_timeout: Option<String>,
+    pub max_request_body_bytes: Option<u64>,
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

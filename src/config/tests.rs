@@ -42,7 +42,14 @@ fn errors_name_file_line_key_and_expectation() {
         ("clients:\n  - name: erp\n    key_sha256: abc\n    tenants: [t1]\n", &[":3:5", "clients[0].key_sha256", "64 hex"]),
         ("limits:\n  upstream_timeout: soon\n", &[":2:3", "limits.upstream_timeout", "not a duration"]),
         ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
-        ("tls: { cert: a, key: b }\n", &[":1:1", "unknown field `tls`"]),
+        ("tls: { cert: a, key: b }\n", &[":1:1", "tls", "not available in this version", "terminate TLS in front"]),
+        ("access_log: { format: xml }\n", &[":1:", "access_log.format", "json, text or off"]),
+        ("legacy_tokens:\n  - { name: erp, sha256: nothex }\n", &[":2:", "legacy_tokens[0]", "64 hex"]),
+        ("limits:\n  max_header_bytes: 100\n", &[":2:3", "limits.max_header_bytes", "8192 to 1048576"]),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: oauth2\n      refresh_token: { env: PGW_TEST_UNSET_RT }\n",
+            &["tenants.t1.auth.refresh_token", "PGW_TEST_UNSET_RT is not set", "missing `client_id`"],
+        ),
         (
             "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: { envv: X }\n",
             &[":6:", "tenants.t1.auth.key", "unknown secret source `envv`", "{ env: NAME }, { file: PATH }"],
@@ -91,4 +98,71 @@ fn off_loopback_is_allowed_with_clients_or_explicit_opt_in() {
         "ab".repeat(32)
     );
     assert!(Config::from_yaml(&with_clients, Path::new("g.yaml")).is_ok());
+}
+
+/// DESIGN.md's sample gateway.yaml (secrets as files, edge keys included, no
+/// TLS) loads: a config written for the contract runs, with warnings for what
+/// this version does not act on yet.
+#[test]
+fn the_contract_sample_config_loads_with_warnings() {
+    let dir = std::env::temp_dir().join(format!("pgw-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["acme-client-secret", "acme-refresh-token", "globex-key", "initech-key"] {
+        std::fs::write(dir.join(f), format!("{f}-value-0123456789\n")).unwrap();
+    }
+    let yaml = r#"
+listen: 127.0.0.1:8080
+admin_listen: 127.0.0.1:9464
+workers: 2
+tenant_from:
+  - header: X-Pleo-Tenant
+  - path_prefix: /tenants/
+default_tenant: acme
+state_dir: ./state
+tenants:
+  acme:
+    environment: production
+    auth:
+      model: oauth2
+      client_id: my-client-id
+      client_secret: { file: acme-client-secret }
+      refresh_token: { file: acme-refresh-token }
+  globex:
+    environment: staging
+    auth:
+      model: integrated_api_key
+      key: { file: globex-key }
+  initech:
+    environment: staging
+    auth:
+      model: standalone_api_key
+      key: { file: initech-key }
+clients:
+  - name: legacy-erp
+    key_sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+    tenants: [acme]
+allow_unauthenticated_clients: false
+legacy_tokens:
+  - { name: old-erp, sha256: "1111111111111111111111111111111111111111111111111111111111111111" }
+limits:
+  header_read_timeout: 10s
+  idle_timeout: 60s
+  max_request_body_bytes: 10485760
+  max_header_bytes: 65536
+  upstream_connect_timeout: 5s
+  upstream_timeout: 60s
+  max_in_flight: 10000
+  drain_timeout: 30s
+access_log: { format: json }
+metrics: { per_tenant: false }
+"#;
+    let c = Config::from_yaml(yaml, &dir.join("gateway.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.tenants["acme"].auth, AuthConfig::OAuth2Managed));
+    assert_eq!(c.limits.max_header_bytes, 65536);
+    let warnings = c.warnings.join("\n");
+    for w in ["tenants.acme.auth: managed OAuth refresh", "limits.max_in_flight", "access_log", "legacy_tokens"] {
+        assert!(warnings.contains(w), "{w} missing from:\n{warnings}");
+    }
+    assert!(!warnings.contains("-value-0123456789"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

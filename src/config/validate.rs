@@ -63,6 +63,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     }
 
     let limits = limits(&raw, &mut found);
+    not_yet(&raw, &mut found, &mut warnings);
     let sandbox = sandbox(&raw, &mut found);
 
     if !found.is_empty() {
@@ -249,16 +250,22 @@ fn auth(
     match raw.model {
         AuthModel::OAuth2 => {
             not_used("key", raw.key.is_some(), found);
-            if raw.refresh_token.is_some() {
-                found.push((
-                    field("refresh_token"),
-                    "managed refresh is not available in this version yet (expected `access_token` with a current \
-                     access token; the gateway uses it as is)"
-                        .into(),
+            if raw.access_token.is_none() && raw.refresh_token.is_some() {
+                // Managed refresh. The secrets must still be readable: a typo'd
+                // variable is an error now, not a surprise later.
+                if raw.client_id.as_deref().unwrap_or("").is_empty() {
+                    found.push((at.clone(), "missing `client_id` (required with refresh_token)".into()));
+                }
+                secret(&raw.client_secret, "client_secret", found);
+                secret(&raw.refresh_token, "refresh_token", found);
+                warnings.push(format!(
+                    "{}: managed OAuth refresh is not available in this version; this tenant answers 503 \
+                     credential_unavailable until it is configured with `access_token`",
+                    super::locate::render(&at)
                 ));
-                return None;
+                return Some(AuthConfig::OAuth2Managed);
             }
-            // client_id/client_secret belong to managed refresh; allowed but unused for now.
+            // client_id/client_secret belong to managed refresh; allowed but unused with a static token.
             let access_token = secret(&raw.access_token, "access_token", found)?;
             Some(AuthConfig::OAuth2 { access_token })
         }
@@ -370,6 +377,17 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
 fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
     let mut limits = Limits::default();
     let l = &raw.limits;
+    if let Some(n) = l.max_header_bytes {
+        // hyper cannot read a request head with less buffer than this.
+        if (8192..=1 << 20).contains(&n) {
+            limits.max_header_bytes = n;
+        } else {
+            found.push((
+                key(&["limits", "max_header_bytes"]),
+                format!("{n} is out of range (expected 8192 to 1048576)"),
+            ));
+        }
+    }
     for (name, given, slot) in [
         ("header_read_timeout", &l.header_read_timeout, &mut limits.header_read_timeout),
         ("upstream_connect_timeout", &l.upstream_connect_timeout, &mut limits.upstream_connect_timeout),
@@ -387,6 +405,52 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         }
     }
     limits
+}
+
+/// Contract keys this version does not act on yet. TLS is refused (serving
+/// plain HTTP where TLS was asked for would be worse than not starting);
+/// the rest load with a warning so a contract-shaped config still runs.
+fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
+    for (name, present) in [("tls", raw.tls.is_some()), ("client_ca", raw.client_ca.is_some())] {
+        if present {
+            found.push((
+                key(&[name]),
+                "TLS on the gateway's listener is not available in this version yet (expected: remove it and \
+                 terminate TLS in front of the gateway)"
+                    .into(),
+            ));
+        }
+    }
+    // Not acted on yet, but checked, so a mistake surfaces now rather than
+    // when the feature arrives.
+    for (i, t) in raw.legacy_tokens.iter().enumerate() {
+        let at = with(key(&["legacy_tokens"]), Seg::Index(i));
+        if t.name.is_empty() || t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
+            found.push((at, "expected { name: APP, sha256: <64 hex characters> }".into()));
+        }
+    }
+    if let Some(format) = raw.access_log.as_ref().and_then(|a| a.format.as_deref()) {
+        if !["json", "text", "off"].contains(&format) {
+            found.push((
+                key(&["access_log", "format"]),
+                format!("`{format}` is not a format (expected json, text or off)"),
+            ));
+        }
+    }
+    let _ = raw.access_log.as_ref().map(|a| a.include_query);
+    let l = &raw.limits;
+    let ignored = [
+        ("limits.idle_timeout", l.idle_timeout.is_some()),
+        ("limits.max_request_body_bytes", l.max_request_body_bytes.is_some()),
+        ("limits.max_in_flight", l.max_in_flight.is_some()),
+        ("legacy_tokens", !raw.legacy_tokens.is_empty()),
+        ("access_log", raw.access_log.is_some()),
+    ];
+    for (name, present) in ignored {
+        if present {
+            warnings.push(format!("{name}: accepted but not enforced by this version yet"));
+        }
+    }
 }
 
 fn sandbox(raw: &RawConfig, found: &mut Found) -> BTreeMap<Environment, SocketAddr> {

@@ -26,7 +26,15 @@ use crate::BoxError;
 /// that holds the token session; the step that asks for `authorization()`
 /// stays where it is.
 pub enum Credential {
-    Static { authorization: HeaderValue, masked: String },
+    Static {
+        authorization: HeaderValue,
+        masked: String,
+    },
+    /// No credential can be had; requests get 503 with `reason`.
+    Unavailable {
+        reason: &'static str,
+        masked: String,
+    },
 }
 
 // Never print the header value, even though it is marked sensitive.
@@ -34,6 +42,7 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credential::Static { masked, .. } => f.debug_struct("Static").field("masked", masked).finish(),
+            Credential::Unavailable { reason, .. } => f.debug_struct("Unavailable").field("reason", reason).finish(),
         }
     }
 }
@@ -45,6 +54,11 @@ impl Credential {
                 authorization: oauth2::bearer(access_token),
                 masked: format!("bearer {}", access_token.masked()),
             },
+            AuthConfig::OAuth2Managed => Credential::Unavailable {
+                reason: "This tenant is configured for managed OAuth refresh, which this gateway version does not \
+                         do yet; configure an access_token for it.",
+                masked: "unavailable (managed refresh)".into(),
+            },
             AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => {
                 Credential::Static { authorization: api_key::basic(key), masked: format!("key {}", key.masked()) }
             }
@@ -55,13 +69,16 @@ impl Credential {
     pub fn authorization(&self) -> Result<HeaderValue, GatewayError> {
         match self {
             Credential::Static { authorization, .. } => Ok(authorization.clone()),
+            Credential::Unavailable { reason, .. } => {
+                Err(GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(*reason))
+            }
         }
     }
 
     /// For humans (`check`, `/tenants`): the kind and the last characters at most.
     pub fn masked(&self) -> &str {
         match self {
-            Credential::Static { masked, .. } => masked,
+            Credential::Static { masked, .. } | Credential::Unavailable { masked, .. } => masked,
         }
     }
 }
