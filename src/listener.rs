@@ -38,7 +38,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         .max_buf_size(opts.max_header_bytes);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(opts.max_header_bytes as u32);
+    builder.http2().timer(TokioTimer::new()).adaptive_window(true).max_header_list_size(opts.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
 

@@ -118,6 +118,12 @@ fn client(env: Environment, ec: &EnvironmentConfig, config: &Config) -> Result<H
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
+        // With h2 every request shares one connection; a fixed 64 KiB window
+        // would cap each download at window/RTT. Size it from measured BDP.
+        .http2_adaptive_window(true)
+        // Notice a dead h2 connection (NAT, LB) before a request lands on it.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_while_idle(true)
         .build(https))
 }
 
