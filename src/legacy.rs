@@ -34,7 +34,8 @@ impl<B> Predicate<Request<B>> for RefuseLegacy {
 }
 
 /// `openapi.pleo.io`, any case, with or without a port or trailing dot.
-fn is_legacy_host(host: &str) -> bool {
+/// Also used by config validation to refuse it as a base URL.
+pub(crate) fn is_legacy_host(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,

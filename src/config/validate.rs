@@ -27,7 +27,6 @@ fn with(mut path: Vec<Seg>, seg: Seg) -> Vec<Seg> {
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
-const LEGACY_HOSTS: [&str; 2] = ["openapi.pleo.io", "openapi.staging.pleo.io"];
 
 pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config, Found> {
     let mut found = Found::new();
@@ -169,7 +168,7 @@ pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl
         found.push(bad("must not carry credentials or a query string"));
         return None;
     }
-    if LEGACY_HOSTS.contains(&host.as_str()) {
+    if crate::legacy::is_legacy_host(&host) {
         found.push(bad("is the legacy API, which is deprecated and does not accept External API credentials \
              (expected https://external.pleo.io or https://external.staging.pleo.io)"));
         return None;
