@@ -65,10 +65,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         "environment": t.environment.as_str(),
                         "auth_model": t.model.as_str(),
                         "credential": t.credential.masked(),
-                        "state": match t.credential {
-                            crate::credential::Credential::Static { .. } => "configured",
-                            crate::credential::Credential::Unavailable { .. } => "credential_unavailable",
-                        },
+                        "state": t.credential.state(),
                     })
                 })
                 .collect();

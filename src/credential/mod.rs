@@ -75,6 +75,14 @@ impl Credential {
         }
     }
 
+    /// The tenant's credential state as `/tenants` shows it.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Credential::Static { .. } => "configured",
+            Credential::Unavailable { .. } => "credential_unavailable",
+        }
+    }
+
     /// For humans (`check`, `/tenants`): the kind and the last characters at most.
     pub fn masked(&self) -> &str {
         match self {
