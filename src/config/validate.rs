@@ -436,7 +436,6 @@ fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
             ));
         }
     }
-    let _ = raw.access_log.as_ref().map(|a| a.include_query);
     let l = &raw.limits;
     let ignored = [
         ("limits.idle_timeout", l.idle_timeout.is_some()),
