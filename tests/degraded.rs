@@ -28,8 +28,7 @@ async fn a_tenant_without_a_usable_credential_degrades_alone() {
         tenants_yaml(dir.path()),
     );
     let gw = start_gateway(&yaml, dir.path()).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let client = http_client();
     let get = |tenant: &'static str| {
         let req = http::Request::get(format!("http://{}/v2/x", gw.addr)).header("x-pleo-tenant", tenant);
         client.request(req.body(Default::default()).unwrap())

@@ -195,8 +195,7 @@ async fn https_upstream_with_a_private_ca_negotiates_http2() {
         tenants_yaml(dir.path())
     );
     let gw = start_gateway(&yaml, dir.path()).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<Bytes>>();
+    let client = http_client();
     for _ in 0..3 {
         let req = http::Request::get(format!("http://{}/v1/installations/me", gw.addr))
             .header("x-pleo-tenant", "globex")

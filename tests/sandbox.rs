@@ -18,8 +18,7 @@ async fn call(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = http_client();
     let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}"));
     if let Some(a) = auth {
         b = b.header("authorization", a);

@@ -68,8 +68,7 @@ async fn no_secret_appears_in_trace_logs_of_a_full_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let client = http_client();
     let app = format!("Bearer {client_key}");
     let legacy = format!("Bearer {LEGACY_TOKEN}");
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);

@@ -23,8 +23,7 @@ async fn connection_refused_and_tls_failure_are_502() {
         tenants_yaml(dir.path())
     );
     let gw = start_gateway(&yaml, dir.path()).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let client = http_client();
     for tenant in ["globex", "acme"] {
         let req = http::Request::get(format!("http://{}/v2/x", gw.addr))
             .header("x-pleo-tenant", tenant)

@@ -78,11 +78,18 @@ pub fn environments_yaml(staging: &str, production: &str) -> String {
     )
 }
 
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// A plain-HTTP client for talking to gateways and sandboxes on loopback.
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
 pub struct Kit {
     pub gw: Running,
     pub staging: Sandbox,
     pub production: Sandbox,
-    pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    pub client: HttpClient,
     pub dir: tempfile::TempDir,
 }
 
@@ -124,7 +131,7 @@ impl Kit {
         yaml += &tenants_yaml(dir.path());
         yaml += extra;
         let gw = start_gateway(&yaml, dir.path()).await;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = http_client();
         Kit { gw, staging, production, client, dir }
     }
 
@@ -175,8 +182,7 @@ pub async fn start_gateway(yaml: &str, dir: &Path) -> Running {
 }
 
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client.get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
+    let resp = http_client().get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
