@@ -7,6 +7,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Request};
 use pleo_gateway::config::Config;
+use pleo_gateway::credential::store::FileStore;
+use pleo_gateway::credential::Sessions;
 use pleo_gateway::metrics::Metrics;
 use pleo_gateway::routes::{Routes, Snapshot};
 use pleo_gateway::tenant::ResolveTenant;
@@ -24,10 +26,13 @@ fn routes(tenants: usize) -> Arc<Routes> {
         );
     }
     let config = Config::from_yaml(&yaml, &dir.path().join("g.yaml")).unwrap();
-    let metrics = Metrics::register(&prometheus::Registry::new(), false).unwrap();
+    let metrics = Arc::new(Metrics::register(&prometheus::Registry::new(), false).unwrap());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = rt.enter();
-    Arc::new(Routes::build(&config, &Upstreams::build(&config).unwrap(), &metrics))
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let store = Arc::new(FileStore::new(dir.path().join("state")));
+    let sessions = Sessions::new(store, metrics.clone(), stopped);
+    Arc::new(Routes::build(&config, &Upstreams::build(&config).unwrap(), &metrics, &sessions))
 }
 
 fn resolve(c: &mut Criterion) {

@@ -12,12 +12,14 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::credential::Sessions;
 use crate::routes::SharedRoutes;
 
 #[derive(Debug)]
 pub struct AdminState {
     pub registry: Registry,
     pub routes: SharedRoutes,
+    pub sessions: Arc<Sessions>,
     pub ready: AtomicBool,
 }
 
@@ -40,6 +42,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => {
+            state.sessions.update_gauges();
             let encoder = TextEncoder::new();
             let mut buf = Vec::new();
             if let Err(e) = encoder.encode(&state.registry.gather(), &mut buf) {
@@ -60,13 +63,21 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             let tenants: Vec<_> = list
                 .iter()
                 .map(|t| {
-                    serde_json::json!({
+                    let mut entry = serde_json::json!({
                         "name": &*t.id,
                         "environment": t.environment.as_str(),
                         "auth_model": t.model.as_str(),
                         "credential": t.credential.masked(),
                         "state": t.credential.state(),
-                    })
+                    });
+                    if let Some(session) = t.credential.session() {
+                        // Expiry only, never a token.
+                        let left = session.current().expires_at.map(|e| {
+                            e.saturating_duration_since(std::time::Instant::now()).as_secs_f64().floor() as u64
+                        });
+                        entry["token_expires_in_seconds"] = left.into();
+                    }
+                    entry
                 })
                 .collect();
             let body = serde_json::json!({ "tenants": tenants }).to_string();

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, Environment};
+use crate::config::{AuthConfig, Config, Environment};
+use crate::credential::store::{self, FileStore};
+use crate::credential::Sessions;
 use crate::listener::{self, ServeOptions};
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes};
@@ -35,6 +37,12 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("state_dir {path} cannot hold OAuth token state: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running gateway. Dropping it does not stop it: call `shutdown`.
@@ -45,6 +53,7 @@ pub struct Running {
     pub sandboxes: BTreeMap<Environment, Sandbox>,
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
+    pub sessions: Arc<Sessions>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -57,7 +66,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics)));
+    let (stop, stopped) = watch::channel(false);
+    // Rotated OAuth tokens must be writable before the first refresh needs it.
+    if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+        store::prepare_dir(&config.state_dir)
+            .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
+    }
+    let sessions =
+        Arc::new(Sessions::new(Arc::new(FileStore::new(&config.state_dir)), metrics.clone(), stopped.clone()));
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics, &sessions)));
 
     // The built-in Pleo stand-in comes up first, so the first request finds it.
     let mut sandboxes = BTreeMap::new();
@@ -81,8 +98,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let admin = Arc::new(AdminState { registry, routes: routes.clone(), ready: Default::default() });
-    let (stop, stopped) = watch::channel(false);
+    let admin = Arc::new(AdminState {
+        registry,
+        routes: routes.clone(),
+        sessions: sessions.clone(),
+        ready: Default::default(),
+    });
     let opts = ServeOptions {
         header_read_timeout: config.limits.header_read_timeout,
         drain_timeout: config.limits.drain_timeout,
@@ -95,7 +116,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ];
     admin.ready.store(true, Ordering::Release);
     tracing::info!(%addr, %admin_addr, tenants = config.tenants.len(), "pleo-gateway listening");
-    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, stop, tasks })
+    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, stop, tasks })
 }
 
 impl Running {

@@ -5,7 +5,8 @@
 //! -> `upstream`) with `error` as the one rescue at the edge and `metrics`
 //! counting on the way. `config` and `secret` turn gateway.yaml into the
 //! validated values those steps read; `admin` serves /metrics and the probes;
-//! `sandbox` is the offline stand-in for Pleo used by the demo config and tests.
+//! `sandbox` is the offline stand-in for Pleo used by the demo config and tests;
+//! `connect` onboards an OAuth tenant (authorization code + PKCE).
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod body;
 pub mod client_auth;
 pub mod config;
+pub mod connect;
 pub mod credential;
 pub mod error;
 pub mod gateway;

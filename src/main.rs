@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pleo_gateway::config::Config;
+use pleo_gateway::connect::{connect, ConnectError, ConnectOptions};
 use pleo_gateway::gateway;
 
 /// Authenticating reverse proxy in front of Pleo's External API.
@@ -24,6 +25,21 @@ enum Command {
     Run,
     /// Validate the config and print the tenants with masked credentials.
     Check,
+    /// Connect an oauth2 tenant: authorization-code flow with PKCE; stores
+    /// the tokens in state_dir.
+    Connect {
+        /// The tenant, as named in the config.
+        tenant: String,
+        /// Redirect URI registered for the OAuth client (http, loopback). Port 0 picks a free port.
+        #[arg(long, default_value = "http://127.0.0.1:8765/callback")]
+        redirect_uri: String,
+        /// OAuth scopes to ask for (space-separated), if the client needs them.
+        #[arg(long)]
+        scope: Option<String>,
+        /// How long to wait for the browser to come back.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 /// sysexits.h EX_USAGE: the config is wrong, nothing was started.
@@ -46,15 +62,41 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Connect { tenant, redirect_uri, scope, timeout } => {
+            init_logging();
+            let opts = ConnectOptions { tenant, redirect_uri, scope, timeout };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+            };
+            match rt.block_on(connect(&config, &opts, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ ConnectError::Usage(_)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("connect failed: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging();
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -13,7 +13,8 @@ use std::time::Instant;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use tower::{Layer, Service};
 
@@ -36,7 +37,9 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     refused_total: Vec<(ErrorCode, IntCounter)>,
     credential_rejected_total: IntCounterVec,
-    pub token_refresh_total: IntCounterVec,
+    token_refresh_total: IntCounterVec,
+    token_refresh_duration: Histogram,
+    token_expiry: GaugeVec,
     tenants: IntGaugeVec,
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
@@ -77,6 +80,21 @@ impl Metrics {
             Opts::new("pleo_gateway_token_refresh_total", "OAuth token refreshes, by result."),
             &["result"],
         )?;
+        let token_refresh_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "pleo_gateway_token_refresh_duration_seconds",
+                "Time one call to an OAuth token endpoint took, whatever the result.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )?;
+        // A tenant label is fine here: OAuth tenants are few and listed in the config.
+        let token_expiry = GaugeVec::new(
+            Opts::new(
+                "pleo_gateway_token_expiry_seconds",
+                "Seconds until the OAuth tenant's current access token expires (0: none).",
+            ),
+            &["tenant"],
+        )?;
         let tenants =
             IntGaugeVec::new(Opts::new("pleo_gateway_tenants", "Configured tenants."), &["auth_model", "environment"])?;
         let in_flight = IntGauge::new("pleo_gateway_in_flight_requests", "Requests being handled, bodies included.")?;
@@ -91,6 +109,8 @@ impl Metrics {
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(credential_rejected_total.clone()))?;
         registry.register(Box::new(token_refresh_total.clone()))?;
+        registry.register(Box::new(token_refresh_duration.clone()))?;
+        registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
@@ -113,6 +133,8 @@ impl Metrics {
             refused_total,
             credential_rejected_total,
             token_refresh_total,
+            token_refresh_duration,
+            token_expiry,
             tenants,
             in_flight,
             config_reloads_total,
@@ -123,6 +145,19 @@ impl Metrics {
         if let Some((_, c)) = self.refused_total.iter().find(|(k, _)| *k == code) {
             c.inc();
         }
+    }
+
+    /// The handles one OAuth session reports its refreshes with.
+    pub fn refresh_metrics(&self) -> crate::credential::refresh::RefreshMetrics {
+        crate::credential::refresh::RefreshMetrics {
+            success: self.token_refresh_total.with_label_values(&["success"]),
+            failure: self.token_refresh_total.with_label_values(&["failure"]),
+            duration: self.token_refresh_duration.clone(),
+        }
+    }
+
+    pub fn token_expiry(&self, tenant: &str) -> Gauge {
+        self.token_expiry.with_label_values(&[tenant])
     }
 
     /// Sets the tenant gauge from the loaded tenants (all label sets, zeros included).

@@ -11,8 +11,11 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, Request};
 
 use crate::client_auth::ClientKeys;
+use crate::config::{AuthConfig, TenantConfig};
 use crate::config::{AuthModel, Config, Environment, Selector};
-use crate::credential::Credential;
+use crate::credential::refresh::SessionConfig;
+use crate::credential::token_endpoint::TokenEndpoint;
+use crate::credential::{static_authorization, Credential, Sessions};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::upstream::Upstream;
@@ -47,18 +50,21 @@ pub type SharedRoutes = Arc<ArcSwap<Routes>>;
 pub struct Snapshot(pub Arc<Routes>);
 
 impl Routes {
-    pub fn build(config: &Config, upstreams: &Upstreams, metrics: &Metrics) -> Routes {
+    /// Must run inside a tokio runtime when the config has managed OAuth
+    /// tenants (their sessions start background refresh tasks).
+    pub fn build(config: &Config, upstreams: &Upstreams, metrics: &Metrics, sessions: &Sessions) -> Routes {
         let tenants: HashMap<Box<str>, Arc<Tenant>> = config
             .tenants
             .iter()
             .map(|(id, t)| {
                 let model = t.auth.model();
+                let upstream = upstreams.get(t.environment);
                 let tenant = Tenant {
                     id: id.as_str().into(),
                     environment: t.environment,
                     model,
-                    credential: Credential::from_config(&t.auth),
-                    upstream: upstreams.get(t.environment),
+                    credential: credential(config, id, t, &upstream, sessions),
+                    upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
                 };
                 (id.as_str().into(), Arc::new(tenant))
@@ -82,6 +88,33 @@ impl Routes {
             tenant_headers,
         }
     }
+}
+
+fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, sessions: &Sessions) -> Credential {
+    let masked = t.auth.masked();
+    if let Some(authorization) = static_authorization(&t.auth) {
+        return Credential::Static { authorization, masked };
+    }
+    let AuthConfig::OAuth2Managed { client_id, client_secret, refresh_token } = &t.auth else {
+        unreachable!("every other model has a static credential")
+    };
+    let env = &config.environments[&t.environment];
+    let endpoint = TokenEndpoint::new(
+        env.token_url.clone(),
+        client_id,
+        client_secret,
+        upstream.client().clone(),
+        config.limits.token_timeout,
+    );
+    let session = sessions.get_or_start(SessionConfig {
+        tenant: id.to_string(),
+        endpoint,
+        initial_refresh_token: refresh_token.clone(),
+        retry_body_bytes: config.limits.retry_body_bytes,
+        // A request waits at most for one token call plus saving the result.
+        wait: config.limits.token_timeout + std::time::Duration::from_secs(2),
+    });
+    Credential::OAuth { session, masked }
 }
 
 /// The snapshot `observe` attached. Missing only if the stack is mis-assembled.

@@ -7,7 +7,7 @@ use tower::filter::{Filter, FilterLayer};
 use tower::ServiceBuilder;
 
 use crate::client_auth::AuthenticateClient;
-use crate::credential::AttachCredential;
+use crate::credential::{Attach, AttachLayer};
 use crate::error::{Rescue, RescueLayer};
 use crate::legacy::RefuseLegacy;
 use crate::metrics::{Metrics, Record, RecordLayer};
@@ -17,14 +17,8 @@ use crate::tenant::ResolveTenant;
 use crate::upstream::Proxy;
 
 /// The whole gateway as one tower service (`Error = Infallible`).
-pub type GatewayService = Observe<
-    Rescue<
-        Filter<
-            Filter<Filter<Record<Filter<Proxy, AttachCredential>>, ResolveTenant>, AuthenticateClient>,
-            RefuseLegacy,
-        >,
-    >,
->;
+pub type GatewayService =
+    Observe<Rescue<Filter<Filter<Filter<Record<Attach<Proxy>>, ResolveTenant>, AuthenticateClient>, RefuseLegacy>>>;
 
 pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
     ServiceBuilder::new()
@@ -40,7 +34,7 @@ pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
         .layer(FilterLayer::new(ResolveTenant))
         // From here the tenant is known: count requests by auth model and environment.
         .layer(RecordLayer)
-        // The tenant's Pleo credential.
-        .layer(FilterLayer::new(AttachCredential))
+        // The tenant's Pleo credential; for OAuth tenants also the one retry after a 401.
+        .layer(AttachLayer)
         .service(Proxy)
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -25,13 +24,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tower::Service;
 
-use crate::body::{self, ResponseBody};
+use crate::body::{self, RequestBody, ResponseBody};
 use crate::config::{BaseUrl, Config, Environment, EnvironmentConfig};
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::Tenant;
 use crate::BoxError;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// One Pleo environment: where it is and the pooled client that reaches it.
 #[derive(Debug)]
@@ -170,13 +169,20 @@ fn target(base: &BaseUrl, uri: &Uri) -> Result<Uri, http::Error> {
     Uri::builder().scheme(base.scheme.clone()).authority(base.authority.clone()).path_and_query(pq).build()
 }
 
+impl Upstream {
+    /// The environment's pooled client; the token endpoint is reached with it too.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
 // === impl Proxy ===
 
 /// The innermost service: forwards to Pleo and streams the answer back.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Proxy;
 
-impl Service<Request<Incoming>> for Proxy {
+impl Service<Request<RequestBody>> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
@@ -185,7 +191,7 @@ impl Service<Request<Incoming>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         let Some(tenant) = req.extensions_mut().remove::<Arc<Tenant>>() else {
             let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
             return Box::pin(std::future::ready(Err(err.into())));

@@ -48,6 +48,8 @@ pub struct Config {
 pub struct EnvironmentConfig {
     pub base_url: BaseUrl,
     pub token_url: Uri,
+    /// Where `connect` sends the operator to consent (authorization-code flow).
+    pub authorize_url: Uri,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -84,14 +86,20 @@ pub struct TenantConfig {
 /// A tenant's credential, by auth model. Secrets are already resolved.
 #[derive(Debug)]
 pub enum AuthConfig {
-    /// OAuth 2.0 with an unmanaged access token (managed refresh is a later step).
+    /// OAuth 2.0 with an unmanaged access token: sent as is, never refreshed.
     OAuth2 {
         access_token: Secret,
     },
-    /// OAuth 2.0 configured for managed refresh (`refresh_token`, no
-    /// `access_token`), which this version cannot do yet: the tenant loads,
-    /// is listed, and answers 503 `credential_unavailable` saying why.
-    OAuth2Managed,
+    /// OAuth 2.0 with managed refresh: the gateway gets access tokens from
+    /// the environment's token endpoint and keeps the rotating refresh token
+    /// in `state_dir`. `refresh_token` is the initial one from the config
+    /// (a consent given elsewhere); without it the tenant waits for
+    /// `pleo-gateway connect`.
+    OAuth2Managed {
+        client_id: String,
+        client_secret: Secret,
+        refresh_token: Option<Secret>,
+    },
     IntegratedApiKey {
         key: Secret,
     },
@@ -101,9 +109,25 @@ pub enum AuthConfig {
 }
 
 impl AuthConfig {
+    /// For humans (`check`, `/tenants`): the kind and the last characters at most.
+    pub fn masked(&self) -> String {
+        match self {
+            AuthConfig::OAuth2 { access_token } => format!("bearer {}", access_token.masked()),
+            AuthConfig::OAuth2Managed { client_id, refresh_token: Some(rt), .. } => {
+                format!("oauth2 client {client_id}, refresh {}", rt.masked())
+            }
+            AuthConfig::OAuth2Managed { client_id, refresh_token: None, .. } => {
+                format!("oauth2 client {client_id}, tokens from state_dir")
+            }
+            AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => {
+                format!("key {}", key.masked())
+            }
+        }
+    }
+
     pub fn model(&self) -> AuthModel {
         match self {
-            AuthConfig::OAuth2 { .. } | AuthConfig::OAuth2Managed => AuthModel::OAuth2,
+            AuthConfig::OAuth2 { .. } | AuthConfig::OAuth2Managed { .. } => AuthModel::OAuth2,
             AuthConfig::IntegratedApiKey { .. } => AuthModel::IntegratedApiKey,
             AuthConfig::StandaloneApiKey { .. } => AuthModel::StandaloneApiKey,
         }
@@ -126,6 +150,11 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Largest request head (request line + headers); larger gets 431.
     pub max_header_bytes: usize,
+    /// How long one call to an OAuth token endpoint may take.
+    pub token_timeout: Duration,
+    /// OAuth tenants: request bodies up to this size are kept so the request
+    /// can be retried once after Pleo answers 401 and the token is refreshed.
+    pub retry_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +165,8 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 65536,
+            token_timeout: Duration::from_secs(10),
+            retry_body_bytes: 64 * 1024,
         }
     }
 }
@@ -247,15 +278,9 @@ pub fn check_report(config: &Config) -> String {
     let mut rows =
         vec![["TENANT".to_string(), "ENVIRONMENT".into(), "AUTH MODEL".into(), "CREDENTIAL".into(), "BASE URL".into()]];
     for (name, t) in &config.tenants {
-        let cred = crate::credential::Credential::from_config(&t.auth);
+        let cred = t.auth.masked();
         let base = config.environments.get(&t.environment).map(|e| e.base_url.to_string()).unwrap_or_default();
-        rows.push([
-            name.clone(),
-            t.environment.as_str().into(),
-            t.auth.model().as_str().into(),
-            cred.masked().into(),
-            base,
-        ]);
+        rows.push([name.clone(), t.environment.as_str().into(), t.auth.model().as_str().into(), cred, base]);
     }
     // Pad by characters, not bytes: masked credentials contain multi-byte dots.
     let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();

@@ -71,6 +71,7 @@ pub struct RawEnvironments {
 pub struct RawEnvironment {
     pub base_url: Option<String>,
     pub token_url: Option<String>,
+    pub authorize_url: Option<String>,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -156,6 +157,8 @@ pub struct RawLimits {
     pub idle_timeout: Option<String>,
     pub max_request_body_bytes: Option<u64>,
     pub max_in_flight: Option<usize>,
+    pub token_timeout: Option<String>,
+    pub retry_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -157,10 +157,17 @@ access_log: { format: json }
 metrics: { per_tenant: false }
 "#;
     let c = Config::from_yaml(yaml, &dir.join("gateway.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(c.tenants["acme"].auth, AuthConfig::OAuth2Managed));
+    match &c.tenants["acme"].auth {
+        AuthConfig::OAuth2Managed { client_id, client_secret, refresh_token: Some(rt) } => {
+            assert_eq!(client_id, "my-client-id");
+            assert_eq!(client_secret.expose_secret(), "acme-client-secret-value-0123456789");
+            assert_eq!(rt.expose_secret(), "acme-refresh-token-value-0123456789");
+        }
+        other => panic!("expected managed oauth2, got {other:?}"),
+    }
     assert_eq!(c.limits.max_header_bytes, 65536);
     let warnings = c.warnings.join("\n");
-    for w in ["tenants.acme.auth: managed OAuth refresh", "limits.max_in_flight", "access_log", "legacy_tokens"] {
+    for w in ["limits.max_in_flight", "access_log", "legacy_tokens"] {
         assert!(warnings.contains(w), "{w} missing from:\n{warnings}");
     }
     assert!(!warnings.contains("-value-0123456789"));

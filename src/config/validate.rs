@@ -126,6 +126,17 @@ fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap
             url(given.base_url.as_deref().unwrap_or(base), with(at.clone(), Seg::Key("base_url".into())), found);
         let token_url =
             url(given.token_url.as_deref().unwrap_or(token), with(at.clone(), Seg::Key("token_url".into())), found);
+        let authorize_url = match &given.authorize_url {
+            Some(text) => url(text, with(at.clone(), Seg::Key("authorize_url".into())), found),
+            // Pleo serves both on the auth host: /oauth/token and /oauth/authorize.
+            None => token_url.as_ref().map(|t| BaseUrl {
+                path: match t.path.strip_suffix("/token") {
+                    Some(dir) => format!("{dir}/authorize"),
+                    None => "/oauth/authorize".into(),
+                },
+                ..t.clone()
+            }),
+        };
         let ca_file = given.ca_file.as_ref().map(|f| base_dir.join(f));
         if let Some(f) = &ca_file {
             if !f.is_file() {
@@ -135,17 +146,22 @@ fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap
                 ));
             }
         }
-        if let (Some(base_url), Some(token_url)) = (base_url, token_url) {
-            let token_url = Uri::builder()
-                .scheme(token_url.scheme)
-                .authority(token_url.authority)
-                .path_and_query(if token_url.path.is_empty() { "/".to_string() } else { token_url.path })
-                .build()
-                .expect("parts came from a valid URI");
-            out.insert(env, EnvironmentConfig { base_url, token_url, ca_file });
+        if let (Some(base_url), Some(token_url), Some(authorize_url)) = (base_url, token_url, authorize_url) {
+            let (token_url, authorize_url) = (endpoint(token_url), endpoint(authorize_url));
+            out.insert(env, EnvironmentConfig { base_url, token_url, authorize_url, ca_file });
         }
     }
     out
+}
+
+/// A full endpoint URI from a validated URL.
+fn endpoint(u: BaseUrl) -> Uri {
+    Uri::builder()
+        .scheme(u.scheme)
+        .authority(u.authority)
+        .path_and_query(if u.path.is_empty() { "/".to_string() } else { u.path })
+        .build()
+        .expect("parts came from a valid URI")
 }
 
 /// Parses an upstream URL: https anywhere, plain http only on loopback (the
@@ -249,24 +265,44 @@ fn auth(
     match raw.model {
         AuthModel::OAuth2 => {
             not_used("key", raw.key.is_some(), found);
-            if raw.access_token.is_none() && raw.refresh_token.is_some() {
-                // Managed refresh. The secrets must still be readable: a typo'd
-                // variable is an error now, not a surprise later.
-                if raw.client_id.as_deref().unwrap_or("").is_empty() {
-                    found.push((at.clone(), "missing `client_id` (required with refresh_token)".into()));
+            if raw.access_token.is_some() {
+                // Unmanaged: the token is sent as is. Refresh settings beside it
+                // would suggest a refresh that never happens.
+                if raw.refresh_token.is_some() {
+                    found.push((
+                        field("refresh_token"),
+                        "cannot be combined with access_token (expected one: access_token for a token you \
+                         refresh yourself, or client_id + client_secret [+ refresh_token] for managed refresh)"
+                            .into(),
+                    ));
                 }
-                secret(&raw.client_secret, "client_secret", found);
-                secret(&raw.refresh_token, "refresh_token", found);
-                warnings.push(format!(
-                    "{}: managed OAuth refresh is not available in this version; this tenant answers 503 \
-                     credential_unavailable until it is configured with `access_token`",
-                    super::locate::render(&at)
-                ));
-                return Some(AuthConfig::OAuth2Managed);
+                let access_token = secret(&raw.access_token, "access_token", found)?;
+                return Some(AuthConfig::OAuth2 { access_token });
             }
-            // client_id/client_secret belong to managed refresh; allowed but unused with a static token.
-            let access_token = secret(&raw.access_token, "access_token", found)?;
-            Some(AuthConfig::OAuth2 { access_token })
+            // Managed refresh. Secrets are read now: a typo'd variable is an
+            // error at start, not a surprise at the first refresh.
+            let client_id = match raw.client_id.as_deref() {
+                Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic()) => Some(id.to_string()),
+                Some(_) => {
+                    found.push((field("client_id"), "expected a non-empty client id without spaces".into()));
+                    None
+                }
+                None => {
+                    found.push((
+                        at.clone(),
+                        "missing `client_id` (model oauth2 needs client_id + client_secret for managed refresh, \
+                         or access_token)"
+                            .into(),
+                    ));
+                    None
+                }
+            };
+            let client_secret = secret(&raw.client_secret, "client_secret", found);
+            let refresh_token = match &raw.refresh_token {
+                Some(_) => Some(secret(&raw.refresh_token, "refresh_token", found)?),
+                None => None,
+            };
+            Some(AuthConfig::OAuth2Managed { client_id: client_id?, client_secret: client_secret?, refresh_token })
         }
         AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey => {
             for (name, present) in [
@@ -401,6 +437,23 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
                     format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
                 )),
             }
+        }
+    }
+    if let Some(text) = &l.token_timeout {
+        match humantime::parse_duration(text) {
+            Ok(d) if d > Duration::ZERO => limits.token_timeout = d,
+            _ => found.push((
+                key(&["limits", "token_timeout"]),
+                format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
+            )),
+        }
+    }
+    if let Some(n) = l.retry_body_bytes {
+        // Kept bodies live in memory while the request is in flight.
+        if n <= 16 << 20 {
+            limits.retry_body_bytes = n;
+        } else {
+            found.push((key(&["limits", "retry_body_bytes"]), format!("{n} is out of range (expected 0 to 16777216)")));
         }
     }
     limits

@@ -15,18 +15,51 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
-use super::{oauth, Recorded, Shared};
+use super::{oauth, Recorded, Shared, TokenFault};
+use crate::secret::Secret;
 
 pub type SandboxBody = Either<Full<Bytes>, Zeros>;
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SandboxBody>, Infallible> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/oauth/authorize" {
+        record(&shared, &parts, 0, String::new());
+        let result = shared.tokens.lock().expect("sandbox lock").authorize(parts.uri.query().unwrap_or(""));
+        return Ok(match result {
+            Ok(location) => {
+                let mut resp = json(StatusCode::FOUND, serde_json::json!({ "consented": true }));
+                resp.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).expect("URL from a URL"));
+                resp
+            }
+            Err(why) => {
+                json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "invalid_request", "message": why }))
+            }
+        });
+    }
     if parts.uri.path() == "/oauth/token" {
         let form = match Limited::new(body, 64 * 1024).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_request"}))),
         };
         record(&shared, &parts, form.len() as u64, hex::encode(Sha256::digest(&form)));
+        let fault = shared.faults.lock().expect("sandbox lock").pop_front();
+        match fault {
+            Some(TokenFault::Status(code)) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return Ok(json(status, serde_json::json!({ "error": "temporarily_unavailable" })));
+            }
+            Some(TokenFault::Stall(d)) => {
+                tokio::time::sleep(d).await;
+                let body = serde_json::json!({ "error": "temporarily_unavailable" });
+                return Ok(json(StatusCode::SERVICE_UNAVAILABLE, body));
+            }
+            None => {}
+        }
+        // Kept for tests: the form's refresh token, to check which one the gateway sent.
+        if let Some(rt) = form_urlencoded::parse(&form).find(|(k, _)| k == "refresh_token").map(|(_, v)| v.into_owned())
+        {
+            shared.presented.lock().expect("sandbox lock").push(Secret::new(rt));
+        }
         let (status, body) = oauth::token(&shared.tokens, &parts.headers, &form, shared.spec.access_token_ttl);
         return Ok(json(status, body));
     }

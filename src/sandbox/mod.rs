@@ -26,11 +26,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Environment};
-use crate::credential::Credential;
+use crate::config::{AuthConfig, Config, Environment};
+use crate::credential::static_authorization;
+use crate::credential::store::FileStore;
 use crate::secret::Secret;
 
-pub use oauth::OAuthClient;
+pub use oauth::{OAuthClient, TokenStats};
+
+/// A failure the sandbox's token endpoint serves instead of its next answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFault {
+    /// Answer this status (5xx, 429) without touching any token.
+    Status(u16),
+    /// Wait this long, then answer 503 without touching any token: to the
+    /// gateway, a token endpoint that does not answer in time.
+    Stall(Duration),
+}
 
 /// A credential the sandbox accepts: the exact `Authorization` value and the
 /// company it belongs to.
@@ -95,11 +106,28 @@ impl SandboxSpec {
     pub fn for_gateway(config: &Config, env: Environment) -> Self {
         let mut spec = SandboxSpec::new(env);
         spec.record_limit = 256;
+        let store = FileStore::new(&config.state_dir);
         for (name, t) in config.tenants.iter().filter(|(_, t)| t.environment == env) {
-            if let Ok(value) = Credential::from_config(&t.auth).authorization() {
+            let company_id = format!("company-{name}");
+            if let Some(value) = static_authorization(&t.auth) {
                 let value = value.to_str().expect("credential headers are visible ASCII").to_string();
-                spec.accepted
-                    .push(Accepted { authorization: Secret::new(value), company_id: format!("company-{name}") });
+                spec.accepted.push(Accepted { authorization: Secret::new(value), company_id });
+            } else if let AuthConfig::OAuth2Managed { client_id, client_secret, refresh_token } = &t.auth {
+                // A stand-in that restarts with the gateway must still know the
+                // tokens the gateway kept from its last run.
+                let mut refresh_tokens: Vec<Secret> = refresh_token.iter().cloned().collect();
+                if let Ok(Some(stored)) = store.load_blocking(name) {
+                    refresh_tokens.push(stored.refresh_token);
+                    if let Some(at) = stored.access_token {
+                        spec = spec.access_token(at.expose_secret(), &company_id);
+                    }
+                }
+                spec.oauth_clients.push(OAuthClient {
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    company_id,
+                    refresh_tokens,
+                });
             }
         }
         spec
@@ -123,6 +151,9 @@ struct Shared {
     spec: SandboxSpec,
     recorded: Mutex<VecDeque<Recorded>>,
     tokens: Mutex<oauth::TokenState>,
+    faults: Mutex<VecDeque<TokenFault>>,
+    /// Refresh tokens presented to `/oauth/token`, oldest first.
+    presented: Mutex<Vec<Secret>>,
 }
 
 /// A running sandbox.
@@ -139,7 +170,13 @@ impl Sandbox {
     pub fn spawn(listener: TcpListener, spec: SandboxSpec, tls: Option<Arc<rustls::ServerConfig>>) -> Sandbox {
         let addr = listener.local_addr().expect("bound listener has an address");
         let tokens = oauth::TokenState::new(&spec.oauth_clients);
-        let shared = Arc::new(Shared { spec, recorded: Mutex::new(VecDeque::new()), tokens: Mutex::new(tokens) });
+        let shared = Arc::new(Shared {
+            spec,
+            recorded: Mutex::new(VecDeque::new()),
+            tokens: Mutex::new(tokens),
+            faults: Mutex::new(VecDeque::new()),
+            presented: Mutex::new(Vec::new()),
+        });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tls, stopped));
         Sandbox { addr, shared, stop, task }
@@ -153,6 +190,26 @@ impl Sandbox {
     /// OAuth bookkeeping: how many refreshes, and how many replays of a rotated token.
     pub fn token_stats(&self) -> oauth::TokenStats {
         self.shared.tokens.lock().expect("sandbox lock").stats()
+    }
+
+    /// The token endpoint serves these, one per request, before answering normally again.
+    pub fn inject_token_faults(&self, faults: impl IntoIterator<Item = TokenFault>) {
+        self.shared.faults.lock().expect("sandbox lock").extend(faults);
+    }
+
+    /// Revokes every OAuth authorisation: refreshes then get `invalid_grant`.
+    pub fn revoke_authorisations(&self) {
+        self.shared.tokens.lock().expect("sandbox lock").revoke_all();
+    }
+
+    /// The refresh tokens presented to the token endpoint, oldest first.
+    pub fn presented_refresh_tokens(&self) -> Vec<Secret> {
+        self.shared.presented.lock().expect("sandbox lock").clone()
+    }
+
+    /// Whether `token` is a refresh token the sandbox would still accept.
+    pub fn is_live_refresh_token(&self, token: &str) -> bool {
+        self.shared.tokens.lock().expect("sandbox lock").is_live_refresh_token(token)
     }
 
     pub async fn shutdown(self) {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::{header, HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
 
@@ -34,6 +35,8 @@ pub struct TokenStats {
     pub reuse_detected: u64,
     /// Refreshes refused with invalid_grant, for any reason.
     pub invalid_grant: u64,
+    /// Authorization codes exchanged for tokens (`connect`).
+    pub code_exchanges: u64,
 }
 
 #[derive(Debug)]
@@ -51,10 +54,21 @@ struct Access {
     expires: Instant,
 }
 
+/// An authorization code from `/oauth/authorize`, waiting to be exchanged.
+#[derive(Debug)]
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    company: String,
+}
+
 #[derive(Debug)]
 pub struct TokenState {
     clients: Vec<OAuthClient>,
     refresh: HashMap<String, Refresh>,
+    codes: HashMap<String, Code>,
+    next_family: u64,
     access: HashMap<String, Access>,
     revoked: HashSet<u64>,
     salt: u64,
@@ -82,6 +96,8 @@ impl TokenState {
         TokenState {
             clients: clients.to_vec(),
             refresh,
+            codes: HashMap::new(),
+            next_family: clients.len() as u64,
             access: HashMap::new(),
             revoked: HashSet::new(),
             salt,
@@ -92,6 +108,45 @@ impl TokenState {
 
     pub fn stats(&self) -> TokenStats {
         self.stats
+    }
+
+    /// Revokes every authorisation, as a customer disconnecting the app
+    /// would: the next refresh of any of them gets `invalid_grant`.
+    pub fn revoke_all(&mut self) {
+        let families: Vec<u64> = self.refresh.values().map(|r| r.family).collect();
+        self.revoked.extend(families);
+    }
+
+    /// Whether `token` is a refresh token that may still be used.
+    pub fn is_live_refresh_token(&self, token: &str) -> bool {
+        self.refresh.get(token).is_some_and(|r| !r.retired && !self.revoked.contains(&r.family))
+    }
+
+    /// `/oauth/authorize`, consenting at once: checks the client and PKCE
+    /// parameters and returns where to redirect (with `code` and `state`).
+    pub fn authorize(&mut self, query: &str) -> Result<String, String> {
+        let q: HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned().ok_or(format!("missing `{k}`"));
+        if get("response_type")? != "code" {
+            return Err("response_type must be code".into());
+        }
+        if get("code_challenge_method")? != "S256" {
+            return Err("code_challenge_method must be S256".into());
+        }
+        let (client_id, redirect_uri, state, challenge) =
+            (get("client_id")?, get("redirect_uri")?, get("state")?, get("code_challenge")?);
+        let Some(client) = self.clients.iter().find(|c| c.client_id == client_id) else {
+            return Err("unknown client_id".into());
+        };
+        let company = client.company_id.clone();
+        let code = self.mint("code");
+        self.codes.insert(code.clone(), Code { client_id, redirect_uri: redirect_uri.clone(), challenge, company });
+        let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &code)
+            .append_pair("state", &state)
+            .finish();
+        Ok(format!("{redirect_uri}{sep}{query}"))
     }
 
     /// The company of a live access token.
@@ -130,8 +185,35 @@ pub fn token(
         return err(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     };
     let fields: HashMap<String, String> = form_urlencoded::parse(form).into_owned().collect();
-    if fields.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return err(StatusCode::BAD_REQUEST, "unsupported_grant_type", "expected grant_type=refresh_token");
+    match fields.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {}
+        Some("authorization_code") => {
+            let code = fields.get("code").and_then(|c| st.codes.remove(c));
+            let Some(code) = code else {
+                st.stats.invalid_grant += 1;
+                return err(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used authorization code");
+            };
+            let verifier = fields.get("code_verifier").map(String::as_str).unwrap_or_default();
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+            if code.client_id != client_id
+                || fields.get("redirect_uri") != Some(&code.redirect_uri)
+                || computed != code.challenge
+            {
+                st.stats.invalid_grant += 1;
+                return err(StatusCode::BAD_REQUEST, "invalid_grant", "code, redirect_uri or code_verifier mismatch");
+            }
+            let family = st.next_family;
+            st.next_family += 1;
+            st.stats.code_exchanges += 1;
+            return issue(&mut st, family, client_id, code.company, ttl);
+        }
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "expected grant_type=refresh_token or authorization_code",
+            )
+        }
     }
     let presented = fields.get("refresh_token").cloned().unwrap_or_default();
     let (family, company) = match st.refresh.get_mut(&presented) {
@@ -164,11 +246,22 @@ pub fn token(
         st.stats.invalid_grant += 1;
         return err(StatusCode::BAD_REQUEST, "invalid_grant", "authorisation revoked");
     }
+    st.stats.refreshes += 1;
+    issue(&mut st, family, client_id, company, ttl)
+}
+
+/// Mints an access and a refresh token in `family`.
+fn issue(
+    st: &mut TokenState,
+    family: u64,
+    client_id: String,
+    company: String,
+    ttl: Duration,
+) -> (StatusCode, serde_json::Value) {
     let access = st.mint("at");
     let refresh = st.mint("rt");
     st.access.insert(access.clone(), Access { family, company: company.clone(), expires: Instant::now() + ttl });
     st.refresh.insert(refresh.clone(), Refresh { family, client_id, company, retired: false });
-    st.stats.refreshes += 1;
     (
         StatusCode::OK,
         serde_json::json!({

@@ -1,0 +1,125 @@
+//! The credential step as a tower service. API keys and unmanaged tokens: one
+//! header clone, then straight on (no allocation, no await). Managed OAuth:
+//! ask the session for a token (lock-free unless a refresh is needed), and if
+//! Pleo answers 401, refresh once and retry once, when the request body was
+//! small enough to keep (`limits.retry_body_bytes`). A larger body has
+//! already streamed to Pleo, so Pleo's 401 goes back as it is.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::refresh::OAuthSession;
+use super::Credential;
+use crate::body::{self, Kept, RequestBody, ResponseBody};
+use crate::error::{ErrorCode, GatewayError};
+use crate::routes::Tenant;
+use crate::BoxError;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttachLayer;
+
+impl<S> Layer<S> for AttachLayer {
+    type Service = Attach<S>;
+    fn layer(&self, inner: S) -> Attach<S> {
+        Attach { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attach<S> {
+    inner: S,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
+
+impl<S> Service<Request<Incoming>> for Attach<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = Either<S::Future, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
+            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
+            return Either::Right(Box::pin(std::future::ready(Err(err.into()))));
+        };
+        match &tenant.credential {
+            Credential::Static { authorization, .. } => {
+                req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
+                Either::Left(self.inner.call(req.map(RequestBody::streaming)))
+            }
+            Credential::OAuth { session, .. } => {
+                // Take the service that was made ready; leave a clone behind.
+                let inner = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, inner);
+                Either::Right(Box::pin(with_session(inner, session.clone(), req)))
+            }
+        }
+    }
+}
+
+async fn with_session<S>(
+    mut inner: S,
+    session: Arc<OAuthSession>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    let authorization = session.authorization().await?;
+    let (mut parts, body) = req.into_parts();
+    parts.headers.insert(header::AUTHORIZATION, authorization.clone());
+    let kept = body::keep_if_small(body, session.retry_body_bytes).await.map_err(|e| {
+        GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(format!("reading the request body failed: {e}"))
+    })?;
+    let bytes = match kept {
+        Kept::TooLarge(streaming) => return inner.call(Request::from_parts(parts, streaming)).await,
+        Kept::Whole(bytes) => bytes,
+    };
+
+    // Keep what a second attempt needs: the head and the tenant (the next
+    // step reads nothing else from the extensions).
+    let retry_head = {
+        let mut r = Request::new(());
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = parts.uri.clone();
+        *r.version_mut() = parts.version;
+        *r.headers_mut() = parts.headers.clone();
+        if let Some(t) = parts.extensions.get::<Arc<Tenant>>() {
+            r.extensions_mut().insert(t.clone());
+        }
+        r
+    };
+    let first = inner.call(Request::from_parts(parts, RequestBody::kept(bytes.clone()))).await?;
+    if first.status() != StatusCode::UNAUTHORIZED {
+        return Ok(first);
+    }
+    let renewed: HeaderValue = match session.after_rejection(&authorization).await {
+        Ok(v) => v,
+        // No better token to be had: Pleo's answer stands.
+        Err(e) => {
+            tracing::warn!(tenant = %session.tenant, error = %e, "Pleo rejected the access token and no new one is available");
+            return Ok(first);
+        }
+    };
+    drop(first);
+    tracing::info!(tenant = %session.tenant, "Pleo rejected the access token; retrying once with a refreshed one");
+    let (mut head, ()) = retry_head.into_parts();
+    head.headers.insert(header::AUTHORIZATION, renewed);
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(Request::from_parts(head, RequestBody::kept(bytes))).await
+}

@@ -1,0 +1,522 @@
+//! Managed OAuth: one session per tenant that keeps a valid access token on
+//! hand for months without a person touching it.
+//!
+//! - Requests read the current token lock-free (`ArcSwap`); only a request
+//!   that finds no usable token waits, and then for one shared refresh.
+//! - A background task refreshes before expiry: margin = min(60 s, lifetime/5)
+//!   plus jitter up to a quarter of the margin, so tenants spread out and a
+//!   3-second token works like a 15-minute one.
+//! - Single flight: every refresh runs under one lock per tenant and checks
+//!   first whether another finished meanwhile. The refresh itself runs in a
+//!   task of its own, so a caller that gives up (timeout, client gone) can
+//!   never cancel it halfway and lose a rotated refresh token.
+//! - The rotated refresh token is saved before the new access token is used.
+//!   If saving fails, the new tokens stay in memory and saving is retried;
+//!   the old refresh token is never sent again.
+//! - `invalid_grant` stops the tenant (`reauthorization_required`) until its
+//!   config or stored state changes; transient failures back off
+//!   exponentially with jitter, capped, never in a tight loop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use prometheus::{Histogram, IntCounter};
+use tokio::sync::{watch, Mutex, Notify};
+
+use super::oauth2::bearer;
+use super::store::{fingerprint, unix_now_ms, StoredToken, TokenStore};
+use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
+use crate::error::{ErrorCode, GatewayError};
+use crate::secret::Secret;
+
+/// How often a tenant that needs an operator re-reads its stored state when
+/// requests keep arriving (a `connect` run elsewhere is picked up this way).
+const RECHECK: Duration = Duration::from_secs(5);
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// Where a tenant's OAuth connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Stored state not read yet.
+    Starting,
+    Connected,
+    /// The token endpoint failed transiently; retrying with backoff.
+    RefreshFailing,
+    /// A refreshed token could not be saved; it is kept in memory and saving is retried.
+    PersistFailed,
+    /// `invalid_grant`: consent must be renewed.
+    ReauthorizationRequired,
+    /// No refresh token anywhere: `connect` has not been run.
+    NotConnected,
+    /// The token endpoint refuses the client id or secret.
+    ClientRejected,
+    /// The stored state is unreadable or corrupt.
+    StateError,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Connected => "connected",
+            Status::RefreshFailing => "refresh_failing",
+            Status::PersistFailed => "persist_failed",
+            Status::ReauthorizationRequired => "reauthorization_required",
+            Status::NotConnected => "not_connected",
+            Status::ClientRejected => "client_rejected",
+            Status::StateError => "state_error",
+        }
+    }
+
+    /// What a request that finds no usable token is told.
+    fn explain(self, tenant: &str) -> String {
+        match self {
+            Status::ReauthorizationRequired => format!(
+                "The OAuth authorisation of tenant {tenant} has expired or was revoked by Pleo: consent must be \
+                 renewed (run `pleo-gateway connect {tenant}`, or configure a new refresh_token)."
+            ),
+            Status::NotConnected => format!(
+                "Tenant {tenant} has no OAuth tokens yet: run `pleo-gateway connect {tenant}`, or configure its \
+                 refresh_token."
+            ),
+            Status::ClientRejected => format!(
+                "Pleo's token endpoint rejects the client_id/client_secret of tenant {tenant}; the gateway keeps \
+                 retrying slowly."
+            ),
+            Status::StateError => {
+                format!("The stored OAuth state of tenant {tenant} cannot be read; see the gateway's log.")
+            }
+            Status::PersistFailed => format!(
+                "A refreshed token of tenant {tenant} could not be written to state_dir; it is used once it is \
+                 stored (see the gateway's log)."
+            ),
+            Status::RefreshFailing => format!(
+                "The access token of tenant {tenant} expired and Pleo's token endpoint is failing; the gateway \
+                 retries with backoff."
+            ),
+            Status::Starting | Status::Connected => {
+                format!("Refreshing the access token of tenant {tenant} did not finish in time.")
+            }
+        }
+    }
+}
+
+/// The token a request may use now, and what the session does next.
+#[derive(Clone, Debug)]
+pub struct Current {
+    epoch: u64,
+    pub status: Status,
+    authorization: Option<HeaderValue>,
+    pub expires_at: Option<Instant>,
+    usable_until: Option<Instant>,
+    /// When to refresh, retry or re-read the store.
+    next_at: Instant,
+}
+
+impl Current {
+    fn usable(&self, now: Instant) -> Option<&HeaderValue> {
+        match (&self.authorization, self.usable_until) {
+            (Some(v), Some(until)) if now < until => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Statuses the background task acts on by itself; the others need an
+    /// operator, and are re-checked only when requests ask.
+    fn background(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Starting
+                | Status::Connected
+                | Status::RefreshFailing
+                | Status::PersistFailed
+                | Status::ClientRejected
+        )
+    }
+
+    /// Same token and expiry, new status and next step.
+    fn failing(&self, status: Status, next_at: Instant) -> Current {
+        Current { status, next_at, ..self.clone() }
+    }
+
+    fn blocked(status: Status, now: Instant) -> Current {
+        Current { epoch: 0, status, authorization: None, expires_at: None, usable_until: None, next_at: now + RECHECK }
+    }
+}
+
+#[derive(Debug)]
+pub struct RefreshMetrics {
+    pub success: IntCounter,
+    pub failure: IntCounter,
+    pub duration: Histogram,
+}
+
+/// What only the refresh in flight touches.
+#[derive(Debug, Default)]
+struct Flight {
+    /// Refreshed tokens not yet saved. Saved before anything else happens.
+    pending: Option<StoredToken>,
+    /// Fingerprint of a refresh token the endpoint answered invalid_grant to,
+    /// in case marking it in the store failed: it is never sent again.
+    dead: Option<String>,
+    failures: u32,
+}
+
+/// One OAuth tenant's token lifecycle.
+pub struct OAuthSession {
+    pub tenant: Box<str>,
+    endpoint: TokenEndpoint,
+    store: Arc<dyn TokenStore>,
+    /// The config's `refresh_token` and its fingerprint.
+    initial: Option<(Secret, String)>,
+    /// Request bodies up to this size are kept for one retry after a 401.
+    pub retry_body_bytes: usize,
+    /// How long a request waits for a refresh.
+    wait: Duration,
+    current: ArcSwap<Current>,
+    flight: Mutex<Flight>,
+    refreshing: AtomicBool,
+    changed: Notify,
+    metrics: RefreshMetrics,
+}
+
+// Holds secrets (the initial refresh token, the bearer value): say only where it stands.
+impl std::fmt::Debug for OAuthSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthSession")
+            .field("tenant", &self.tenant)
+            .field("status", &self.current.load().status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a session needs from the config.
+#[derive(Debug)]
+pub struct SessionConfig {
+    pub tenant: String,
+    pub endpoint: TokenEndpoint,
+    pub initial_refresh_token: Option<Secret>,
+    pub retry_body_bytes: usize,
+    pub wait: Duration,
+}
+
+impl OAuthSession {
+    /// A session in `Starting`; `drive` it to have it load and refresh.
+    pub fn new(cfg: SessionConfig, store: Arc<dyn TokenStore>, metrics: RefreshMetrics) -> Arc<OAuthSession> {
+        let now = Instant::now();
+        Arc::new(OAuthSession {
+            tenant: cfg.tenant.into(),
+            endpoint: cfg.endpoint,
+            store,
+            initial: cfg.initial_refresh_token.map(|rt| {
+                let fp = fingerprint(&rt);
+                (rt, fp)
+            }),
+            retry_body_bytes: cfg.retry_body_bytes,
+            wait: cfg.wait,
+            current: ArcSwap::from_pointee(Current { next_at: now, ..Current::blocked(Status::Starting, now) }),
+            flight: Mutex::new(Flight::default()),
+            refreshing: AtomicBool::new(false),
+            changed: Notify::new(),
+            metrics,
+        })
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current.load_full()
+    }
+
+    /// `refreshing` while a refresh is in flight, otherwise the status.
+    pub fn state(&self) -> &'static str {
+        if self.refreshing.load(Ordering::Relaxed) {
+            "refreshing"
+        } else {
+            self.current.load().status.as_str()
+        }
+    }
+
+    /// The `Authorization` value for a request now. Lock-free when a token is
+    /// usable; otherwise waits (bounded) for one shared refresh.
+    pub async fn authorization(self: &Arc<Self>) -> Result<HeaderValue, GatewayError> {
+        let seen = {
+            let cur = self.current.load();
+            let now = Instant::now();
+            if let Some(v) = cur.usable(now) {
+                return Ok(v.clone());
+            }
+            // Backing off, or waiting for an operator: answer now, don't pile on.
+            if now < cur.next_at {
+                return Err(self.unavailable(cur.status));
+            }
+            cur.epoch
+        };
+        let _ = tokio::time::timeout(self.wait, self.refresh(seen, None)).await;
+        let cur = self.current.load();
+        cur.usable(Instant::now()).cloned().ok_or_else(|| self.unavailable(cur.status))
+    }
+
+    /// Pleo answered 401 to `rejected`: get a new token (once, however many
+    /// requests saw the 401) and return it for the retry.
+    pub async fn after_rejection(self: &Arc<Self>, rejected: &HeaderValue) -> Result<HeaderValue, GatewayError> {
+        let seen = {
+            let cur = self.current.load();
+            match cur.usable(Instant::now()) {
+                // Someone already replaced the rejected token.
+                Some(v) if v != rejected => return Ok(v.clone()),
+                _ => cur.epoch,
+            }
+        };
+        let _ = tokio::time::timeout(self.wait, self.refresh(seen, Some(rejected.clone()))).await;
+        let cur = self.current.load();
+        match cur.usable(Instant::now()) {
+            Some(v) if v != rejected => Ok(v.clone()),
+            _ => Err(self.unavailable(cur.status)),
+        }
+    }
+
+    fn unavailable(&self, status: Status) -> GatewayError {
+        GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(status.explain(&self.tenant))
+    }
+
+    /// Runs one refresh step unless another finished since `seen`. Spawned,
+    /// so the caller may stop waiting without cancelling it.
+    async fn refresh(self: &Arc<Self>, seen: u64, rejected: Option<HeaderValue>) {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let mut flight = this.flight.lock().await;
+            let cur = this.current.load_full();
+            if cur.epoch != seen {
+                return;
+            }
+            this.refreshing.store(true, Ordering::Relaxed);
+            let mut next = this.step(&mut flight, &cur, rejected.as_ref()).await;
+            next.epoch = cur.epoch + 1;
+            if next.status != cur.status {
+                this.log_transition(cur.status, &next);
+            }
+            this.current.store(Arc::new(next));
+            this.refreshing.store(false, Ordering::Relaxed);
+            this.changed.notify_one();
+        });
+        let _ = task.await;
+    }
+
+    fn log_transition(&self, from: Status, to: &Current) {
+        let (tenant, from, status) = (&*self.tenant, from.as_str(), to.status.as_str());
+        match to.status {
+            Status::Connected => tracing::info!(tenant, from, status, "OAuth tenant connected"),
+            Status::ReauthorizationRequired | Status::NotConnected | Status::StateError | Status::ClientRejected => {
+                tracing::error!(tenant, from, status, "OAuth tenant needs an operator: {}", to.status.explain(tenant))
+            }
+            _ => tracing::warn!(tenant, from, status, "OAuth tenant degraded"),
+        }
+    }
+
+    /// The refresh state machine, under the flight lock.
+    async fn step(&self, flight: &mut Flight, cur: &Current, rejected: Option<&HeaderValue>) -> Current {
+        let now = Instant::now();
+        let tenant = &*self.tenant;
+
+        // 1. Tokens already rotated but not yet saved go first: the old
+        //    refresh token they replaced is retired and must not be sent.
+        if let Some(pending) = flight.pending.take() {
+            return match self.store.save(tenant, &pending).await {
+                Ok(()) => {
+                    flight.failures = 0;
+                    self.connected(&pending, now)
+                }
+                Err(e) => {
+                    tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
+                    flight.pending = Some(pending);
+                    flight.failures += 1;
+                    cur.failing(Status::PersistFailed, now + backoff(flight.failures))
+                }
+            };
+        }
+
+        // 2. Start from what is stored: it may have changed under us
+        //    (`connect`, an operator restoring a backup, another release).
+        let stored = match self.store.load(tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(tenant, error = %e, "cannot read the OAuth token state");
+                return Current::blocked(Status::StateError, now);
+            }
+        };
+        // The config holds a refresh token this chain was not imported from:
+        // a new consent, which replaces whatever was stored.
+        let import = match (&self.initial, &stored) {
+            (Some((_, fp)), s) => s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()),
+            (None, _) => false,
+        };
+        let chain = match (&self.initial, stored) {
+            (Some((rt, fp)), _) if import => {
+                tracing::info!(tenant, "importing the refresh_token from the config (new consent)");
+                StoredToken {
+                    refresh_token: rt.clone(),
+                    access_token: None,
+                    access_issued_at_ms: None,
+                    access_expires_at_ms: None,
+                    imported_from: Some(fp.clone()),
+                    reauthorization_required: false,
+                }
+            }
+            (_, Some(s)) => s,
+            (_, None) => return Current::blocked(Status::NotConnected, now),
+        };
+        if chain.reauthorization_required || flight.dead.as_deref() == Some(fingerprint(&chain.refresh_token).as_str())
+        {
+            return Current::blocked(Status::ReauthorizationRequired, now);
+        }
+
+        // 3. A stored access token other than the one in hand, still good, is
+        //    used as is (after a restart, or tokens `connect` just stored),
+        //    unless Pleo has just rejected that very token.
+        let stored_view = self.connected(&chain, now);
+        if let Some(v) = stored_view.usable(now) {
+            if now < stored_view.next_at && Some(v) != cur.authorization.as_ref() && Some(v) != rejected {
+                flight.failures = 0;
+                return stored_view;
+            }
+        }
+
+        // 4. Refresh.
+        let issued_ms = unix_now_ms();
+        let started = Instant::now();
+        let result = self.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
+        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let now = Instant::now();
+        match result {
+            Ok(tokens) => {
+                self.metrics.success.inc();
+                let next = StoredToken {
+                    refresh_token: tokens.refresh_token.unwrap_or(chain.refresh_token),
+                    access_token: Some(tokens.access_token),
+                    access_issued_at_ms: Some(issued_ms),
+                    access_expires_at_ms: Some(issued_ms + tokens.expires_in.as_millis() as u64),
+                    imported_from: chain.imported_from,
+                    reauthorization_required: false,
+                };
+                tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
+                match self.store.save(tenant, &next).await {
+                    Ok(()) => {
+                        flight.failures = 0;
+                        self.connected(&next, now)
+                    }
+                    Err(e) => {
+                        tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
+                        flight.pending = Some(next);
+                        flight.failures += 1;
+                        cur.failing(Status::PersistFailed, now + backoff(flight.failures))
+                    }
+                }
+            }
+            Err(TokenError::InvalidGrant) => {
+                self.metrics.failure.inc();
+                flight.dead = Some(fingerprint(&chain.refresh_token));
+                let dead = StoredToken {
+                    access_token: None,
+                    access_issued_at_ms: None,
+                    access_expires_at_ms: None,
+                    reauthorization_required: true,
+                    ..chain
+                };
+                if let Err(e) = self.store.save(tenant, &dead).await {
+                    tracing::error!(tenant, error = %e, "cannot record reauthorization_required in the token state");
+                }
+                Current::blocked(Status::ReauthorizationRequired, now)
+            }
+            Err(e) => {
+                self.metrics.failure.inc();
+                flight.failures += 1;
+                let wait = backoff(flight.failures);
+                tracing::warn!(tenant, error = %e, retry_in = ?wait, "OAuth token refresh failed");
+                let status = if matches!(e, TokenError::ClientRejected(_)) {
+                    Status::ClientRejected
+                } else {
+                    Status::RefreshFailing
+                };
+                cur.failing(status, now + wait)
+            }
+        }
+    }
+
+    /// The view of a stored chain: its access token (if any) and when to
+    /// refresh it.
+    fn connected(&self, t: &StoredToken, now: Instant) -> Current {
+        let (Some(token), Some(issued), Some(expires)) =
+            (&t.access_token, t.access_issued_at_ms, t.access_expires_at_ms)
+        else {
+            // Only a refresh token: refresh right away.
+            return Current { next_at: now, ..Current::blocked(Status::Connected, now) };
+        };
+        let lifetime = Duration::from_millis(expires.saturating_sub(issued));
+        let expires_at = now + Duration::from_millis(expires.saturating_sub(unix_now_ms()));
+        let margin = (lifetime / 5).min(Duration::from_secs(60));
+        let jitter = margin.mul_f64(random_unit() / 4.0);
+        // Stop using a token a little before it expires: it must still be
+        // valid when the request reaches Pleo.
+        let skew = (lifetime / 10).min(Duration::from_secs(5));
+        Current {
+            epoch: 0,
+            status: Status::Connected,
+            authorization: Some(bearer(token)),
+            expires_at: Some(expires_at),
+            usable_until: Some(expires_at.checked_sub(skew).unwrap_or(now)),
+            next_at: expires_at.checked_sub(margin + jitter).unwrap_or(now),
+        }
+    }
+
+    /// Keeps the token fresh in the background until `stop` is set.
+    pub async fn drive(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let cur = self.current.load_full();
+            let due = async {
+                if cur.background() {
+                    tokio::time::sleep_until(cur.next_at.into()).await
+                } else {
+                    std::future::pending::<()>().await
+                }
+            };
+            tokio::select! {
+                _ = due => self.refresh(cur.epoch, None).await,
+                _ = self.changed.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 250 ms, 500 ms, 1 s ... capped at 30 s,
+/// each scaled by a random factor in [0.5, 1].
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_CAP);
+    exp.mul_f64(0.5 + random_unit() / 2.0)
+}
+
+/// A uniform number in [0, 1) for jitter (not for secrets).
+fn random_unit() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        for n in 1..40 {
+            let b = backoff(n);
+            let exp = BACKOFF_BASE.saturating_mul(1 << (n - 1).min(16)).min(BACKOFF_CAP);
+            assert!(b >= exp / 2 && b <= exp, "{n}: {b:?}");
+        }
+        assert!(backoff(30) <= BACKOFF_CAP);
+    }
+}

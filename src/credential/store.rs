@@ -1,0 +1,271 @@
+//! Where rotated OAuth tokens live between refreshes and across restarts.
+//!
+//! Pleo rotates the refresh token on every refresh and treats a replay of an
+//! old one as theft (the whole authorisation is revoked). So the newest
+//! refresh token must be on disk before the access token that came with it is
+//! used: a crash right after a refresh must come back with the new token.
+//!
+//! [`TokenStore`] is the seam for a shared store later (several replicas,
+//! one authorisation); the session calls it only on the refresh path, never
+//! per request. [`FileStore`] is the embedded one: a JSON file per tenant in
+//! `state_dir`, written to a temporary file, fsynced, renamed, mode 0600.
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+
+/// What is kept for one OAuth tenant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub refresh_token: Secret,
+    pub access_token: Option<Secret>,
+    /// When the access token was asked for and when it expires, in Unix
+    /// milliseconds (second precision is too coarse for short-lived tokens).
+    pub access_issued_at_ms: Option<u64>,
+    pub access_expires_at_ms: Option<u64>,
+    /// Fingerprint of the config's initial `refresh_token` this chain was
+    /// imported from (or that was already in the config when `connect` ran).
+    /// A different fingerprint in the config means a new consent to import.
+    pub imported_from: Option<String>,
+    /// The token endpoint answered `invalid_grant`: consent must be renewed;
+    /// the gateway does not call the token endpoint with this chain again.
+    pub reauthorization_required: bool,
+}
+
+// Tokens never printed; what is useful for debugging is.
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("access_expires_at_ms", &self.access_expires_at_ms)
+            .field("reauthorization_required", &self.reauthorization_required)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fingerprint of a refresh token, to recognise it later without keeping it.
+pub fn fingerprint(token: &Secret) -> String {
+    hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..16])
+}
+
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read the token state {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the token state {path} is corrupt ({reason}); the gateway will not fall back to an older token. \
+         Restore the file from a backup, or delete it and run `pleo-gateway connect` (or set a new refresh_token)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write the token state {path}: {source}")]
+    Unwritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token store task failed: {0}")]
+    Task(String),
+}
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Durable storage of each OAuth tenant's newest tokens.
+pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
+    /// The tenant's stored tokens; `Ok(None)` if there are none yet.
+    fn load<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Option<StoredToken>>;
+    /// Durably replaces the tenant's tokens: when this returns `Ok`, a crash
+    /// cannot bring back the previous ones.
+    fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()>;
+}
+
+/// The on-disk form. Versioned so a later format can read this one.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    version: u32,
+    tenant: String,
+    refresh_token: String,
+    access_token: Option<String>,
+    access_issued_at_ms: Option<u64>,
+    access_expires_at_ms: Option<u64>,
+    imported_from: Option<String>,
+    #[serde(default)]
+    reauthorization_required: bool,
+    updated_at_ms: u64,
+}
+
+/// One JSON file per tenant in a directory (`state_dir`).
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl FileStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileStore { dir: dir.into() }
+    }
+
+    pub fn path(&self, tenant: &str) -> PathBuf {
+        // Tenant names are validated to [a-z0-9_-], so this stays in `dir`.
+        self.dir.join(format!("{tenant}.json"))
+    }
+
+    pub fn load_blocking(&self, tenant: &str) -> Result<Option<StoredToken>, StoreError> {
+        let path = self.path(tenant);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Unreadable { path, source }),
+        };
+        // serde_json's messages give a position, never the content.
+        let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
+        let form: FileForm = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if form.version != 1 {
+            return Err(corrupt(format!("unknown version {}", form.version)));
+        }
+        if form.tenant != tenant {
+            return Err(corrupt(format!("it belongs to tenant `{}`", form.tenant)));
+        }
+        let header_safe = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
+        if !header_safe(&form.refresh_token) || form.access_token.as_deref().is_some_and(|t| !header_safe(t)) {
+            return Err(corrupt("a token is empty or not visible ASCII".into()));
+        }
+        Ok(Some(StoredToken {
+            refresh_token: Secret::new(form.refresh_token),
+            access_token: form.access_token.map(Secret::new),
+            access_issued_at_ms: form.access_issued_at_ms,
+            access_expires_at_ms: form.access_expires_at_ms,
+            imported_from: form.imported_from,
+            reauthorization_required: form.reauthorization_required,
+        }))
+    }
+
+    pub fn save_blocking(&self, tenant: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let path = self.path(tenant);
+        let unwritable = |source| StoreError::Unwritable { path: path.clone(), source };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(unwritable)?;
+        let form = FileForm {
+            version: 1,
+            tenant: tenant.to_string(),
+            refresh_token: token.refresh_token.expose_secret().to_string(),
+            access_token: token.access_token.as_ref().map(|t| t.expose_secret().to_string()),
+            access_issued_at_ms: token.access_issued_at_ms,
+            access_expires_at_ms: token.access_expires_at_ms,
+            imported_from: token.imported_from.clone(),
+            reauthorization_required: token.reauthorization_required,
+            updated_at_ms: unix_now_ms(),
+        };
+        let json = serde_json::to_vec_pretty(&form).expect("plain strings and numbers serialize");
+        let tmp = self.dir.join(format!(
+            ".{tenant}.json.{}.{}.tmp",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            // The rename itself must survive a crash: sync the directory entry.
+            std::fs::File::open(&self.dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(unwritable)
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Option<StoredToken>> {
+        let (store, tenant) = (self.clone(), tenant.to_string());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.load_blocking(&tenant))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+
+    fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+        let (store, tenant, token) = (self.clone(), tenant.to_string(), token.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.save_blocking(&tenant, &token))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+        })
+    }
+}
+
+/// Checks at start that `dir` can hold token state (creating it if needed),
+/// so a read-only mount is reported before the first refresh needs it.
+pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let probe = dir.join(format!(".probe.{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn token(rt: &str) -> StoredToken {
+        StoredToken {
+            refresh_token: Secret::new(rt),
+            access_token: Some(Secret::new("at_1234567890")),
+            access_issued_at_ms: Some(unix_now_ms()),
+            access_expires_at_ms: Some(unix_now_ms() + 60_000),
+            imported_from: Some("abc".into()),
+            reauthorization_required: false,
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("state"));
+        assert!(store.load_blocking("acme").unwrap().is_none());
+        store.save_blocking("acme", &token("rt_one")).unwrap();
+        let newest = token("rt_two");
+        store.save_blocking("acme", &newest).unwrap();
+        assert_eq!(store.load_blocking("acme").unwrap(), Some(newest));
+        let mode = std::fs::metadata(store.path("acme")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // No temporary files left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("state")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_or_foreign_state_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        std::fs::write(store.path("acme"), "{ not json").unwrap();
+        let e = store.load_blocking("acme").unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("acme.json"), "{e}");
+        store.save_blocking("globex", &token("rt_x")).unwrap();
+        std::fs::rename(store.path("globex"), store.path("acme")).unwrap();
+        let e = store.load_blocking("acme").unwrap_err().to_string();
+        assert!(e.contains("belongs to tenant `globex`"), "{e}");
+        assert!(!format!("{:?}", token("rt_secret_value")).contains("rt_secret_value"));
+    }
+}
