@@ -53,6 +53,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
                 let body = serde_json::json!({ "error": "temporarily_unavailable" });
                 return Ok(json(StatusCode::SERVICE_UNAVAILABLE, body));
             }
+            Some(TokenFault::Slow(d)) => tokio::time::sleep(d).await,
             None => {}
         }
         // Kept for tests: the form's refresh token, to check which one the gateway sent.

@@ -41,6 +41,8 @@ pub enum TokenFault {
     /// Wait this long, then answer 503 without touching any token: to the
     /// gateway, a token endpoint that does not answer in time.
     Stall(Duration),
+    /// Wait this long, then answer normally: a slow but working endpoint.
+    Slow(Duration),
 }
 
 /// A credential the sandbox accepts: the exact `Authorization` value and the
@@ -200,6 +202,18 @@ impl Sandbox {
     /// Revokes every OAuth authorisation: refreshes then get `invalid_grant`.
     pub fn revoke_authorisations(&self) {
         self.shared.tokens.lock().expect("sandbox lock").revoke_all();
+    }
+
+    /// Forgets every OAuth access token (refresh tokens stay valid), as if
+    /// Pleo revoked them early: the next API call with one gets 401.
+    pub fn expire_access_tokens(&self) {
+        self.shared.tokens.lock().expect("sandbox lock").expire_access_tokens();
+    }
+
+    /// Every access and refresh token the sandbox has issued, so tests can
+    /// search logs and outputs for them.
+    pub fn issued_tokens(&self) -> Vec<Secret> {
+        self.shared.tokens.lock().expect("sandbox lock").issued()
     }
 
     /// The refresh tokens presented to the token endpoint, oldest first.

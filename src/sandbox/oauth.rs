@@ -69,6 +69,8 @@ pub struct TokenState {
     refresh: HashMap<String, Refresh>,
     codes: HashMap<String, Code>,
     next_family: u64,
+    /// Every access token ever issued (the live ones are in `access`).
+    issued_access: Vec<String>,
     access: HashMap<String, Access>,
     revoked: HashSet<u64>,
     salt: u64,
@@ -98,6 +100,7 @@ impl TokenState {
             refresh,
             codes: HashMap::new(),
             next_family: clients.len() as u64,
+            issued_access: Vec::new(),
             access: HashMap::new(),
             revoked: HashSet::new(),
             salt,
@@ -115,6 +118,14 @@ impl TokenState {
     pub fn revoke_all(&mut self) {
         let families: Vec<u64> = self.refresh.values().map(|r| r.family).collect();
         self.revoked.extend(families);
+    }
+
+    pub fn expire_access_tokens(&mut self) {
+        self.access.clear();
+    }
+
+    pub fn issued(&self) -> Vec<Secret> {
+        self.refresh.keys().chain(self.issued_access.iter()).map(|t| Secret::new(t.as_str())).collect()
     }
 
     /// Whether `token` is a refresh token that may still be used.
@@ -260,6 +271,7 @@ fn issue(
 ) -> (StatusCode, serde_json::Value) {
     let access = st.mint("at");
     let refresh = st.mint("rt");
+    st.issued_access.push(access.clone());
     st.access.insert(access.clone(), Access { family, company: company.clone(), expires: Instant::now() + ttl });
     st.refresh.insert(refresh.clone(), Refresh { family, client_id, company, retired: false });
     (

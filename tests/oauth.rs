@@ -1,0 +1,476 @@
+//! Managed OAuth tenants against the sandbox's token endpoint, which rotates
+//! the refresh token on every refresh and revokes the whole authorisation
+//! when a rotated one is replayed. Every test ends by checking that the
+//! sandbox saw no replay and that no token it issued shows in the logs.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use pleo_gateway::config::{Config, Environment};
+use pleo_gateway::connect::{connect, ConnectOptions};
+use pleo_gateway::gateway::Running;
+use pleo_gateway::sandbox::{OAuthClient, Sandbox, SandboxSpec, TokenFault};
+use support::*;
+
+const CLIENT_ID: &str = "hooli-client";
+const CLIENT_SECRET: &str = "hooli-client-secret-8a7b6c5d4e";
+const INITIAL_RT: &str = "rt_initial_hooli_0123456789abcdef";
+const SECOND_CONSENT_RT: &str = "rt_second_consent_hooli_fedcba9876";
+
+// === log capture: every test in this binary logs into one buffer ===
+
+#[derive(Clone)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static LogBuf {
+    static LOGS: OnceLock<LogBuf> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = LogBuf(Arc::new(Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pleo_gateway=trace,hyper=debug,hyper_util=debug,info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    })
+}
+
+/// No token the sandbox issued, and no configured secret, in any form.
+fn assert_no_secret_in(text: &str, sandbox: &Sandbox) {
+    use base64::Engine;
+    let mut secrets: Vec<String> = sandbox.issued_tokens().iter().map(|s| s.expose_secret().to_string()).collect();
+    secrets.extend([CLIENT_SECRET, INITIAL_RT, SECOND_CONSENT_RT].map(String::from));
+    secrets.push(base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
+    assert!(secrets.len() > 3);
+    for s in &secrets {
+        assert!(!text.contains(s.as_str()), "a secret leaked into the output");
+    }
+}
+
+fn finish(sandbox: &Sandbox) {
+    let stats = sandbox.token_stats();
+    assert_eq!(stats.reuse_detected, 0, "the gateway replayed a rotated refresh token: {stats:?}");
+    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert_no_secret_in(&text, sandbox);
+}
+
+// === kit ===
+
+struct OAuthKit {
+    sandbox: Sandbox,
+    gw: Option<Running>,
+    dir: tempfile::TempDir,
+    client: HttpClient,
+}
+
+fn spec(ttl: Duration, refresh_tokens: &[&str]) -> SandboxSpec {
+    let mut spec = SandboxSpec::new(Environment::Production).oauth_client(OAuthClient {
+        client_id: CLIENT_ID.into(),
+        client_secret: pleo_gateway::secret::Secret::new(CLIENT_SECRET),
+        company_id: "company-hooli".into(),
+        refresh_tokens: refresh_tokens.iter().map(|t| pleo_gateway::secret::Secret::new(*t)).collect(),
+    });
+    spec.access_token_ttl = ttl;
+    spec
+}
+
+/// A config with one managed OAuth tenant, `hooli`, on `sandbox`.
+fn config_yaml(dir: &std::path::Path, sandbox: &Sandbox, refresh_token: Option<&str>, extra: &str) -> String {
+    std::fs::write(dir.join("hooli.secret"), format!("{CLIENT_SECRET}\n")).unwrap();
+    let rt_line = match refresh_token {
+        Some(rt) => {
+            std::fs::write(dir.join("hooli.refresh"), format!("{rt}\n")).unwrap();
+            "      refresh_token: { file: hooli.refresh }\n"
+        }
+        None => "",
+    };
+    let url = format!("http://{}", sandbox.addr);
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}state_dir: ./state\ntenants:\n  hooli:\n    environment: production\n    auth:\n      model: oauth2\n      client_id: {CLIENT_ID}\n      client_secret: {{ file: hooli.secret }}\n{rt_line}{extra}",
+        environments_yaml(&url, &url)
+    )
+}
+
+impl OAuthKit {
+    async fn start(ttl: Duration, extra: &str) -> OAuthKit {
+        logs();
+        let sandbox = sandbox(spec(ttl, &[INITIAL_RT, SECOND_CONSENT_RT])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), extra);
+        let gw = start_gateway(&yaml, dir.path()).await;
+        OAuthKit { sandbox, gw: Some(gw), dir, client: http_client() }
+    }
+
+    fn gw(&self) -> &Running {
+        self.gw.as_ref().expect("gateway running")
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Full<Bytes>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.gw().addr))
+            .header("x-pleo-tenant", "hooli")
+            .body(body)
+            .unwrap();
+        let resp = self.client.request(req).await.expect("gateway answers");
+        let (parts, body) = resp.into_parts();
+        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, Full::default()).await
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sample(&admin_get(self.gw().admin_addr, "/metrics").await.1, name, labels)
+    }
+
+    async fn tenant(&self) -> serde_json::Value {
+        let text = admin_get(self.gw().admin_addr, "/tenants").await.1;
+        assert_no_secret_in(&text, &self.sandbox);
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        j["tenants"].as_array().unwrap().iter().find(|t| t["name"] == "hooli").unwrap().clone()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.path().join("state/hooli.json")).expect("state file");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn token_calls(&self) -> usize {
+        self.sandbox.requests().iter().filter(|r| r.target == "/oauth/token").count()
+    }
+
+    async fn restart(&mut self) {
+        self.gw.take().unwrap().shutdown().await;
+        let config = Config::load(&self.dir.path().join("gateway.yaml")).unwrap();
+        self.gw = Some(pleo_gateway::gateway::start(&config).await.unwrap());
+    }
+
+    async fn stop(mut self) {
+        self.gw.take().unwrap().shutdown().await;
+        finish(&self.sandbox);
+        self.sandbox.shutdown().await;
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_restart() {
+    let mut kit = OAuthKit::start(Duration::from_secs(900), "").await;
+    let r = kit.get("/v1/installations/me").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["companyId"], "company-hooli");
+    assert_eq!(kit.sandbox.token_stats().refreshes, 1);
+    let sent = kit.sandbox.requests().last().unwrap().headers["authorization"].to_str().unwrap().to_string();
+    assert!(sent.starts_with("Bearer sbx_at_"), "a token the sandbox minted is sent");
+
+    // The rotated refresh token is on disk (0600), live, and not the initial one.
+    let state = kit.state();
+    let rt = state["refresh_token"].as_str().unwrap();
+    assert_ne!(rt, INITIAL_RT);
+    assert!(kit.sandbox.is_live_refresh_token(rt));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(kit.dir.path().join("state/hooli.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    assert_eq!(kit.metric("pleo_gateway_token_refresh_total", &[("result", "success")]).await, 1.0);
+    let left = kit.metric("pleo_gateway_token_expiry_seconds", &[("tenant", "hooli")]).await;
+    assert!(left > 800.0 && left <= 900.0, "expiry gauge {left}");
+    let t = kit.tenant().await;
+    assert_eq!(t["state"], "connected");
+    assert!(t["token_expires_in_seconds"].as_u64().unwrap() > 800);
+
+    // Restart on the same state: the stored access token is still good, so no refresh.
+    kit.restart().await;
+    assert_eq!(kit.get("/v1/installations/me").await.status, 200);
+    assert_eq!(kit.sandbox.token_stats().refreshes, 1, "restart reuses the stored token");
+
+    // A new consent in the config (a different refresh_token) wins over the stored chain.
+    std::fs::write(kit.dir.path().join("hooli.refresh"), SECOND_CONSENT_RT).unwrap();
+    kit.restart().await;
+    assert_eq!(kit.get("/v1/installations/me").await.status, 200);
+    assert_eq!(kit.sandbox.token_stats().refreshes, 2);
+    assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), SECOND_CONSENT_RT);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
+    let kit = OAuthKit::start(Duration::from_secs(2), "").await;
+    // The first token: fetched at start by the background task.
+    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    let issued = Instant::now();
+    // The next refresh is slow, so it is still in flight when the token
+    // stops being usable (1.8 s of 2 s) and requests must wait for it.
+    kit.sandbox.inject_token_faults([TokenFault::Slow(Duration::from_millis(1500))]);
+    tokio::time::sleep_until((issued + Duration::from_millis(1850)).into()).await;
+    let before = kit.token_calls();
+    let kit = Arc::new(kit);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let kit = kit.clone();
+        tasks.spawn(async move { kit.get(&format!("/v2/expenses?i={i}")).await.status });
+    }
+    let mut ok = 0;
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+        ok += 1;
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(kit.token_calls(), before, "the refresh they waited for was already in flight");
+    assert_eq!(kit.sandbox.token_stats().refreshes, 2, "exactly one refresh for this expiry");
+    let kit = Arc::into_inner(kit).unwrap();
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn thirty_seconds_of_load_on_two_second_tokens_never_fails() {
+    let kit = Arc::new(OAuthKit::start(Duration::from_secs(2), "").await);
+    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    let t0 = Instant::now();
+    let refreshes0 = kit.sandbox.token_stats().refreshes;
+    let run = Duration::from_secs(30);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let kit = kit.clone();
+        workers.spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while t0.elapsed() < run {
+                let r = kit.get(&format!("/v2/expenses?w={w}")).await;
+                if r.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (ok, failed)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = workers.join_next().await {
+        let (ok, failed) = r.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let refreshes = (kit.sandbox.token_stats().refreshes - refreshes0) as f64;
+    // The schedule: refresh at expiry - margin - jitter, margin = lifetime/5
+    // (0.4 s), jitter uniform in [0, margin/4]: on average every 1.55 s.
+    let expected = elapsed / 1.55;
+    assert!((refreshes - expected).abs() <= 1.0, "{refreshes} refreshes in {elapsed:.1} s, expected {expected:.1}");
+    assert!(total > 1000, "steady load: {total} requests");
+    let kit = Arc::into_inner(kit).unwrap();
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
+    let kit = OAuthKit::start(Duration::from_secs(2), "").await;
+    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    // The customer disconnects the app: the next refresh gets invalid_grant.
+    kit.sandbox.revoke_authorisations();
+    wait_until("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = kit.get("/v2/x").await;
+    let j = r.assert_refused(503, "credential_unavailable");
+    assert!(j["message"].as_str().unwrap().contains("consent must be renewed"), "{j}");
+    assert_eq!(kit.tenant().await["state"], "reauthorization_required");
+    assert_eq!(kit.state()["reauthorization_required"], true);
+    assert_eq!(kit.metric("pleo_gateway_token_refresh_total", &[("result", "failure")]).await, 1.0);
+
+    // Requests keep coming for longer than the recheck interval: the token
+    // endpoint is not called again with the dead token.
+    let calls = kit.token_calls();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert_eq!(kit.get("/v2/x").await.status, 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kit.token_calls(), calls, "no refresh attempts while reauthorization is required");
+
+    // Consent renewed with `connect` (in-process here; the CLI has its own
+    // test): the running gateway picks the new tokens up from the state.
+    let config = Config::load(&kit.dir.path().join("gateway.yaml")).unwrap();
+    let out = LogBuf(Arc::new(Mutex::new(Vec::new())));
+    let printed = out.clone();
+    let opts = ConnectOptions {
+        tenant: "hooli".into(),
+        redirect_uri: "http://127.0.0.1:0/callback".into(),
+        scope: None,
+        timeout: Duration::from_secs(20),
+    };
+    let browser = tokio::spawn(async move {
+        let url = loop {
+            let text = String::from_utf8_lossy(&printed.0.lock().unwrap()).into_owned();
+            if let Some(u) = text.split_whitespace().find(|w| w.contains("/oauth/authorize?")) {
+                break u.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        consent_in_browser(&url).await
+    });
+    let mut writer = out.clone();
+    connect(&config, &opts, &mut writer).await.unwrap();
+    assert_eq!(browser.await.unwrap(), 200);
+    wait_until_ok(&kit).await;
+    assert_eq!(kit.tenant().await["state"], "connected");
+    assert_no_secret_in(&String::from_utf8_lossy(&out.0.lock().unwrap()), &kit.sandbox);
+    kit.stop().await;
+}
+
+async fn wait_until_ok(kit: &OAuthKit) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if kit.get("/v2/x").await.status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the tenant did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a browser does with the authorize URL: follow the sandbox's
+/// auto-consent redirect to the loopback redirect URI. Returns the status
+/// of the redirect URI's page.
+async fn consent_in_browser(url: &str) -> u16 {
+    let client = http_client();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 302, "the sandbox consents at once");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    client.get(location.parse().unwrap()).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn transient_token_endpoint_failures_back_off_while_the_token_is_still_valid() {
+    // 20 s tokens: the refresh starts 4-5 s before expiry, leaving room for
+    // a 5xx, a timeout and their backoff while the old token still works.
+    let kit = Arc::new(OAuthKit::start(Duration::from_secs(20), "limits: { token_timeout: 300ms }\n").await);
+    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    kit.sandbox.inject_token_faults([TokenFault::Status(503), TokenFault::Stall(Duration::from_millis(800))]);
+    let load = {
+        let kit = kit.clone();
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            while kit.sandbox.token_stats().refreshes < 2 {
+                let r = kit.get("/v2/x").await;
+                if r.status != 200 {
+                    failed.push(r.status);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            failed
+        })
+    };
+    wait_until("the 503", Duration::from_secs(20), || kit.token_calls() >= 2).await;
+    let first_failure = Instant::now();
+    wait_until("recovery", Duration::from_secs(10), || kit.sandbox.token_stats().refreshes == 2).await;
+    assert!(load.await.unwrap().is_empty(), "requests kept succeeding on the still-valid token");
+    assert!(first_failure.elapsed() >= Duration::from_millis(300), "backoff, not a tight loop");
+    assert_eq!(kit.token_calls(), 4, "initial, 503, stalled, success");
+    assert_eq!(kit.metric("pleo_gateway_token_refresh_total", &[("result", "failure")]).await, 2.0);
+    assert_eq!(kit.metric("pleo_gateway_token_refresh_total", &[("result", "success")]).await, 2.0);
+    let m = admin_get(kit.gw().admin_addr, "/metrics").await.1;
+    assert_eq!(sample(&m, "pleo_gateway_token_refresh_duration_seconds_count", &[]), 4.0);
+    assert_eq!(kit.tenant().await["state"], "connected");
+    let kit = Arc::into_inner(kit).unwrap();
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_401_is_retried_once_with_a_new_token_when_the_body_was_kept() {
+    let kit = OAuthKit::start(Duration::from_secs(900), "").await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+
+    // Pleo drops the access token early: a small POST is retried once.
+    kit.sandbox.expire_access_tokens();
+    let body = Bytes::from(vec![b'a'; 10_000]);
+    let r = kit.send(Method::POST, "/v2/expenses", Full::new(body.clone())).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["body"]["bytes"], 10_000);
+    let posts: Vec<_> = kit.sandbox.requests().into_iter().filter(|r| r.target == "/v2/expenses").collect();
+    assert_eq!(posts.len(), 2, "sent, rejected, sent again");
+    assert_eq!(posts[0].body_sha256, posts[1].body_sha256);
+    assert_ne!(posts[0].headers["authorization"], posts[1].headers["authorization"]);
+    assert_eq!(kit.sandbox.token_stats().refreshes, 2);
+    assert_eq!(kit.metric("pleo_gateway_credential_rejected_total", &[("auth_model", "oauth2")]).await, 1.0);
+
+    // A streamed body larger than retry_body_bytes (64 KiB) has gone to Pleo
+    // already: Pleo's 401 comes back as it is.
+    kit.sandbox.expire_access_tokens();
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> =
+        (0..16).map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b'b'; 16 * 1024])))).collect();
+    let req = Request::post(format!("http://{}/v2/receipts", kit.gw().addr))
+        .header("x-pleo-tenant", "hooli")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let streaming_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<StreamBody<_>>();
+    let resp = streaming_client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("x-pleo-gateway-error").is_none(), "Pleo's own answer");
+    let receipts: Vec<_> = kit.sandbox.requests().into_iter().filter(|r| r.target == "/v2/receipts").collect();
+    assert_eq!(receipts.len(), 1, "not retried");
+    assert_eq!(receipts[0].body_len, 256 * 1024, "the kept start and the streamed rest both arrived");
+    assert_eq!(kit.metric("pleo_gateway_credential_rejected_total", &[("auth_model", "oauth2")]).await, 2.0);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_degrades_the_tenant_and_never_falls_back() {
+    logs();
+    let sandbox = sandbox(spec(Duration::from_secs(900), &[INITIAL_RT])).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/hooli.json"), "{\"version\": 1, \"tenant\": ").unwrap();
+    let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), "");
+    let kit = OAuthKit { gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
+    let j = kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
+    assert!(j["message"].as_str().unwrap().contains("stored OAuth state"), "{j}");
+    assert_eq!(kit.tenant().await["state"], "state_error");
+    assert_eq!(kit.token_calls(), 0, "the config's token is not used instead");
+    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(text.contains("corrupt"), "the log says what is wrong with the file");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_without_tokens_says_to_run_connect() {
+    logs();
+    let sandbox = sandbox(spec(Duration::from_secs(900), &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(dir.path(), &sandbox, None, "");
+    let kit = OAuthKit { gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
+    let j = kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
+    assert!(j["message"].as_str().unwrap().contains("pleo-gateway connect hooli"), "{j}");
+    assert_eq!(kit.tenant().await["state"], "not_connected");
+    kit.stop().await;
+}
