@@ -6,11 +6,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use support::*;
 
 #[tokio::test]
@@ -27,46 +22,11 @@ async fn no_secret_appears_in_trace_logs_of_a_full_run() {
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .env("PGW_ACME_TOKEN", ACME_TOKEN)
-        .env("PGW_GLOBEX_KEY", GLOBEX_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut readers = Vec::new();
-    for pipe in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let log = log.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        }));
-    }
-
-    // The gateway logs where it listens; wait for that line (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (addr, admin) = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(line) = text.lines().find(|l| l.contains("pleo-gateway listening")) {
-            let field = |name: &str| {
-                let rest = &line[line.find(&format!(" {name}=")).unwrap() + name.len() + 2..];
-                rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap()
-            };
-            break (field("addr"), field("admin_addr"));
-        }
-        assert!(Instant::now() < deadline, "gateway did not start:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let gw = Process::spawn(
+        &["--config", path.to_str().unwrap()],
+        &[("RUST_LOG", "trace"), ("PGW_ACME_TOKEN", ACME_TOKEN), ("PGW_GLOBEX_KEY", GLOBEX_KEY)],
+    );
+    let (addr, admin) = gw.listening().await;
 
     let client = http_client();
     let app = format!("Bearer {client_key}");
@@ -99,16 +59,11 @@ async fn no_secret_appears_in_trace_logs_of_a_full_run() {
     let (status, _) = admin_get(admin, "/tenants").await;
     assert_eq!(status, 200);
 
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let exit = child.wait().unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGTERM);
+    let (exit, log) = gw.wait();
     assert!(exit.success(), "SIGTERM ends the gateway cleanly: {exit:?}");
-    for r in readers {
-        r.join().unwrap();
-    }
     production.shutdown().await;
 
-    let log = log.lock().unwrap().clone();
     assert!(log.contains("TRACE"), "the run was captured at trace level");
     assert!(log.contains("legacy_token_refused") && log.contains("upstream_unavailable"));
     assert!(log.contains("inline"), "the inline secret is warned about (by key, not value)");

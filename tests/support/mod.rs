@@ -3,6 +3,8 @@
 //! small HTTP client. Everything binds loopback and is shut down by `stop`.
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -216,4 +218,79 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         }
     }
     0.0
+}
+
+/// A `pleo-gateway` process whose stdout and stderr are collected together.
+pub struct Process {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Process {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pleo-gateway"));
+        cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for pipe in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = log.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }));
+        }
+        Process { child, log, readers }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The first output line containing `needle`, waiting up to `timeout`.
+    pub async fn line_with(&self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.log();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no line with {needle:?} in:\n{text}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The gateway and admin addresses from the "listening" log line.
+    pub async fn listening(&self) -> (SocketAddr, SocketAddr) {
+        let line = self.line_with("pleo-gateway listening", std::time::Duration::from_secs(20)).await;
+        let field = |name: &str| {
+            let rest = &line[line.find(&format!(" {name}=")).unwrap() + name.len() + 2..];
+            rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap()
+        };
+        (field("addr"), field("admin_addr"))
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the exit and for all output; returns the status and the log.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        (status, self.log())
+    }
 }
