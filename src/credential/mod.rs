@@ -13,6 +13,7 @@ pub mod refresh;
 mod sessions;
 pub mod store;
 pub mod token_endpoint;
+mod token_state;
 
 use std::fmt;
 use std::sync::Arc;

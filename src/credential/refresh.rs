@@ -29,124 +29,12 @@ use tokio::sync::{watch, Mutex, Notify};
 use super::oauth2::bearer;
 use super::store::{fingerprint, unix_now_ms, StoredToken, TokenStore};
 use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
+pub use super::token_state::{Current, Status};
 use crate::error::{ErrorCode, GatewayError};
 use crate::secret::Secret;
 
-/// How often a tenant that needs an operator re-reads its stored state when
-/// requests keep arriving (a `connect` run elsewhere is picked up this way).
-const RECHECK: Duration = Duration::from_secs(5);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
-
-/// Where a tenant's OAuth connection stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Stored state not read yet.
-    Starting,
-    Connected,
-    /// The token endpoint failed transiently; retrying with backoff.
-    RefreshFailing,
-    /// A refreshed token could not be saved; it is kept in memory and saving is retried.
-    PersistFailed,
-    /// `invalid_grant`: consent must be renewed.
-    ReauthorizationRequired,
-    /// No refresh token anywhere: `connect` has not been run.
-    NotConnected,
-    /// The token endpoint refuses the client id or secret.
-    ClientRejected,
-    /// The stored state is unreadable or corrupt.
-    StateError,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Starting => "starting",
-            Status::Connected => "connected",
-            Status::RefreshFailing => "refresh_failing",
-            Status::PersistFailed => "persist_failed",
-            Status::ReauthorizationRequired => "reauthorization_required",
-            Status::NotConnected => "not_connected",
-            Status::ClientRejected => "client_rejected",
-            Status::StateError => "state_error",
-        }
-    }
-
-    /// What a request that finds no usable token is told.
-    fn explain(self, tenant: &str) -> String {
-        match self {
-            Status::ReauthorizationRequired => format!(
-                "The OAuth authorisation of tenant {tenant} has expired or was revoked by Pleo: consent must be \
-                 renewed (run `pleo-gateway connect {tenant}`, or configure a new refresh_token)."
-            ),
-            Status::NotConnected => format!(
-                "Tenant {tenant} has no OAuth tokens yet: run `pleo-gateway connect {tenant}`, or configure its \
-                 refresh_token."
-            ),
-            Status::ClientRejected => format!(
-                "Pleo's token endpoint rejects the client_id/client_secret of tenant {tenant}; the gateway keeps \
-                 retrying slowly."
-            ),
-            Status::StateError => {
-                format!("The stored OAuth state of tenant {tenant} cannot be read; see the gateway's log.")
-            }
-            Status::PersistFailed => format!(
-                "A refreshed token of tenant {tenant} could not be written to state_dir; it is used once it is \
-                 stored (see the gateway's log)."
-            ),
-            Status::RefreshFailing => format!(
-                "The access token of tenant {tenant} expired and Pleo's token endpoint is failing; the gateway \
-                 retries with backoff."
-            ),
-            Status::Starting | Status::Connected => {
-                format!("Refreshing the access token of tenant {tenant} did not finish in time.")
-            }
-        }
-    }
-}
-
-/// The token a request may use now, and what the session does next.
-#[derive(Clone, Debug)]
-pub struct Current {
-    epoch: u64,
-    pub status: Status,
-    authorization: Option<HeaderValue>,
-    pub expires_at: Option<Instant>,
-    usable_until: Option<Instant>,
-    /// When to refresh, retry or re-read the store.
-    next_at: Instant,
-}
-
-impl Current {
-    fn usable(&self, now: Instant) -> Option<&HeaderValue> {
-        match (&self.authorization, self.usable_until) {
-            (Some(v), Some(until)) if now < until => Some(v),
-            _ => None,
-        }
-    }
-
-    /// Statuses the background task acts on by itself; the others need an
-    /// operator, and are re-checked only when requests ask.
-    fn background(&self) -> bool {
-        matches!(
-            self.status,
-            Status::Starting
-                | Status::Connected
-                | Status::RefreshFailing
-                | Status::PersistFailed
-                | Status::ClientRejected
-        )
-    }
-
-    /// Same token and expiry, new status and next step.
-    fn failing(&self, status: Status, next_at: Instant) -> Current {
-        Current { status, next_at, ..self.clone() }
-    }
-
-    fn blocked(status: Status, now: Instant) -> Current {
-        Current { epoch: 0, status, authorization: None, expires_at: None, usable_until: None, next_at: now + RECHECK }
-    }
-}
 
 #[derive(Debug)]
 pub struct RefreshMetrics {
@@ -324,18 +212,7 @@ impl OAuthSession {
         // 1. Tokens already rotated but not yet saved go first: the old
         //    refresh token they replaced is retired and must not be sent.
         if let Some(pending) = flight.pending.take() {
-            return match self.store.save(tenant, &pending).await {
-                Ok(()) => {
-                    flight.failures = 0;
-                    self.connected(&pending, now)
-                }
-                Err(e) => {
-                    tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
-                    flight.pending = Some(pending);
-                    flight.failures += 1;
-                    cur.failing(Status::PersistFailed, now + backoff(flight.failures))
-                }
-            };
+            return self.save_then_use(flight, cur, pending).await;
         }
 
         // 2. Start from what is stored: it may have changed under us
@@ -402,18 +279,7 @@ impl OAuthSession {
                     reauthorization_required: false,
                 };
                 tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
-                match self.store.save(tenant, &next).await {
-                    Ok(()) => {
-                        flight.failures = 0;
-                        self.connected(&next, now)
-                    }
-                    Err(e) => {
-                        tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
-                        flight.pending = Some(next);
-                        flight.failures += 1;
-                        cur.failing(Status::PersistFailed, now + backoff(flight.failures))
-                    }
-                }
+                self.save_then_use(flight, cur, next).await
             }
             Err(TokenError::InvalidGrant) => {
                 self.metrics.failure.inc();
@@ -441,6 +307,24 @@ impl OAuthSession {
                     Status::RefreshFailing
                 };
                 cur.failing(status, now + wait)
+            }
+        }
+    }
+
+    /// Saves rotated tokens, and only then makes them the ones requests use.
+    /// If saving fails they are kept in memory (`pending`) for the next try.
+    async fn save_then_use(&self, flight: &mut Flight, cur: &Current, tokens: StoredToken) -> Current {
+        let tenant = &*self.tenant;
+        match self.store.save(tenant, &tokens).await {
+            Ok(()) => {
+                flight.failures = 0;
+                self.connected(&tokens, Instant::now())
+            }
+            Err(e) => {
+                tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
+                flight.pending = Some(tokens);
+                flight.failures += 1;
+                cur.failing(Status::PersistFailed, Instant::now() + backoff(flight.failures))
             }
         }
     }
@@ -509,6 +393,79 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Environment};
+    use crate::credential::store::{FileStore, StoreFuture};
+    use crate::sandbox::{OAuthClient, Sandbox, SandboxSpec};
+    use crate::upstream::Upstreams;
+
+    /// A file store whose saves fail while `fail` is set (a full disk, a
+    /// read-only mount).
+    #[derive(Debug)]
+    struct Flaky {
+        inner: FileStore,
+        fail: AtomicBool,
+    }
+
+    impl TokenStore for Flaky {
+        fn load<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Option<StoredToken>> {
+            self.inner.load(tenant)
+        }
+        fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+            if self.fail.load(Ordering::SeqCst) {
+                let path = self.inner.path(tenant);
+                let source = std::io::Error::other("disk full");
+                return Box::pin(async move { Err(super::super::store::StoreError::Unwritable { path, source }) });
+            }
+            self.inner.save(tenant, token)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_token_that_cannot_be_saved_is_kept_and_never_replayed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let spec = SandboxSpec::new(Environment::Production).oauth_client(OAuthClient {
+            client_id: "c1".into(),
+            client_secret: Secret::new("client-secret-value"),
+            company_id: "company-1".into(),
+            refresh_tokens: vec![Secret::new("rt_initial_value_1234")],
+        });
+        let sandbox = Sandbox::spawn(listener, spec, None);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://{}", sandbox.addr);
+        let yaml = format!("environments:\n  staging: {{ base_url: {url} }}\n  production: {{ base_url: {url}, token_url: {url}/oauth/token }}\n");
+        let config = Config::from_yaml(&yaml, &dir.path().join("g.yaml")).unwrap();
+        let client = Upstreams::build(&config).unwrap().get(Environment::Production).client().clone();
+        let token_url = config.environments[&Environment::Production].token_url.clone();
+        let endpoint =
+            TokenEndpoint::new(token_url, "c1", &Secret::new("client-secret-value"), client, Duration::from_secs(5));
+        let store = Arc::new(Flaky { inner: FileStore::new(dir.path()), fail: AtomicBool::new(true) });
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false).unwrap();
+        let cfg = SessionConfig {
+            tenant: "t1".into(),
+            endpoint,
+            initial_refresh_token: Some(Secret::new("rt_initial_value_1234")),
+            retry_body_bytes: 0,
+            wait: Duration::from_secs(5),
+        };
+        let session = OAuthSession::new(cfg, store.clone(), metrics.refresh_metrics());
+
+        let e = session.authorization().await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::CredentialUnavailable);
+        assert_eq!(session.current().status, Status::PersistFailed);
+        assert_eq!(sandbox.token_stats().refreshes, 1);
+
+        // The disk recovers; after the backoff the kept tokens are saved and used.
+        store.fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v = session.authorization().await.unwrap();
+        assert_eq!(session.current().status, Status::Connected);
+        assert_eq!(sandbox.token_stats().refreshes, 1, "no second refresh: the kept tokens were used");
+        let stored = store.inner.load_blocking("t1").unwrap().unwrap();
+        assert!(sandbox.is_live_refresh_token(stored.refresh_token.expose_secret()));
+        assert_eq!(v.to_str().unwrap(), format!("Bearer {}", stored.access_token.unwrap().expose_secret()));
+        assert_eq!(sandbox.token_stats().reuse_detected, 0);
+        sandbox.shutdown().await;
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
