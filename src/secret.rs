@@ -42,6 +42,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether a credential can go in an HTTP header as is: non-empty, visible
+/// ASCII only (no spaces, no control characters).
+pub fn is_header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Where a secret comes from, as written in gateway.yaml.
 #[derive(Clone)]
 pub enum SecretSource {
@@ -143,7 +149,7 @@ impl SecretSource {
         if value.is_empty() {
             return Err(SecretError::Empty);
         }
-        if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        if !is_header_safe(&value) {
             return Err(SecretError::NotHeaderSafe);
         }
         Ok(Secret::new(value))

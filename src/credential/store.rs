@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::secret::Secret;
+use crate::secret::{is_header_safe, Secret};
 
 /// What is kept for one OAuth tenant.
 #[derive(Clone, PartialEq, Eq)]
@@ -145,8 +145,7 @@ impl FileStore {
         if form.tenant != tenant {
             return Err(corrupt(format!("it belongs to tenant `{}`", form.tenant)));
         }
-        let header_safe = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
-        if !header_safe(&form.refresh_token) || form.access_token.as_deref().is_some_and(|t| !header_safe(t)) {
+        if !is_header_safe(&form.refresh_token) || form.access_token.as_deref().is_some_and(|t| !is_header_safe(t)) {
             return Err(corrupt("a token is empty or not visible ASCII".into()));
         }
         Ok(Some(StoredToken {

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use crate::body::RequestBody;
-use crate::secret::Secret;
+use crate::secret::{is_header_safe, Secret};
 use crate::upstream::HttpClient;
 
 /// What Pleo's token endpoint is asked for.
@@ -153,8 +153,7 @@ fn classify(status: StatusCode, body: &[u8]) -> Result<Tokens, TokenError> {
                 return Err(TokenError::Transient(format!("token endpoint issued a `{}` token, not Bearer", code(t))));
             }
         }
-        let header_safe = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
-        if !header_safe(&ok.access_token) || ok.refresh_token.as_deref().is_some_and(|t| !header_safe(t)) {
+        if !is_header_safe(&ok.access_token) || ok.refresh_token.as_deref().is_some_and(|t| !is_header_safe(t)) {
             return Err(TokenError::Transient("token endpoint issued a token that is not visible ASCII".into()));
         }
         let expires_in = match ok.expires_in {
