@@ -174,6 +174,9 @@ async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_rest
     assert_eq!(kit.get("/v1/installations/me").await.status, 200);
     assert_eq!(kit.sandbox.token_stats().refreshes, 2);
     assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), SECOND_CONSENT_RT);
+    // The import is logged by key name; `finish` then proves neither token value was.
+    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(text.contains("importing the refresh_token from the config"), "the import was logged");
     kit.stop().await;
 }
 

@@ -232,6 +232,8 @@ impl OAuthSession {
         };
         let chain = match (&self.initial, stored) {
             (Some((rt, fp)), _) if import => {
+                // Names the key, never its value (tests/oauth.rs searches the
+                // captured logs for INITIAL_RT and SECOND_CONSENT_RT).
                 tracing::info!(tenant, "importing the refresh_token from the config (new consent)");
                 StoredToken {
                     refresh_token: rt.clone(),
