@@ -182,14 +182,16 @@ async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_rest
 
 #[tokio::test]
 async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
-    let kit = OAuthKit::start(Duration::from_secs(2), "").await;
+    // 4 s tokens: refreshed 3.0-3.2 s after issue, unusable from 3.6 s.
+    let kit = OAuthKit::start(Duration::from_secs(4), "").await;
     // The first token: fetched at start by the background task.
     wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     let issued = Instant::now();
     // The next refresh is slow, so it is still in flight when the token
-    // stops being usable (1.8 s of 2 s) and requests must wait for it.
+    // stops being usable and requests must wait for it. Its token then lives
+    // until at least 7 s, so no scheduled refresh falls inside this test.
     kit.sandbox.inject_token_faults([TokenFault::Slow(Duration::from_millis(1500))]);
-    tokio::time::sleep_until((issued + Duration::from_millis(1850)).into()).await;
+    tokio::time::sleep_until((issued + Duration::from_millis(3700)).into()).await;
     let before = kit.token_calls();
     let kit = Arc::new(kit);
     let mut tasks = tokio::task::JoinSet::new();
