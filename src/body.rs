@@ -76,40 +76,64 @@ impl<B: Body> Body for Tracked<B> {
 /// (`rest`), a body kept whole in memory (`prefix` only) so the request can be
 /// retried, or the kept start of a body that turned out too large followed by
 /// the rest of the stream.
+///
+/// The streaming part is held to `limits.max_request_body_bytes`: past it the
+/// body fails with [`BodyTooLarge`], which the proxy answers with 413.
 #[derive(Debug)]
 pub struct RequestBody {
     prefix: Option<Bytes>,
     rest: Option<Incoming>,
+    /// Bytes `rest` may still yield.
+    remaining: u64,
 }
 
+/// A request body passed `limits.max_request_body_bytes` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than limits.max_request_body_bytes")]
+pub struct BodyTooLarge;
+
 impl RequestBody {
-    pub fn streaming(body: Incoming) -> Self {
-        RequestBody { prefix: None, rest: Some(body) }
+    pub fn streaming(body: Incoming, limit: u64) -> Self {
+        RequestBody { prefix: None, rest: Some(body), remaining: limit }
     }
 
     pub fn kept(bytes: Bytes) -> Self {
-        RequestBody { prefix: Some(bytes), rest: None }
+        RequestBody { prefix: Some(bytes), rest: None, remaining: 0 }
     }
 
     pub fn empty() -> Self {
-        RequestBody { prefix: None, rest: None }
+        RequestBody { prefix: None, rest: None, remaining: 0 }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Some(prefix) = self.prefix.take() {
             if !prefix.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(prefix))));
             }
         }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = &mut *self;
+        let Some(rest) = this.rest.as_mut() else { return Poll::Ready(None) };
+        let frame = match std::task::ready!(Pin::new(rest).poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            match this.remaining.checked_sub(data.len() as u64) {
+                Some(left) => this.remaining = left,
+                None => {
+                    // Stop reading: nothing past the limit is accepted or forwarded.
+                    this.rest = None;
+                    return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                }
+            }
         }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -144,11 +168,13 @@ pub enum Kept {
 
 /// Reads `body` into memory if it fits in `limit` bytes. A body that declares
 /// a larger size is not read at all; one of unknown size is read until it
-/// ends or passes the limit. Nothing read is ever dropped.
-pub async fn keep_if_small(mut body: Incoming, limit: usize) -> Result<Kept, hyper::Error> {
+/// ends or passes the limit. Nothing read is ever dropped. `max` is
+/// `limits.max_request_body_bytes`, enforced on the rest as it streams.
+pub async fn keep_if_small(mut body: Incoming, limit: usize, max: u64) -> Result<Kept, crate::BoxError> {
     use http_body_util::BodyExt;
+    let limit = limit.min(usize::try_from(max).unwrap_or(usize::MAX));
     if body.size_hint().lower() > limit as u64 {
-        return Ok(Kept::TooLarge(RequestBody::streaming(body)));
+        return Ok(Kept::TooLarge(RequestBody::streaming(body, max)));
     }
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -156,9 +182,25 @@ pub async fn keep_if_small(mut body: Incoming, limit: usize) -> Result<Kept, hyp
         if let Ok(data) = frame?.into_data() {
             buf.extend_from_slice(&data);
             if buf.len() > limit {
-                return Ok(Kept::TooLarge(RequestBody { prefix: Some(buf.freeze()), rest: Some(body) }));
+                if buf.len() as u64 > max {
+                    return Err(BodyTooLarge.into());
+                }
+                let remaining = max - buf.len() as u64;
+                return Ok(Kept::TooLarge(RequestBody { prefix: Some(buf.freeze()), rest: Some(body), remaining }));
             }
         }
     }
     Ok(Kept::Whole(buf.freeze()))
+}
+
+/// Whether `err` (or one of its causes) is a body past the size limit.
+pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

@@ -35,10 +35,12 @@ pub enum ErrorCode {
     CredentialUnavailable,
     UpstreamUnavailable,
     UpstreamTimeout,
+    RequestBodyTooLarge,
+    Overloaded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::TenantRequired,
         ErrorCode::UnknownTenant,
         ErrorCode::LegacyTokenRefused,
@@ -48,6 +50,8 @@ impl ErrorCode {
         ErrorCode::CredentialUnavailable,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamTimeout,
+        ErrorCode::RequestBodyTooLarge,
+        ErrorCode::Overloaded,
     ];
 
     /// Status, code and message side by side: DESIGN.md's table.
@@ -72,6 +76,10 @@ impl ErrorCode {
                 "The gateway could not reach Pleo (connection, TLS or reset). Retry later; if it persists, check the gateway's network and environment base URL."),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout",
                 "Pleo did not answer in time. Retry later."),
+            RequestBodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large",
+                "The request body is larger than this gateway accepts (limits.max_request_body_bytes). Send a smaller body, or ask the gateway's operator to raise the limit."),
+            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded",
+                "The gateway is handling as many requests as it is allowed to (limits.max_in_flight). Retry after the time in Retry-After."),
         }
     }
 
@@ -124,6 +132,10 @@ impl GatewayError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code.as_str()));
+        if self.code == ErrorCode::Overloaded {
+            // Shedding lasts as long as the burst; a second is the usual wait.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -270,6 +282,8 @@ mod tests {
             (503, "credential_unavailable"),
             (502, "upstream_unavailable"),
             (504, "upstream_timeout"),
+            (413, "request_body_too_large"),
+            (503, "overloaded"),
         ];
         for (code, (status, name)) in ErrorCode::ALL.iter().zip(table) {
             assert_eq!(code.status().as_u16(), status, "{name}");

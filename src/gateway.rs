@@ -106,6 +106,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     let opts = ServeOptions {
         header_read_timeout: config.limits.header_read_timeout,
+        idle_timeout: config.limits.idle_timeout,
         drain_timeout: config.limits.drain_timeout,
         max_header_bytes: config.limits.max_header_bytes,
     };

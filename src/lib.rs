@@ -1,7 +1,7 @@
 //! pleo-gateway: an authenticating reverse proxy in front of Pleo's External API.
 //!
 //! Modules follow the path of a request (DESIGN.md "The request's path"):
-//! `listener` -> `stack` (`legacy` -> `client_auth` -> `tenant` -> `credential`
+//! `listener` -> `stack` (`admit` -> `legacy` -> `client_auth` -> `tenant` -> `credential`
 //! -> `upstream`) with `error` as the one rescue at the edge and `metrics`
 //! counting on the way. `config` and `secret` turn gateway.yaml into the
 //! validated values those steps read; `admin` serves /metrics and the probes;
@@ -11,6 +11,7 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
 pub mod admin;
+pub mod admit;
 pub mod body;
 pub mod client_auth;
 pub mod config;

@@ -31,6 +31,8 @@ pub struct Tenant {
     pub credential: Credential,
     pub upstream: Arc<Upstream>,
     pub metrics: TenantMetrics,
+    /// `limits.max_request_body_bytes`, kept here for the credential step.
+    pub max_request_body_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Routes {
     pub clients: ClientKeys,
     /// Headers that carry a tenant tag; removed before anything goes upstream.
     pub tenant_headers: Vec<HeaderName>,
+    pub max_in_flight: usize,
+    pub max_request_body_bytes: u64,
 }
 
 pub type SharedRoutes = Arc<ArcSwap<Routes>>;
@@ -66,6 +70,7 @@ impl Routes {
                     credential: credential(config, id, t, &upstream, sessions),
                     upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
+                    max_request_body_bytes: config.limits.max_request_body_bytes,
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })
@@ -86,6 +91,8 @@ impl Routes {
             default_tenant,
             clients: ClientKeys::new(&config.clients),
             tenant_headers,
+            max_in_flight: config.limits.max_in_flight,
+            max_request_body_bytes: config.limits.max_request_body_bytes,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tower::filter::{Filter, FilterLayer};
 use tower::ServiceBuilder;
 
+use crate::admit::Admit;
 use crate::client_auth::AuthenticateClient;
 use crate::credential::{Attach, AttachLayer};
 use crate::error::{Rescue, RescueLayer};
@@ -17,15 +18,20 @@ use crate::tenant::ResolveTenant;
 use crate::upstream::Proxy;
 
 /// The whole gateway as one tower service (`Error = Infallible`).
-pub type GatewayService =
-    Observe<Rescue<Filter<Filter<Filter<Record<Attach<Proxy>>, ResolveTenant>, AuthenticateClient>, RefuseLegacy>>>;
+pub type GatewayService = Observe<
+    Rescue<
+        Filter<Filter<Filter<Filter<Record<Attach<Proxy>>, ResolveTenant>, AuthenticateClient>, RefuseLegacy>, Admit>,
+    >,
+>;
 
 pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
     ServiceBuilder::new()
         // Outermost: snapshot, request id and in-flight count for every request, refusals included.
         .layer(ObserveLayer::new(routes, metrics.clone()))
         // Every error below becomes the contract's JSON answer; nothing reaches hyper as an error.
-        .layer(RescueLayer::new(metrics))
+        .layer(RescueLayer::new(metrics.clone()))
+        // Shed load and refuse oversized bodies before doing any work for them.
+        .layer(FilterLayer::new(Admit::new(metrics.in_flight.clone())))
         // Legacy host/credentials first: they are refused whatever else is wrong.
         .layer(FilterLayer::new(RefuseLegacy))
         // Who is calling, before we tell them anything about tenants.

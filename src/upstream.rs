@@ -218,6 +218,9 @@ impl Service<Request<RequestBody>> for Proxy {
             tenant.metrics.upstream.observe(started.elapsed().as_secs_f64());
             let mut resp = match result {
                 Ok(Ok(resp)) => resp,
+                Ok(Err(e)) if body::is_too_large(&e) => {
+                    return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).with_source(e).into())
+                }
                 Ok(Err(e)) => return Err(GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e).into()),
                 Err(elapsed) => return Err(GatewayError::new(ErrorCode::UpstreamTimeout).with_source(elapsed).into()),
             };

@@ -14,7 +14,8 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test]
 async fn large_upload_and_download_arrive_intact() {
-    let kit = Kit::start("").await;
+    // Uploads past the default 10 MiB limit are the operator's choice to allow.
+    let kit = Kit::start("limits: { max_request_body_bytes: 1073741824 }\n").await;
     let upload: Bytes = (0..64 * MIB).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
     let r = kit.request(Method::POST, "/v2/files", &[("x-pleo-tenant", "globex")], upload.clone()).await;
     assert_eq!(r.status, 200);

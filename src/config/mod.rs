@@ -145,6 +145,12 @@ pub struct ClientConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    /// A client connection with no open request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Larger request bodies are refused with 413, before or while they stream.
+    pub max_request_body_bytes: u64,
+    /// Requests handled at once; more are shed with 503 `overloaded`.
+    pub max_in_flight: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub drain_timeout: Duration,
@@ -161,6 +167,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_in_flight: 10_000,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),

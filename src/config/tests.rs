@@ -166,8 +166,11 @@ metrics: { per_tenant: false }
         other => panic!("expected managed oauth2, got {other:?}"),
     }
     assert_eq!(c.limits.max_header_bytes, 65536);
+    assert_eq!(c.limits.max_in_flight, 10000);
+    assert_eq!(c.limits.max_request_body_bytes, 10485760);
+    assert_eq!(c.limits.idle_timeout, std::time::Duration::from_secs(60));
     let warnings = c.warnings.join("\n");
-    for w in ["limits.max_in_flight", "access_log", "legacy_tokens"] {
+    for w in ["access_log", "legacy_tokens"] {
         assert!(warnings.contains(w), "{w} missing from:\n{warnings}");
     }
     assert!(!warnings.contains("-value-0123456789"));

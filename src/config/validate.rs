@@ -425,6 +425,7 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
     }
     for (name, given, slot) in [
         ("header_read_timeout", &l.header_read_timeout, &mut limits.header_read_timeout),
+        ("idle_timeout", &l.idle_timeout, &mut limits.idle_timeout),
         ("upstream_connect_timeout", &l.upstream_connect_timeout, &mut limits.upstream_connect_timeout),
         ("upstream_timeout", &l.upstream_timeout, &mut limits.upstream_timeout),
         ("drain_timeout", &l.drain_timeout, &mut limits.drain_timeout),
@@ -447,6 +448,14 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
                 format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
             )),
         }
+    }
+    if let Some(n) = l.max_request_body_bytes {
+        limits.max_request_body_bytes = n;
+    }
+    match l.max_in_flight {
+        Some(0) => found.push((key(&["limits", "max_in_flight"]), "expected at least 1".into())),
+        Some(n) => limits.max_in_flight = n,
+        None => {}
     }
     if let Some(n) = l.retry_body_bytes {
         // Kept bodies live in memory while the request is in flight.
@@ -489,14 +498,7 @@ fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
             ));
         }
     }
-    let l = &raw.limits;
-    let ignored = [
-        ("limits.idle_timeout", l.idle_timeout.is_some()),
-        ("limits.max_request_body_bytes", l.max_request_body_bytes.is_some()),
-        ("limits.max_in_flight", l.max_in_flight.is_some()),
-        ("legacy_tokens", !raw.legacy_tokens.is_empty()),
-        ("access_log", raw.access_log.is_some()),
-    ];
+    let ignored = [("legacy_tokens", !raw.legacy_tokens.is_empty()), ("access_log", raw.access_log.is_some())];
     for (name, present) in ignored {
         if present {
             warnings.push(format!("{name}: accepted but not enforced by this version yet"));

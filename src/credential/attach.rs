@@ -60,7 +60,8 @@ where
         match &tenant.credential {
             Credential::Static { authorization, .. } => {
                 req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
-                Either::Left(self.inner.call(req.map(RequestBody::streaming)))
+                let max = tenant.max_request_body_bytes;
+                Either::Left(self.inner.call(req.map(|b| RequestBody::streaming(b, max))))
             }
             Credential::OAuth { session, .. } => {
                 // Take the service that was made ready; leave a clone behind.
@@ -83,8 +84,14 @@ where
     let authorization = session.authorization().await?;
     let (mut parts, body) = req.into_parts();
     parts.headers.insert(header::AUTHORIZATION, authorization.clone());
-    let kept = body::keep_if_small(body, session.retry_body_bytes).await.map_err(|e| {
-        GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(format!("reading the request body failed: {e}"))
+    let max = parts.extensions.get::<Arc<Tenant>>().map_or(u64::MAX, |t| t.max_request_body_bytes);
+    let kept = body::keep_if_small(body, session.retry_body_bytes, max).await.map_err(|e| {
+        if body::is_too_large(&*e) {
+            GatewayError::new(ErrorCode::RequestBodyTooLarge)
+        } else {
+            GatewayError::new(ErrorCode::UpstreamUnavailable)
+                .with_source(format!("reading the request body failed: {e}"))
+        }
     })?;
     let bytes = match kept {
         Kept::TooLarge(streaming) => return inner.call(Request::from_parts(parts, streaming)).await,

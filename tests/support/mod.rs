@@ -160,6 +160,17 @@ impl Kit {
         self.send(b.body(Full::new(body)).unwrap()).await
     }
 
+    /// A GET for `tenant` that owns what it needs (for `tokio::spawn`); returns the status.
+    pub fn get_owned(
+        &self,
+        path: String,
+        tenant: &'static str,
+    ) -> impl std::future::Future<Output = u16> + Send + 'static {
+        let client = self.client.clone();
+        let req = Request::get(self.url(&path)).header("x-pleo-tenant", tenant).body(Full::new(Bytes::new())).unwrap();
+        async move { client.request(req).await.expect("gateway answers").status().as_u16() }
+    }
+
     pub async fn metrics(&self) -> String {
         admin_get(self.gw.admin_addr, "/metrics").await.1
     }

@@ -1,0 +1,141 @@
+//! The listener: accepts TCP connections and serves HTTP/1.1 and HTTP/2
+//! (prior knowledge, or ALPN over TLS) on the same port with hyper-util's
+//! auto builder.
+//!
+//! Each connection runs in its own task that also watches two things: the
+//! shutdown signal (stop reading new requests, finish the open ones) and the
+//! idle timeout (no open request for `idle_timeout`). On shutdown the accept
+//! loop stops at once, open connections get `drain_timeout` to finish, and
+//! whatever is left after that is aborted.
+
+mod activity;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use activity::{Activity, Counted};
+
+/// Server-side knobs for one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Serves `service` on `listener` until `shutdown` turns true, then drains.
+pub async fn serve<S, B>(listener: TcpListener, service: S, opts: ServeOptions, mut shutdown: watch::Receiver<bool>)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = builder(&opts);
+    let local = listener.local_addr().ok();
+    let mut conns = JoinSet::new();
+    // Connections get their own receiver; the accept loop waits on this one.
+    let conn_shutdown = shutdown.clone();
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                conns.spawn(connection(stream, service.clone(), builder.clone(), opts.idle_timeout, conn_shutdown.clone()));
+            }
+            // Reap finished connections so the set holds only live ones.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stopping(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    let drained = tokio::time::timeout(opts.drain_timeout, async { while conns.join_next().await.is_some() {} }).await;
+    match drained {
+        Ok(()) => tracing::info!(listener = ?local, connections = open, "all connections drained"),
+        Err(_) => {
+            tracing::warn!(listener = ?local, left = conns.len(), "drain timeout reached; closing the remaining connections");
+            conns.shutdown().await;
+        }
+    }
+}
+
+fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes);
+    builder.http2().timer(TokioTimer::new()).adaptive_window(true).max_header_list_size(opts.max_header_bytes as u32);
+    builder
+}
+
+/// Serves one connection until it ends, closing it gracefully on shutdown or
+/// after `idle` without an open request.
+async fn connection<I, S, B>(
+    io: I,
+    service: S,
+    builder: auto::Builder<TokioExecutor>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Activity::new();
+    let service = TowerToHyperService::new(Counted::new(service, activity.clone()));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.idle_for(idle), if !closing => {
+                tracing::trace!("closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Resolves when shutdown begins (or its sender is gone).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it here, not in a select arm.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
