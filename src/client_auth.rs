@@ -11,12 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request};
+use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::filter::Predicate;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, LegacyToken};
 use crate::error::{ErrorCode, GatewayError};
+use crate::metrics::Metrics;
 use crate::routes::snapshot;
 use crate::BoxError;
 
@@ -32,6 +34,43 @@ pub struct Client {
 /// Put in the request's extensions once the caller is authenticated.
 #[derive(Clone, Debug)]
 pub struct ClientIdentity(pub Arc<Client>);
+
+/// Named legacy tokens (`legacy_tokens`), by SHA-256, with their counters.
+#[derive(Debug)]
+pub struct LegacyTokens {
+    by_digest: HashMap<[u8; 32], IntCounter>,
+    unnamed: IntCounter,
+}
+
+impl LegacyTokens {
+    pub fn new(tokens: &[LegacyToken], metrics: &Metrics) -> Self {
+        LegacyTokens {
+            by_digest: tokens.iter().map(|t| (t.sha256, metrics.legacy_token(&t.name))).collect(),
+            unnamed: metrics.legacy_token("unnamed"),
+        }
+    }
+
+    /// Counts a refused credential under its app's name. Only on the refusal
+    /// path, so the hash costs nothing on accepted requests.
+    fn count(&self, value: Option<&HeaderValue>) {
+        let token = value.map(|v| credential_part(v.as_bytes()));
+        let digest: Option<[u8; 32]> = token.map(|t| Sha256::digest(t).into());
+        match digest.and_then(|d| self.by_digest.get(&d)) {
+            Some(counter) => counter.inc(),
+            None => self.unnamed.inc(),
+        }
+    }
+}
+
+/// The credential in an Authorization value: what follows the scheme word
+/// (`Bearer abc` -> `abc`), or the whole value when there is no scheme.
+fn credential_part(value: &[u8]) -> &[u8] {
+    let value = value.trim_ascii();
+    match value.iter().position(|b| *b == b' ') {
+        Some(i) => value[i + 1..].trim_ascii(),
+        None => value,
+    }
+}
 
 /// The configured client keys, by SHA-256 of the key.
 #[derive(Debug, Default)]
@@ -67,7 +106,7 @@ impl ClientKeys {
     /// digest, not about the key; the final comparison is constant-time anyway.
     pub fn identify(&self, value: &HeaderValue) -> Option<&Arc<Client>> {
         let bytes = value.as_bytes();
-        let key = bytes.get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| bytes[7..].trim_ascii())?;
+        let key = bytes.get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| credential_part(bytes))?;
         let digest: [u8; 32] = Sha256::digest(key).into();
         let (stored, client) = self.by_digest.get_key_value(&digest)?;
         bool::from(stored.ct_eq(&digest)).then_some(client)
@@ -92,10 +131,26 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
             (Some(_), Some(_)) => None,
         };
         let Some(client) = client else {
+            routes.legacy_tokens.count(first);
             return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
         };
         req.headers_mut().remove(header::AUTHORIZATION);
         req.extensions_mut().insert(ClientIdentity(client));
         Ok(req)
     }
+}
+
+/// A new gateway client key: 32 random bytes, URL-safe base64, with a
+/// `pgw_` prefix so a leaked one is recognisable in a secret scanner.
+pub fn generate_key() -> crate::secret::Secret {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the OS random source works");
+    crate::secret::Secret::new(format!("pgw_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// The hex SHA-256 that `clients[].key_sha256` and `legacy_tokens[].sha256` hold.
+pub fn key_sha256(key: &[u8]) -> String {
+    hex::encode(Sha256::digest(key))
 }

@@ -40,6 +40,20 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Make a gateway client key: prints a new random key once, with the
+    /// SHA-256 the config stores. With --stdin, hashes a key or legacy token
+    /// read from standard input instead (for `clients` or `legacy_tokens`).
+    HashKey {
+        /// Read the key to hash from standard input (one line) instead of generating one.
+        #[arg(long)]
+        stdin: bool,
+        /// Client name for the printed `clients` entry.
+        #[arg(long, default_value = "my-app")]
+        name: String,
+        /// Tenants for the printed `clients` entry (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "acme")]
+        tenants: Vec<String>,
+    },
 }
 
 /// sysexits.h EX_USAGE: the config is wrong, nothing was started.
@@ -49,6 +63,10 @@ const EX_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no config: it is how an operator writes one.
+    if let Some(Command::HashKey { stdin, name, tenants }) = &cli.command {
+        return hash_key(*stdin, name, tenants);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -62,6 +80,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::HashKey { .. } => unreachable!("handled before the config is loaded"),
         Command::Connect { tenant, redirect_uri, scope, timeout } => {
             init_logging();
             let opts = ConnectOptions { tenant, redirect_uri, scope, timeout };
@@ -85,6 +104,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn hash_key(stdin: bool, name: &str, tenants: &[String]) -> ExitCode {
+    use pleo_gateway::client_auth::{generate_key, key_sha256};
+    if stdin {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("cannot read standard input: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+        let key = line.trim_end_matches(['\r', '\n']);
+        if key.is_empty() {
+            eprintln!("no key on standard input (expected the key or token on one line)");
+            return ExitCode::from(EX_CONFIG);
+        }
+        // The digest only: the key was typed by the operator and stays with them.
+        println!("{}", key_sha256(key.as_bytes()));
+        return ExitCode::SUCCESS;
+    }
+    let key = generate_key();
+    let digest = key_sha256(key.expose_secret().as_bytes());
+    println!("key: {}", key.expose_secret());
+    println!("  Shown once: give it to the app (it sends Authorization: Bearer <key>) and keep it as a secret.");
+    println!("  The gateway stores only the digest below.");
+    println!();
+    println!("clients:");
+    println!("  - name: {name}");
+    println!("    key_sha256: \"{digest}\"");
+    println!("    tenants: [{}]", tenants.join(", "));
+    ExitCode::SUCCESS
 }
 
 fn init_logging() {

@@ -43,6 +43,7 @@ pub struct Metrics {
     tenants: IntGaugeVec,
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
+    legacy_token_refused_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,7 +104,19 @@ impl Metrics {
             &["result"],
         )?;
 
+        // Bounded by the config: one series per named legacy token, plus "unnamed".
+        let legacy_token_refused_total = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_legacy_token_refused_total",
+                "Refused requests that carried a credential the gateway does not issue, by the legacy_tokens \
+                 name of the app it belongs to (\"unnamed\" when not listed).",
+            ),
+            &["app"],
+        )?;
+        legacy_token_refused_total.with_label_values(&["unnamed"]);
+
         registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(legacy_token_refused_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(refused.clone()))?;
@@ -138,6 +151,7 @@ impl Metrics {
             tenants,
             in_flight,
             config_reloads_total,
+            legacy_token_refused_total,
         })
     }
 
@@ -154,6 +168,11 @@ impl Metrics {
             failure: self.token_refresh_total.with_label_values(&["failure"]),
             duration: self.token_refresh_duration.clone(),
         }
+    }
+
+    /// The refusal counter of one legacy app (`legacy_tokens[].name`, or "unnamed").
+    pub fn legacy_token(&self, app: &str) -> IntCounter {
+        self.legacy_token_refused_total.with_label_values(&[app])
     }
 
     pub fn token_expiry(&self, tenant: &str) -> Gauge {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{HeaderName, Request};
 
-use crate::client_auth::ClientKeys;
+use crate::client_auth::{ClientKeys, LegacyTokens};
 use crate::config::{AuthConfig, TenantConfig};
 use crate::config::{AuthModel, Config, Environment, Selector};
 use crate::credential::refresh::SessionConfig;
@@ -41,6 +41,7 @@ pub struct Routes {
     pub selectors: Vec<Selector>,
     pub default_tenant: Option<Arc<Tenant>>,
     pub clients: ClientKeys,
+    pub legacy_tokens: LegacyTokens,
     /// Headers that carry a tenant tag; removed before anything goes upstream.
     pub tenant_headers: Vec<HeaderName>,
     pub max_in_flight: usize,
@@ -90,6 +91,7 @@ impl Routes {
             selectors: config.tenant_from.clone(),
             default_tenant,
             clients: ClientKeys::new(&config.clients),
+            legacy_tokens: LegacyTokens::new(&config.legacy_tokens, metrics),
             tenant_headers,
             max_in_flight: config.limits.max_in_flight,
             max_request_body_bytes: config.limits.max_request_body_bytes,

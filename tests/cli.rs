@@ -1,5 +1,6 @@
 //! The CLI as users run it: `check` exits 0 with a masked table, or 64 with
-//! an error that names file, line and key; secrets from `{ env }` never print.
+//! an error that names file, line and key; secrets from `{ env }` never print;
+//! `hash-key` makes a client key that works.
 
 mod support;
 
@@ -74,4 +75,38 @@ fn shipped_gateway_yaml_is_valid() {
     for model in ["oauth2", "integrated_api_key", "standalone_api_key"] {
         assert!(stdout.contains(model), "the shipped config shows every auth model");
     }
+}
+
+/// `hash-key` makes a key whose printed digest, pasted into `clients`,
+/// authenticates that key through a running gateway; `--stdin` hashes a
+/// given key and prints nothing else.
+#[tokio::test]
+async fn hash_key_output_configures_a_working_client() {
+    let out = gateway_bin().args(["hash-key", "--name", "erp", "--tenants", "globex"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().find_map(|l| l.strip_prefix("key: ")).unwrap().to_string();
+    assert!(key.starts_with("pgw_") && key.len() >= 40, "{key}");
+    let snippet = &text[text.find("clients:").unwrap()..];
+    assert!(snippet.contains("name: erp") && snippet.contains("tenants: [globex]"));
+
+    let mut hashed = gateway_bin()
+        .args(["hash-key", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    hashed.stdin.take().unwrap().write_all(format!("{key}\n").as_bytes()).unwrap();
+    let hashed = hashed.wait_with_output().unwrap();
+    let digest = String::from_utf8(hashed.stdout).unwrap().trim().to_string();
+    assert!(snippet.contains(&format!("key_sha256: \"{digest}\"")), "--stdin agrees with the generated digest");
+    assert!(!digest.contains(&key));
+
+    let kit = support::Kit::start(&format!("{snippet}tenant_from:\n  - client_key\n")).await;
+    let r = kit.get("/v2/x", &[("authorization", &format!("Bearer {key}"))]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["companyId"], "company-globex");
+    kit.get("/v2/x", &[]).await.assert_refused(401, "client_unauthenticated");
+    kit.stop().await;
 }

@@ -110,3 +110,29 @@ async fn gateway_client_keys_allow_forbid_and_require() {
     assert_eq!(kit.upstream_count(), 2);
     kit.stop().await;
 }
+
+#[tokio::test]
+async fn refused_legacy_tokens_are_counted_by_app_name() {
+    use sha2::Digest;
+    let extra = format!(
+        "legacy_tokens:\n  - {{ name: old-erp, sha256: \"{}\" }}\n",
+        hex::encode(sha2::Sha256::digest(LEGACY_TOKEN))
+    );
+    let kit = Kit::start(&extra).await;
+    let legacy = format!("Bearer {LEGACY_TOKEN}");
+    for _ in 0..3 {
+        kit.get("/v2/x", &[("authorization", &legacy), ("x-pleo-tenant", "acme")])
+            .await
+            .assert_refused(401, "legacy_token_refused");
+    }
+    kit.get("/v2/x", &[("authorization", "Bearer some_other_token"), ("x-pleo-tenant", "acme")])
+        .await
+        .assert_refused(401, "legacy_token_refused");
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_legacy_token_refused_total", &[("app", "old-erp")]), 3.0);
+    assert_eq!(sample(&m, "pleo_gateway_legacy_token_refused_total", &[("app", "unnamed")]), 1.0);
+    assert_eq!(sample(&m, "pleo_gateway_refused_total", &[("reason", "legacy_token_refused")]), 4.0);
+    assert!(!m.contains(LEGACY_TOKEN));
+    assert_eq!(kit.upstream_count(), 0);
+    kit.stop().await;
+}

@@ -36,6 +36,8 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     pub clients: Vec<ClientConfig>,
     pub allow_unauthenticated_clients: bool,
+    /// Legacy openapi tokens still in use, by app name and SHA-256.
+    pub legacy_tokens: Vec<LegacyToken>,
     pub limits: Limits,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
@@ -140,6 +142,13 @@ pub struct ClientConfig {
     pub name: String,
     pub key_sha256: [u8; 32],
     pub tenants: Vec<String>,
+}
+
+/// A named legacy openapi token: refusals of it are counted under `name`.
+#[derive(Debug, Clone)]
+pub struct LegacyToken {
+    pub name: String,
+    pub sha256: [u8; 32],
 }
 
 #[derive(Debug, Clone)]

@@ -170,7 +170,8 @@ metrics: { per_tenant: false }
     assert_eq!(c.limits.max_request_body_bytes, 10485760);
     assert_eq!(c.limits.idle_timeout, std::time::Duration::from_secs(60));
     let warnings = c.warnings.join("\n");
-    for w in ["access_log", "legacy_tokens"] {
+    assert_eq!(c.legacy_tokens[0].name, "old-erp");
+    for w in ["access_log"] {
         assert!(warnings.contains(w), "{w} missing from:\n{warnings}");
     }
     assert!(!warnings.contains("-value-0123456789"));

@@ -62,6 +62,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     }
 
     let limits = limits(&raw, &mut found);
+    let legacy_tokens = legacy_tokens(&raw, &mut found);
     not_yet(&raw, &mut found, &mut warnings);
     let sandbox = sandbox(&raw, &mut found);
 
@@ -80,6 +81,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         tenants,
         clients,
         allow_unauthenticated_clients: raw.allow_unauthenticated_clients,
+        legacy_tokens,
         limits,
         per_tenant_metrics: raw.metrics.per_tenant,
         sandbox,
@@ -407,6 +409,33 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
     out
 }
 
+/// Names for the legacy tokens still in use. "unnamed" is where refusals of
+/// any other credential are counted, so no app may take it.
+fn legacy_tokens(raw: &RawConfig, found: &mut Found) -> Vec<LegacyToken> {
+    let mut out: Vec<LegacyToken> = Vec::new();
+    for (i, t) in raw.legacy_tokens.iter().enumerate() {
+        let at = with(key(&["legacy_tokens"]), Seg::Index(i));
+        let mut sha256 = [0u8; 32];
+        let name_ok = !t.name.is_empty()
+            && t.name != "unnamed"
+            && t.name.len() <= 64
+            && t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok || hex::decode_to_slice(t.sha256.trim(), &mut sha256).is_err() {
+            found.push((
+                at,
+                "expected { name: APP, sha256: <64 hex characters> } (APP: letters, digits, '-', '_' or '.', \
+                 not `unnamed`; the digest from `pleo-gateway hash-key --stdin`)"
+                    .into(),
+            ));
+        } else if out.iter().any(|o| o.sha256 == sha256) {
+            found.push((at, "lists the same token as an earlier entry (expected each token once)".into()));
+        } else {
+            out.push(LegacyToken { name: t.name.clone(), sha256 });
+        }
+    }
+    out
+}
+
 // === limits and sandbox ===
 
 fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
@@ -482,14 +511,6 @@ fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
             ));
         }
     }
-    // Not acted on yet, but checked, so a mistake surfaces now rather than
-    // when the feature arrives.
-    for (i, t) in raw.legacy_tokens.iter().enumerate() {
-        let at = with(key(&["legacy_tokens"]), Seg::Index(i));
-        if t.name.is_empty() || t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
-            found.push((at, "expected { name: APP, sha256: <64 hex characters> }".into()));
-        }
-    }
     if let Some(format) = raw.access_log.as_ref().and_then(|a| a.format.as_deref()) {
         if !["json", "text", "off"].contains(&format) {
             found.push((
@@ -498,7 +519,7 @@ fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
             ));
         }
     }
-    let ignored = [("legacy_tokens", !raw.legacy_tokens.is_empty()), ("access_log", raw.access_log.is_some())];
+    let ignored = [("access_log", raw.access_log.is_some())];
     for (name, present) in ignored {
         if present {
             warnings.push(format!("{name}: accepted but not enforced by this version yet"));
