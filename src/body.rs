@@ -12,6 +12,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus::IntGauge;
 
+use crate::access_log::AccessLine;
+
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
 pub fn local(body: Full<Bytes>) -> ResponseBody {
@@ -40,18 +42,20 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A body that holds an [`InFlight`] until hyper is done with it.
+    /// A body that holds an [`InFlight`] until hyper is done with it, and
+    /// counts the bytes sent for the request's access line (if any).
     #[derive(Debug)]
     pub struct Tracked<B> {
         #[pin]
         inner: B,
         _in_flight: InFlight,
+        access: Option<Box<AccessLine>>,
     }
 }
 
 impl<B> Tracked<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Tracked { inner, _in_flight: in_flight }
+    pub fn new(inner: B, in_flight: InFlight, access: Option<Box<AccessLine>>) -> Self {
+        Tracked { inner, _in_flight: in_flight, access }
     }
 }
 
@@ -60,7 +64,14 @@ impl<B: Body> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Some(line), Poll::Ready(Some(Ok(frame)))) = (this.access.as_mut(), &polled) {
+            if let Some(data) = frame.data_ref() {
+                line.bytes += bytes::Buf::remaining(data) as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

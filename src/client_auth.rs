@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::filter::Predicate;
 
+use crate::access_log::AccessSlot;
 use crate::config::{ClientConfig, LegacyToken};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::Metrics;
@@ -135,6 +136,9 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
             return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
         };
         req.headers_mut().remove(header::AUTHORIZATION);
+        if let Some(slot) = req.extensions().get::<Arc<AccessSlot>>() {
+            let _ = slot.client.set(client.clone());
+        }
         req.extensions_mut().insert(ClientIdentity(client));
         Ok(req)
     }

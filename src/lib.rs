@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
+pub mod access_log;
 pub mod admin;
 pub mod admit;
 pub mod body;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pleo_gateway::access_log::Format;
 use pleo_gateway::config::Config;
 use pleo_gateway::connect::{connect, ConnectError, ConnectOptions};
 use pleo_gateway::gateway;
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::HashKey { .. } => unreachable!("handled before the config is loaded"),
         Command::Connect { tenant, redirect_uri, scope, timeout } => {
-            init_logging();
+            init_logging(Format::Off);
             let opts = ConnectOptions { tenant, redirect_uri, scope, timeout };
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -136,16 +137,47 @@ fn hash_key(stdin: bool, name: &str, tenants: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+/// Logs go to stderr, filtered by RUST_LOG (default info). The access log
+/// (target `access`) goes to stdout in the configured format, so a log
+/// shipper can tell requests from events.
+fn init_logging(access: Format) {
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == "access";
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_filter(filter_fn(move |m| !is_access(m)));
+    let only_access = filter_fn(is_access);
+    let (json, text) = match access {
+        Format::Off => (None, None),
+        Format::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false)
+                    .with_writer(std::io::stdout)
+                    .with_filter(only_access.clone()),
+            ),
+            None,
+        ),
+        Format::Text => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::io::stdout)
+                    .with_filter(only_access.clone()),
+            ),
+        ),
+    };
+    tracing_subscriber::registry().with(logs).with(json).with(text).init();
 }
 
 fn run(config: Config) -> ExitCode {
-    init_logging();
+    init_logging(config.access_log.format);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

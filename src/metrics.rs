@@ -18,6 +18,7 @@ use prometheus::{
 };
 use tower::{Layer, Service};
 
+use crate::access_log::AccessSlot;
 use crate::config::{AuthModel, Environment};
 use crate::error::{code_of, ErrorCode};
 use crate::routes::Tenant;
@@ -269,6 +270,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let tenant = req.extensions().get::<Arc<Tenant>>().cloned();
+        // The access line (when on) learns the tenant here.
+        if let (Some(slot), Some(t)) = (req.extensions().get::<Arc<AccessSlot>>(), &tenant) {
+            let _ = slot.tenant.set(t.clone());
+        }
         RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now() }
     }
 }

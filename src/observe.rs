@@ -3,7 +3,8 @@
 //! Loads the current routes snapshot once (every later step reads the same
 //! one, so a reload never splits a request), sets or propagates
 //! `x-request-id` (forwarded to Pleo and returned to the app), and counts the
-//! request in `pleo_gateway_in_flight_requests` until its body has streamed.
+//! request in `pleo_gateway_in_flight_requests` until its body has streamed,
+//! and starts its access-log line (written when the body is done).
 
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
@@ -18,7 +19,9 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::access_log::{AccessLine, Format};
 use crate::body::{InFlight, ResponseBody, Tracked};
+use crate::error::ERROR_HEADER;
 use crate::metrics::Metrics;
 use crate::routes::{SharedRoutes, Snapshot};
 
@@ -91,7 +94,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let in_flight = InFlight::start(&self.layer.metrics.in_flight);
-        req.extensions_mut().insert(Snapshot(self.layer.routes.load_full()));
+        let routes = self.layer.routes.load_full();
         let id = match req.headers().get(&REQUEST_ID) {
             Some(v) if usable(v) => v.clone(),
             _ => {
@@ -100,7 +103,16 @@ where
                 id
             }
         };
-        ObserveFuture { inner: self.inner.call(req), in_flight: Some(in_flight), id: Some(id) }
+        let access = match routes.access_log.format {
+            Format::Off => None,
+            _ => {
+                let line = AccessLine::start(req.method(), req.uri(), routes.access_log.include_query, id.clone());
+                req.extensions_mut().insert(line.slot.clone());
+                Some(Box::new(line))
+            }
+        };
+        req.extensions_mut().insert(Snapshot(routes));
+        ObserveFuture { inner: self.inner.call(req), in_flight: Some(in_flight), id: Some(id), access }
     }
 }
 
@@ -111,6 +123,7 @@ pin_project! {
         inner: F,
         in_flight: Option<InFlight>,
         id: Option<HeaderValue>,
+        access: Option<Box<AccessLine>>,
     }
 }
 
@@ -127,6 +140,11 @@ where
             resp.headers_mut().insert(REQUEST_ID, id);
         }
         let in_flight = this.in_flight.take().expect("polled after completion");
-        Poll::Ready(Ok(resp.map(|b| Tracked::new(b, in_flight))))
+        let access = this.access.take().map(|mut line| {
+            line.status = resp.status().as_u16();
+            line.error = resp.headers().get(ERROR_HEADER).cloned();
+            line
+        });
+        Poll::Ready(Ok(resp.map(|b| Tracked::new(b, in_flight, access))))
     }
 }

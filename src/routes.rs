@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{HeaderName, Request};
 
+use crate::access_log::AccessLogConfig;
 use crate::client_auth::{ClientKeys, LegacyTokens};
 use crate::config::{AuthConfig, TenantConfig};
 use crate::config::{AuthModel, Config, Environment, Selector};
@@ -46,6 +47,7 @@ pub struct Routes {
     pub tenant_headers: Vec<HeaderName>,
     pub max_in_flight: usize,
     pub max_request_body_bytes: u64,
+    pub access_log: AccessLogConfig,
 }
 
 pub type SharedRoutes = Arc<ArcSwap<Routes>>;
@@ -95,6 +97,7 @@ impl Routes {
             tenant_headers,
             max_in_flight: config.limits.max_in_flight,
             max_request_body_bytes: config.limits.max_request_body_bytes,
+            access_log: config.access_log,
         }
     }
 }

@@ -24,6 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tower::Service;
 
+use crate::access_log::AccessSlot;
 use crate::body::{self, RequestBody, ResponseBody};
 use crate::config::{BaseUrl, Config, Environment, EnvironmentConfig};
 use crate::error::{ErrorCode, GatewayError};
@@ -210,12 +211,17 @@ impl Service<Request<RequestBody>> for Proxy {
         strip_hop_by_hop(req.headers_mut());
         req.headers_mut().insert(header::HOST, up.host.clone());
 
+        let access = req.extensions().get::<Arc<AccessSlot>>().cloned();
         let sent = up.client.request(req);
         let timeout = up.timeout;
         Box::pin(async move {
             let started = Instant::now();
             let result = tokio::time::timeout(timeout, sent).await;
-            tenant.metrics.upstream.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            tenant.metrics.upstream.observe(took.as_secs_f64());
+            if let Some(slot) = access {
+                let _ = slot.upstream.set(took);
+            }
             let mut resp = match result {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(e)) if body::is_too_large(&e) => {

@@ -39,6 +39,7 @@ pub struct Config {
     /// Legacy openapi tokens still in use, by app name and SHA-256.
     pub legacy_tokens: Vec<LegacyToken>,
     pub limits: Limits,
+    pub access_log: crate::access_log::AccessLogConfig,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
     /// Things that are allowed but worth saying at start (inline secrets).

@@ -53,9 +53,6 @@ pub struct RawLegacyToken {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     pub format: Option<String>,
-    // Parsed so the contract's key loads; nothing to check in a bool, and
-    // nothing reads it until the access log exists.
-    #[allow(dead_code)]
     pub include_query: Option<bool>,
 }
 

@@ -63,7 +63,8 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 
     let limits = limits(&raw, &mut found);
     let legacy_tokens = legacy_tokens(&raw, &mut found);
-    not_yet(&raw, &mut found, &mut warnings);
+    let access_log = access_log(&raw, &mut found);
+    not_yet(&raw, &mut found);
     let sandbox = sandbox(&raw, &mut found);
 
     if !found.is_empty() {
@@ -83,6 +84,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         allow_unauthenticated_clients: raw.allow_unauthenticated_clients,
         legacy_tokens,
         limits,
+        access_log,
         per_tenant_metrics: raw.metrics.per_tenant,
         sandbox,
         warnings,
@@ -436,6 +438,21 @@ fn legacy_tokens(raw: &RawConfig, found: &mut Found) -> Vec<LegacyToken> {
     out
 }
 
+fn access_log(raw: &RawConfig, found: &mut Found) -> crate::access_log::AccessLogConfig {
+    use crate::access_log::{AccessLogConfig, Format};
+    let mut out = AccessLogConfig::default();
+    let Some(a) = &raw.access_log else { return out };
+    match a.format.as_deref() {
+        None | Some("json") => out.format = Format::Json,
+        Some("text") => out.format = Format::Text,
+        Some("off") => out.format = Format::Off,
+        Some(other) => found
+            .push((key(&["access_log", "format"]), format!("`{other}` is not a format (expected json, text or off)"))),
+    }
+    out.include_query = a.include_query.unwrap_or(false);
+    out
+}
+
 // === limits and sandbox ===
 
 fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
@@ -500,7 +517,7 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
 /// Contract keys this version does not act on yet. TLS is refused (serving
 /// plain HTTP where TLS was asked for would be worse than not starting);
 /// the rest load with a warning so a contract-shaped config still runs.
-fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
+fn not_yet(raw: &RawConfig, found: &mut Found) {
     for (name, present) in [("tls", raw.tls.is_some()), ("client_ca", raw.client_ca.is_some())] {
         if present {
             found.push((
@@ -509,20 +526,6 @@ fn not_yet(raw: &RawConfig, found: &mut Found, warnings: &mut Vec<String>) {
                  terminate TLS in front of the gateway)"
                     .into(),
             ));
-        }
-    }
-    if let Some(format) = raw.access_log.as_ref().and_then(|a| a.format.as_deref()) {
-        if !["json", "text", "off"].contains(&format) {
-            found.push((
-                key(&["access_log", "format"]),
-                format!("`{format}` is not a format (expected json, text or off)"),
-            ));
-        }
-    }
-    let ignored = [("access_log", raw.access_log.is_some())];
-    for (name, present) in ignored {
-        if present {
-            warnings.push(format!("{name}: accepted but not enforced by this version yet"));
         }
     }
 }

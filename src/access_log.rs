@@ -1,0 +1,105 @@
+//! The access log: one structured line per request, written when its
+//! response body has been sent (or dropped), so `bytes` and `duration_ms`
+//! are the real ones. Lines are `tracing` events with target `access`;
+//! `main` sends that target to stdout as JSON or text (`access_log.format`)
+//! and everything else to stderr.
+//!
+//! What a line holds is chosen, never dumped: time, request id, client name,
+//! tenant, auth model, environment, method, path (the query string only with
+//! `access_log.include_query`, since apps put secrets there), status, the
+//! gateway's error code if it answered itself, bytes sent, and total and
+//! upstream durations. Never a header value, never a credential.
+//!
+//! Steps deeper in the stack learn the tenant, the client and Pleo's timing;
+//! they write them into the request's [`AccessSlot`], which exists only when
+//! the access log is on.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Uri};
+
+use crate::client_auth::Client;
+use crate::routes::Tenant;
+
+/// `access_log` from the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLogConfig {
+    pub format: Format,
+    pub include_query: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { format: Format::Json, include_query: false }
+    }
+}
+
+/// What the inner steps learn about a request, for its access line.
+#[derive(Debug, Default)]
+pub struct AccessSlot {
+    pub tenant: OnceLock<Arc<Tenant>>,
+    pub client: OnceLock<Arc<Client>>,
+    pub upstream: OnceLock<Duration>,
+}
+
+/// One request's access line, filled as the request travels and written on drop.
+#[derive(Debug)]
+pub struct AccessLine {
+    started: Instant,
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    pub slot: Arc<AccessSlot>,
+    pub status: u16,
+    pub error: Option<HeaderValue>,
+    pub bytes: u64,
+}
+
+impl AccessLine {
+    pub fn start(method: &Method, uri: &Uri, include_query: bool, request_id: HeaderValue) -> AccessLine {
+        let path = match (include_query, uri.path_and_query()) {
+            (true, Some(pq)) => pq.as_str().to_string(),
+            _ => uri.path().to_string(),
+        };
+        AccessLine {
+            started: Instant::now(),
+            method: method.clone(),
+            path,
+            request_id,
+            slot: Arc::default(),
+            status: 0,
+            error: None,
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for AccessLine {
+    fn drop(&mut self) {
+        let tenant = self.slot.tenant.get();
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            client = self.slot.client.get().map(|c| &*c.name),
+            tenant = tenant.map(|t| &*t.id),
+            auth_model = tenant.map(|t| t.model.as_str()),
+            environment = tenant.map(|t| t.environment.as_str()),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            status = self.status,
+            error = self.error.as_ref().and_then(|e| e.to_str().ok()),
+            bytes = self.bytes,
+            duration_ms = ms(self.started.elapsed()),
+            upstream_ms = self.slot.upstream.get().map(|d| ms(*d)),
+        );
+    }
+}
