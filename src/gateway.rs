@@ -17,8 +17,9 @@ use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
 use crate::credential::store::{self, FileStore};
 use crate::credential::Sessions;
-use crate::listener::{self, ServeOptions};
+use crate::listener;
 use crate::metrics::Metrics;
+use crate::reload::{self, ReloadError, Reloader};
 use crate::routes::{Routes, SharedRoutes};
 use crate::sandbox::{Sandbox, SandboxSpec};
 use crate::stack;
@@ -54,6 +55,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
     pub sessions: Arc<Sessions>,
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -104,23 +106,27 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sessions: sessions.clone(),
         ready: Default::default(),
     });
-    let opts = ServeOptions {
-        header_read_timeout: config.limits.header_read_timeout,
-        idle_timeout: config.limits.idle_timeout,
-        drain_timeout: config.limits.drain_timeout,
-        max_header_bytes: config.limits.max_header_bytes,
-    };
+    let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
+    let reloader =
+        Arc::new(Reloader::new(config, upstreams, routes.clone(), sessions.clone(), metrics.clone(), options.clone()));
     let service = stack::build(routes, metrics.clone());
     let tasks = vec![
-        tokio::spawn(listener::serve(gateway_listener, service, opts, stopped.clone())),
-        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), opts, stopped)),
+        tokio::spawn(listener::serve(gateway_listener, service, options.clone(), stopped.clone())),
+        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, stopped.clone())),
+        tokio::spawn(reloader.clone().watch(stopped)),
     ];
     admin.ready.store(true, Ordering::Release);
     tracing::info!(%addr, %admin_addr, tenants = config.tenants.len(), "pleo-gateway listening");
-    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, stop, tasks })
+    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, reloader, stop, tasks })
 }
 
 impl Running {
+    /// Reads the config file again and swaps it in (SIGHUP does this), or
+    /// keeps the running one and says why.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload().await
+    }
+
     /// Stops accepting, drains open connections (up to the drain timeout), then returns.
     pub async fn shutdown(self) {
         self.admin.ready.store(false, Ordering::Release);

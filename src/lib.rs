@@ -24,6 +24,7 @@ pub mod legacy;
 pub mod listener;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
 pub mod routes;
 pub mod sandbox;
 pub mod secret;

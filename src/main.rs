@@ -206,7 +206,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::from(EX_UNAVAILABLE);
             }
         };
-        let signal = wait_for_signal().await;
+        let signal = serve_until_stopped(&running).await;
         tracing::info!(signal, "shutting down: no new connections, draining open ones");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -214,15 +214,25 @@ fn run(config: Config) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() -> &'static str {
+/// Reloads on SIGHUP; returns the signal that asks to stop.
+async fn serve_until_stopped(running: &gateway::Running) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         // Without signal handlers, Ctrl-C still ends the process the default way.
         std::future::pending::<()>().await;
         unreachable!()
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // The outcome is logged and counted by the reload itself.
+                let _ = running.reload().await;
+            }
+        }
     }
 }

@@ -176,6 +176,10 @@ impl Metrics {
         self.legacy_token_refused_total.with_label_values(&[app])
     }
 
+    pub fn forget_token_expiry(&self, tenant: &str) {
+        let _ = self.token_expiry.remove_label_values(&[tenant]);
+    }
+
     pub fn token_expiry(&self, tenant: &str) -> Gauge {
         self.token_expiry.with_label_values(&[tenant])
     }

@@ -430,3 +430,53 @@ async fn a_tenant_without_tokens_says_to_run_connect() {
     assert_eq!(kit.tenant().await["state"], "not_connected");
     kit.stop().await;
 }
+
+#[tokio::test]
+async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at_once() {
+    let kit = OAuthKit::start(Duration::from_secs(3), "").await;
+    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
+
+    // An unchanged config: same session, no extra token call.
+    let calls = kit.token_calls();
+    kit.gw().reload().await.unwrap();
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    assert_eq!(kit.token_calls(), calls);
+
+    // The tenant leaves, then comes back: it continues its own chain (the
+    // sandbox would revoke the family on any replay; `stop` checks none happened).
+    let without = yaml[..yaml.find("tenants:").unwrap()].to_string() + "tenants: {}\n";
+    std::fs::write(kit.dir.path().join("gateway.yaml"), &without).unwrap();
+    kit.gw().reload().await.unwrap();
+    kit.get("/v2/x").await.assert_refused(403, "unknown_tenant");
+    std::fs::write(kit.dir.path().join("gateway.yaml"), &yaml).unwrap();
+    kit.gw().reload().await.unwrap();
+    // Across several 3 s token lifetimes, so refreshes happen after the comeback.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(kit.get("/v2/x").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(kit.sandbox.token_stats().refreshes >= 2, "refreshing resumed");
+
+    // The customer revokes; the operator puts a new consent's refresh token
+    // in the config's file: the reload imports it now, no restart, no wait.
+    kit.sandbox.revoke_authorisations();
+    wait_until("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
+    const THIRD_CONSENT_RT: &str = "rt_hooli_third_consent_5a6b7c8d";
+    kit.sandbox.consent_again(CLIENT_ID, THIRD_CONSENT_RT);
+    std::fs::write(kit.dir.path().join("hooli.refresh"), THIRD_CONSENT_RT).unwrap();
+    kit.gw().reload().await.unwrap();
+    wait_until("the new consent is used", Duration::from_secs(3), || {
+        kit.sandbox.presented_refresh_tokens().last().is_some_and(|t| t.expose_secret() == THIRD_CONSENT_RT)
+    })
+    .await;
+    wait_until_ok(&kit).await;
+    assert_eq!(kit.tenant().await["state"], "connected");
+    // `stop` searches the logs for every token, this consent's included.
+    assert!(kit.sandbox.issued_tokens().iter().any(|t| t.expose_secret() == THIRD_CONSENT_RT));
+    kit.stop().await;
+}

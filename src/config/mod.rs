@@ -42,6 +42,9 @@ pub struct Config {
     pub access_log: crate::access_log::AccessLogConfig,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
+    /// The files this config was read from (itself, secret and CA files):
+    /// the reload watcher looks for changes in these.
+    pub watched_files: Vec<PathBuf>,
     /// Things that are allowed but worth saying at start (inline secrets).
     pub warnings: Vec<String>,
 }
@@ -233,18 +236,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A problem with the file as a whole (unreadable), not with a key.
+    pub fn io(path: &Path, message: &str) -> ConfigError {
+        ConfigError {
+            file: path.display().to_string(),
+            issues: vec![ConfigIssue { line: None, column: None, key: String::new(), message: message.into() }],
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            issues: vec![ConfigIssue {
-                line: None,
-                column: None,
-                key: String::new(),
-                message: format!("cannot read the config file: {e}"),
-            }],
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::io(path, &format!("cannot read the config file: {e}")))?;
         Config::from_yaml(&text, path)
     }
 

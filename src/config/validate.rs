@@ -61,6 +61,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         }
     }
 
+    let watched_files = watched_files(&raw, source, base_dir);
     let limits = limits(&raw, &mut found);
     let legacy_tokens = legacy_tokens(&raw, &mut found);
     let access_log = access_log(&raw, &mut found);
@@ -85,10 +86,30 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         legacy_tokens,
         limits,
         access_log,
+        watched_files,
         per_tenant_metrics: raw.metrics.per_tenant,
         sandbox,
         warnings,
     })
+}
+
+/// Every file the config is made of: itself, secret files, CA files. A
+/// change to any of them is a reason to reload (a rotated key in a mounted
+/// Secret changes a file, not the config).
+fn watched_files(raw: &RawConfig, source: &Path, base_dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![source.to_path_buf()];
+    for t in raw.tenants.values() {
+        let a = &t.auth;
+        for src in [&a.client_secret, &a.refresh_token, &a.access_token, &a.key].into_iter().flatten() {
+            if let SecretSource::File { file } = src {
+                files.push(base_dir.join(file));
+            }
+        }
+    }
+    for env in [&raw.environments.staging, &raw.environments.production].into_iter().flatten() {
+        files.extend(env.ca_file.as_ref().map(|f| base_dir.join(f)));
+    }
+    files
 }
 
 fn addr(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<SocketAddr> {

@@ -85,7 +85,7 @@ where
     let (mut parts, body) = req.into_parts();
     parts.headers.insert(header::AUTHORIZATION, authorization.clone());
     let max = parts.extensions.get::<Arc<Tenant>>().map_or(u64::MAX, |t| t.max_request_body_bytes);
-    let kept = body::keep_if_small(body, session.retry_body_bytes, max).await.map_err(|e| {
+    let kept = body::keep_if_small(body, session.retry_body_bytes(), max).await.map_err(|e| {
         if body::is_too_large(&*e) {
             GatewayError::new(ErrorCode::RequestBodyTooLarge)
         } else {

@@ -54,21 +54,50 @@ struct Flight {
     failures: u32,
 }
 
-/// One OAuth tenant's token lifecycle.
-pub struct OAuthSession {
-    pub tenant: Box<str>,
+/// What a session takes from the config; swapped whole on a reload. A
+/// refresh reads it once, so it never mixes two configs.
+#[derive(Debug)]
+struct Settings {
     endpoint: TokenEndpoint,
-    store: Arc<dyn TokenStore>,
     /// The config's `refresh_token` and its fingerprint.
     initial: Option<(Secret, String)>,
     /// Request bodies up to this size are kept for one retry after a 401.
-    pub retry_body_bytes: usize,
+    retry_body_bytes: usize,
     /// How long a request waits for a refresh.
     wait: Duration,
+}
+
+impl Settings {
+    fn from(cfg: SessionConfig) -> Settings {
+        Settings {
+            endpoint: cfg.endpoint,
+            initial: cfg.initial_refresh_token.map(|rt| {
+                let fp = fingerprint(&rt);
+                (rt, fp)
+            }),
+            retry_body_bytes: cfg.retry_body_bytes,
+            wait: cfg.wait,
+        }
+    }
+
+    /// Whether the credentials differ: another token endpoint or client, or a new consent.
+    fn credentials_differ(&self, other: &Settings) -> bool {
+        !self.endpoint.same_client(&other.endpoint)
+            || self.initial.as_ref().map(|i| &i.1) != other.initial.as_ref().map(|i| &i.1)
+    }
+}
+
+/// One OAuth tenant's token lifecycle.
+pub struct OAuthSession {
+    pub tenant: Box<str>,
+    settings: ArcSwap<Settings>,
+    store: Arc<dyn TokenStore>,
     current: ArcSwap<Current>,
     flight: Mutex<Flight>,
     refreshing: AtomicBool,
     changed: Notify,
+    /// The tenant left the config: the background task idles.
+    retired: AtomicBool,
     metrics: RefreshMetrics,
 }
 
@@ -97,21 +126,53 @@ impl OAuthSession {
     pub fn new(cfg: SessionConfig, store: Arc<dyn TokenStore>, metrics: RefreshMetrics) -> Arc<OAuthSession> {
         let now = Instant::now();
         Arc::new(OAuthSession {
-            tenant: cfg.tenant.into(),
-            endpoint: cfg.endpoint,
+            tenant: cfg.tenant.as_str().into(),
+            settings: ArcSwap::from_pointee(Settings::from(cfg)),
             store,
-            initial: cfg.initial_refresh_token.map(|rt| {
-                let fp = fingerprint(&rt);
-                (rt, fp)
-            }),
-            retry_body_bytes: cfg.retry_body_bytes,
-            wait: cfg.wait,
             current: ArcSwap::from_pointee(Current { next_at: now, ..Current::blocked(Status::Starting, now) }),
             flight: Mutex::new(Flight::default()),
             refreshing: AtomicBool::new(false),
             changed: Notify::new(),
+            retired: AtomicBool::new(false),
             metrics,
         })
+    }
+
+    /// Request bodies up to this size are kept for one retry after a 401.
+    pub fn retry_body_bytes(&self) -> usize {
+        self.settings.load().retry_body_bytes
+    }
+
+    /// A reload: takes the new settings. If the credentials changed and the
+    /// tenant is not connected (waiting for an operator, or backing off), it
+    /// tries again now instead of at its next re-check. Also revives a
+    /// session retired by an earlier reload.
+    pub fn reconfigure(self: &Arc<Self>, cfg: SessionConfig) {
+        let next = Settings::from(cfg);
+        let differ = self.settings.load().credentials_differ(&next);
+        self.settings.store(Arc::new(next));
+        if self.retired.swap(false, Ordering::AcqRel) {
+            self.changed.notify_one();
+        }
+        if differ && self.current.load().status != Status::Connected {
+            tracing::info!(tenant = %self.tenant, "OAuth credentials changed in the config; trying them now");
+            let this = self.clone();
+            let epoch = self.current.load().epoch;
+            tokio::spawn(async move { this.refresh(epoch, None).await });
+        }
+    }
+
+    /// The tenant left the config: stop refreshing in the background (the
+    /// task idles until the tenant comes back or the gateway stops). The
+    /// session itself is kept (by `Sessions`) so that if the tenant comes
+    /// back it continues this chain: a second session could replay a token.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub fn current(&self) -> Arc<Current> {
@@ -142,7 +203,8 @@ impl OAuthSession {
             }
             cur.epoch
         };
-        let _ = tokio::time::timeout(self.wait, self.refresh(seen, None)).await;
+        let wait = self.settings.load().wait;
+        let _ = tokio::time::timeout(wait, self.refresh(seen, None)).await;
         let cur = self.current.load();
         cur.usable(Instant::now()).cloned().ok_or_else(|| self.unavailable(cur.status))
     }
@@ -158,7 +220,8 @@ impl OAuthSession {
                 _ => cur.epoch,
             }
         };
-        let _ = tokio::time::timeout(self.wait, self.refresh(seen, Some(rejected.clone()))).await;
+        let wait = self.settings.load().wait;
+        let _ = tokio::time::timeout(wait, self.refresh(seen, Some(rejected.clone()))).await;
         let cur = self.current.load();
         match cur.usable(Instant::now()) {
             Some(v) if v != rejected => Ok(v.clone()),
@@ -208,6 +271,7 @@ impl OAuthSession {
     async fn step(&self, flight: &mut Flight, cur: &Current, rejected: Option<&HeaderValue>) -> Current {
         let now = Instant::now();
         let tenant = &*self.tenant;
+        let settings = self.settings.load_full();
 
         // 1. Tokens already rotated but not yet saved go first: the old
         //    refresh token they replaced is retired and must not be sent.
@@ -226,11 +290,11 @@ impl OAuthSession {
         };
         // The config holds a refresh token this chain was not imported from:
         // a new consent, which replaces whatever was stored.
-        let import = match (&self.initial, &stored) {
+        let import = match (&settings.initial, &stored) {
             (Some((_, fp)), s) => s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()),
             (None, _) => false,
         };
-        let chain = match (&self.initial, stored) {
+        let chain = match (&settings.initial, stored) {
             (Some((rt, fp)), _) if import => {
                 // Names the key, never its value (tests/oauth.rs searches the
                 // captured logs for INITIAL_RT and SECOND_CONSENT_RT).
@@ -266,7 +330,7 @@ impl OAuthSession {
         // 4. Refresh.
         let issued_ms = unix_now_ms();
         let started = Instant::now();
-        let result = self.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
+        let result = settings.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
         self.metrics.duration.observe(started.elapsed().as_secs_f64());
         let now = Instant::now();
         match result {
@@ -357,9 +421,16 @@ impl OAuthSession {
         }
     }
 
-    /// Keeps the token fresh in the background until `stop` is set.
+    /// Keeps the token fresh in the background until `stop` is set; idle
+    /// while the session is retired.
     pub async fn drive(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
+            if self.retired.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = self.changed.notified() => continue,
+                    _ = stop.changed() => return,
+                }
+            }
             let cur = self.current.load_full();
             let due = async {
                 if cur.background() {

@@ -28,8 +28,13 @@ impl Sessions {
     }
 
     /// The tenant's session, started (with its background refresh task) on
-    /// first use. Must be called inside a tokio runtime.
+    /// first use; on a reload, the same session with the new settings. Must
+    /// be called inside a tokio runtime.
     pub fn get_or_start(&self, cfg: SessionConfig) -> Arc<OAuthSession> {
+        if let Some(session) = self.map.get(cfg.tenant.as_str()).map(|s| s.clone()) {
+            session.reconfigure(cfg);
+            return session;
+        }
         self.map
             .entry(cfg.tenant.as_str().into())
             .or_insert_with(|| {
@@ -40,10 +45,23 @@ impl Sessions {
             .clone()
     }
 
+    /// After a reload: stops the background refresh of tenants that are no
+    /// longer managed OAuth tenants. Their sessions stay, retired, so a
+    /// tenant that comes back continues its own token chain.
+    pub fn retire_all_but(&self, keep: impl Fn(&str) -> bool) {
+        for entry in self.map.iter() {
+            if !keep(entry.key()) && !entry.is_retired() {
+                tracing::info!(tenant = %entry.key(), "OAuth tenant removed from the config; its token state is kept");
+                entry.retire();
+                self.metrics.forget_token_expiry(entry.key());
+            }
+        }
+    }
+
     /// Sets `pleo_gateway_token_expiry_seconds` for each tenant; called at scrape time.
     pub fn update_gauges(&self) {
         let now = Instant::now();
-        for entry in self.map.iter() {
+        for entry in self.map.iter().filter(|e| !e.is_retired()) {
             let left = entry.current().expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
             self.metrics.token_expiry(entry.key()).set(left);
         }

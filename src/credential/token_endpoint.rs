@@ -57,6 +57,15 @@ pub struct TokenEndpoint {
     timeout: Duration,
 }
 
+impl TokenEndpoint {
+    /// Same URL and same client credentials (the comparison is of the
+    /// prepared header, in constant time).
+    pub fn same_client(&self, other: &TokenEndpoint) -> bool {
+        use subtle::ConstantTimeEq;
+        self.url == other.url && bool::from(self.client_auth.as_bytes().ct_eq(other.client_auth.as_bytes()))
+    }
+}
+
 // The client authentication header is a secret.
 impl std::fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

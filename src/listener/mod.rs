@@ -11,8 +11,10 @@
 mod activity;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,8 +27,9 @@ use tokio::task::JoinSet;
 
 use activity::{Activity, Counted};
 
-/// Server-side knobs for one listener.
-#[derive(Clone, Copy, Debug)]
+/// Server-side knobs for one listener. Read at each accept, so a reload
+/// changes them for new connections.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -35,15 +38,20 @@ pub struct ServeOptions {
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
-pub async fn serve<S, B>(listener: TcpListener, service: S, opts: ServeOptions, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: Arc<ArcSwap<ServeOptions>>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = builder(&opts);
+    let mut opts = **options.load();
+    let mut builder = builder(&opts);
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
     // Connections get their own receiver; the accept loop waits on this one.
@@ -62,6 +70,10 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if **options.load() != opts {
+                    opts = **options.load();
+                    builder = self::builder(&opts);
+                }
                 conns.spawn(connection(stream, service.clone(), builder.clone(), opts.idle_timeout, conn_shutdown.clone()));
             }
             // Reap finished connections so the set holds only live ones.
@@ -71,7 +83,8 @@ where
     }
     drop(listener);
     let open = conns.len();
-    let drained = tokio::time::timeout(opts.drain_timeout, async { while conns.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(options.load().drain_timeout, async { while conns.join_next().await.is_some() {} }).await;
     match drained {
         Ok(()) => tracing::info!(listener = ?local, connections = open, "all connections drained"),
         Err(_) => {

@@ -204,6 +204,12 @@ impl Sandbox {
         self.shared.tokens.lock().expect("sandbox lock").revoke_all();
     }
 
+    /// The customer consents again (after a revocation): `refresh_token` is
+    /// valid as the start of a new authorisation of `client_id`.
+    pub fn consent_again(&self, client_id: &str, refresh_token: &str) {
+        self.shared.tokens.lock().expect("sandbox lock").consent_again(client_id, refresh_token);
+    }
+
     /// Forgets every OAuth access token (refresh tokens stay valid), as if
     /// Pleo revoked them early: the next API call with one gets 401.
     pub fn expire_access_tokens(&self) {

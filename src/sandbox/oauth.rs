@@ -120,6 +120,17 @@ impl TokenState {
         self.revoked.extend(families);
     }
 
+    /// A customer consents again: `token` becomes the refresh token of a
+    /// new authorisation (a new family, untouched by earlier revocations).
+    pub fn consent_again(&mut self, client_id: &str, token: &str) {
+        let Some(c) = self.clients.iter().find(|c| c.client_id == client_id) else { return };
+        let company = c.company_id.clone();
+        let family = self.next_family;
+        self.next_family += 1;
+        let refresh = Refresh { family, client_id: client_id.to_string(), company, retired: false };
+        self.refresh.insert(token.to_string(), refresh);
+    }
+
     pub fn expire_access_tokens(&mut self) {
         self.access.clear();
     }

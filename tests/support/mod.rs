@@ -93,6 +93,8 @@ pub struct Kit {
     pub production: Sandbox,
     pub client: HttpClient,
     pub dir: tempfile::TempDir,
+    /// The config the gateway was started with (in `dir`/gateway.yaml).
+    pub yaml: String,
 }
 
 pub struct Reply {
@@ -134,7 +136,16 @@ impl Kit {
         yaml += extra;
         let gw = start_gateway(&yaml, dir.path()).await;
         let client = http_client();
-        Kit { gw, staging, production, client, dir }
+        Kit { gw, staging, production, client, dir, yaml }
+    }
+
+    /// Replaces the config file (the gateway sees it on reload).
+    pub fn write_config(&self, yaml: &str) {
+        // Write then rename, as editors and Kubernetes do: the watcher never
+        // reads half a file.
+        let tmp = self.dir.path().join(".gateway.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("gateway.yaml")).unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,215 @@
+//! Hot reload, on SIGHUP and when a file the config is made of changes.
+//!
+//! A reload reads and validates the whole new config and prepares
+//! everything that can fail (upstream clients, CA files) before it touches
+//! anything; only then does it swap the routing table in one atomic store.
+//! Requests in flight finish on the snapshot they started with. A config
+//! that does not load is logged with its error, counted as
+//! `config_reloads_total{result="failure"}`, and the old one keeps serving.
+//!
+//! OAuth sessions are not rebuilt: `Sessions` hands the same session (and so
+//! the same token chain) to the new routing table with the new settings, and
+//! retires the sessions of tenants that left.
+//!
+//! Addresses, worker threads, the sandbox and `state_dir` are fixed for the
+//! life of the process; a reload that changes them says so and keeps the old
+//! values. Listener limits apply to connections accepted after the reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Mutex};
+
+use crate::config::{AuthConfig, Config, ConfigError};
+use crate::credential::Sessions;
+use crate::listener::ServeOptions;
+use crate::metrics::Metrics;
+use crate::routes::{Routes, SharedRoutes};
+use crate::upstream::{UpstreamError, Upstreams};
+
+/// How often the watched files are compared with what was loaded.
+pub const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("invalid config:\n{0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// What a reload may not change (needs a restart), as loaded at start.
+#[derive(Debug, PartialEq)]
+struct Fixed {
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+    workers: Option<usize>,
+    sandbox: String,
+    state_dir: PathBuf,
+}
+
+impl Fixed {
+    fn of(c: &Config) -> Fixed {
+        Fixed {
+            listen: c.listen,
+            admin_listen: c.admin_listen,
+            workers: c.workers,
+            sandbox: format!("{:?}", c.sandbox),
+            state_dir: c.state_dir.clone(),
+        }
+    }
+}
+
+/// What the upstream clients are built from: same key, same pools.
+fn upstreams_key(c: &Config) -> String {
+    // Environment configs hold URLs and paths only, never a secret.
+    format!("{:?} {:?} {:?}", c.environments, c.limits.upstream_connect_timeout, c.limits.upstream_timeout)
+}
+
+pub fn serve_options(c: &Config) -> ServeOptions {
+    ServeOptions {
+        header_read_timeout: c.limits.header_read_timeout,
+        idle_timeout: c.limits.idle_timeout,
+        drain_timeout: c.limits.drain_timeout,
+        max_header_bytes: c.limits.max_header_bytes,
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    fixed: Fixed,
+    upstreams_key: String,
+    upstreams: Upstreams,
+    watched: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Reloader {
+    source: PathBuf,
+    routes: SharedRoutes,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    serve_options: Arc<ArcSwap<ServeOptions>>,
+    /// Held for the whole reload: two reloads never interleave.
+    loaded: Mutex<Loaded>,
+    /// Bumped after every successful reload (for whoever follows up on one).
+    pub generation: watch::Sender<u64>,
+}
+
+impl Reloader {
+    pub fn new(
+        config: &Config,
+        upstreams: Upstreams,
+        routes: SharedRoutes,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        serve_options: Arc<ArcSwap<ServeOptions>>,
+    ) -> Reloader {
+        Reloader {
+            source: config.source.clone(),
+            routes,
+            sessions,
+            metrics,
+            serve_options,
+            loaded: Mutex::new(Loaded {
+                fixed: Fixed::of(config),
+                upstreams_key: upstreams_key(config),
+                upstreams,
+                watched: config.watched_files.clone(),
+            }),
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// Reads the config file again and applies it, or keeps the old one.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut loaded = self.loaded.lock().await;
+        let result = self.apply(&mut loaded).await;
+        match &result {
+            Ok(tenants) => {
+                self.metrics.config_reloads_total.with_label_values(&["success"]).inc();
+                tracing::info!(config = %self.source.display(), tenants, "config reloaded");
+                self.generation.send_modify(|g| *g += 1);
+            }
+            Err(e) => {
+                self.metrics.config_reloads_total.with_label_values(&["failure"]).inc();
+                tracing::error!(config = %self.source.display(), error = %e, "config reload failed; the previous config keeps serving");
+            }
+        }
+        result.map(|_| ())
+    }
+
+    async fn apply(&self, loaded: &mut Loaded) -> Result<usize, ReloadError> {
+        let source = self.source.clone();
+        // Reading secret files and env is blocking work.
+        let config = tokio::task::spawn_blocking(move || Config::load(&source))
+            .await
+            .map_err(|e| ConfigError::io(&self.source, &e.to_string()))??;
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let fixed = Fixed::of(&config);
+        if fixed != loaded.fixed {
+            tracing::warn!(
+                "listen, admin_listen, workers, sandbox and state_dir only change with a restart; \
+                 keeping the running values, applying the rest"
+            );
+        }
+        // Everything that can fail, before anything changes.
+        let key = upstreams_key(&config);
+        let upstreams = if key == loaded.upstreams_key { loaded.upstreams.clone() } else { Upstreams::build(&config)? };
+
+        // From here on nothing fails.
+        let routes = Routes::build(&config, &upstreams, &self.metrics, &self.sessions);
+        self.routes.store(Arc::new(routes));
+        self.sessions.retire_all_but(|t| {
+            config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
+        });
+        self.serve_options.store(Arc::new(serve_options(&config)));
+        loaded.upstreams_key = key;
+        loaded.upstreams = upstreams;
+        loaded.watched = config.watched_files.clone();
+        Ok(config.tenants.len())
+    }
+
+    /// Polls the config's files and reloads when their contents change.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut seen = fingerprint(&self.loaded.lock().await.watched).await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => return,
+            }
+            let files = self.loaded.lock().await.watched.clone();
+            let now = fingerprint(&files).await;
+            if now == seen {
+                continue;
+            }
+            tracing::info!("a config file changed; reloading");
+            // A broken edit is reported once, not every second: the next
+            // change to any file tries again.
+            let _ = self.reload().await;
+            seen = fingerprint(&self.loaded.lock().await.watched).await;
+        }
+    }
+}
+
+/// A digest of the files' contents (a missing file counts as a state too).
+async fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        match tokio::fs::read(f).await {
+            Ok(bytes) => {
+                h.update([1]);
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(_) => h.update([0]),
+        }
+    }
+    h.finalize().into()
+}
