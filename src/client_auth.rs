@@ -5,7 +5,10 @@
 //! Pleo) and the client's identity is put in the request's extensions. Any
 //! other Authorization (legacy openapi tokens, Pleo keys, typos) is refused
 //! with 401 `legacy_token_refused` and never forwarded. No Authorization is
-//! fine unless clients are configured (401 `client_unauthenticated`).
+//! fine unless clients are configured; then a client certificate verified
+//! against `client_ca` may name the client instead (its DNS name is the
+//! client's `name`), and without one the answer is 401
+//! `client_unauthenticated`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use crate::config::{ClientConfig, LegacyToken};
 use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::Metrics;
 use crate::routes::snapshot;
+use crate::tls::ClientCertNames;
 use crate::BoxError;
 
 /// A client the request was authenticated as.
@@ -73,33 +77,41 @@ fn credential_part(value: &[u8]) -> &[u8] {
     }
 }
 
-/// The configured client keys, by SHA-256 of the key.
+/// The configured clients: by SHA-256 of their key, and by name (what a
+/// client certificate names).
 #[derive(Debug, Default)]
 pub struct ClientKeys {
     by_digest: HashMap<[u8; 32], Arc<Client>>,
+    by_name: HashMap<Box<str>, Arc<Client>>,
 }
 
 impl ClientKeys {
     pub fn new(clients: &[ClientConfig]) -> Self {
-        let by_digest = clients
-            .iter()
-            .map(|c| {
-                let client = Client {
-                    name: c.name.as_str().into(),
-                    tenants: c.tenants.iter().map(|t| t.as_str().into()).collect(),
-                    bound_tenant: match c.tenants.as_slice() {
-                        [only] => Some(only.as_str().into()),
-                        _ => None,
-                    },
-                };
-                (c.key_sha256, Arc::new(client))
-            })
-            .collect();
-        ClientKeys { by_digest }
+        let mut keys = ClientKeys::default();
+        for c in clients {
+            let client = Arc::new(Client {
+                name: c.name.as_str().into(),
+                tenants: c.tenants.iter().map(|t| t.as_str().into()).collect(),
+                bound_tenant: match c.tenants.as_slice() {
+                    [only] => Some(only.as_str().into()),
+                    _ => None,
+                },
+            });
+            if let Some(digest) = c.key_sha256 {
+                keys.by_digest.insert(digest, client.clone());
+            }
+            keys.by_name.insert(c.name.as_str().into(), client);
+        }
+        keys
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.by_name.is_empty()
+    }
+
+    /// The client a verified certificate names (first matching DNS name).
+    fn by_certificate(&self, names: &ClientCertNames) -> Option<&Arc<Client>> {
+        names.0.iter().find_map(|n| self.by_name.get(n))
     }
 
     /// The client whose key this Authorization value carries. The lookup is by
@@ -124,16 +136,26 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
         let routes = snapshot(&req)?;
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
         let (first, second) = (values.next(), values.next());
+        let cert = req.extensions().get::<ClientCertNames>();
         let client = match (first, second) {
             (None, _) if routes.clients.is_empty() => return Ok(req),
-            (None, _) => return Err(GatewayError::new(ErrorCode::ClientUnauthenticated).into()),
-            (Some(v), None) => routes.clients.identify(v).cloned(),
+            // No key, but a certificate the handshake verified against client_ca.
+            (None, _) => match cert.and_then(|names| routes.clients.by_certificate(names)) {
+                Some(client) => client.clone(),
+                None => return Err(GatewayError::new(ErrorCode::ClientUnauthenticated).into()),
+            },
+            (Some(v), None) => match routes.clients.identify(v) {
+                Some(c) => c.clone(),
+                None => {
+                    routes.legacy_tokens.count(first);
+                    return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
+                }
+            },
             // Two Authorization headers: never guess which one was meant.
-            (Some(_), Some(_)) => None,
-        };
-        let Some(client) = client else {
-            routes.legacy_tokens.count(first);
-            return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
+            (Some(_), Some(_)) => {
+                routes.legacy_tokens.count(first);
+                return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
+            }
         };
         req.headers_mut().remove(header::AUTHORIZATION);
         if let Some(slot) = req.extensions().get::<Arc<AccessSlot>>() {

@@ -23,6 +23,7 @@ use crate::reload::{self, ReloadError, Reloader};
 use crate::routes::{Routes, SharedRoutes};
 use crate::sandbox::{Sandbox, SandboxSpec};
 use crate::stack;
+use crate::tls::{self, SharedTls, TlsError};
 use crate::upstream::{UpstreamError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("state_dir {path} cannot hold OAuth token state: {source}")]
     StateDir {
         path: std::path::PathBuf,
@@ -107,12 +110,23 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ready: Default::default(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
-    let reloader =
-        Arc::new(Reloader::new(config, upstreams, routes.clone(), sessions.clone(), metrics.clone(), options.clone()));
+    let tls: Option<SharedTls> = match &config.tls {
+        Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
+        None => None,
+    };
+    let reloader = Arc::new(Reloader::new(
+        config,
+        upstreams,
+        routes.clone(),
+        sessions.clone(),
+        metrics.clone(),
+        options.clone(),
+        tls.clone(),
+    ));
     let service = stack::build(routes, metrics.clone());
     let tasks = vec![
-        tokio::spawn(listener::serve(gateway_listener, service, options.clone(), stopped.clone())),
-        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, stopped.clone())),
+        tokio::spawn(listener::serve(gateway_listener, service, options.clone(), tls, stopped.clone())),
+        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, None, stopped.clone())),
         tokio::spawn(reloader.clone().watch(stopped)),
     ];
     admin.ready.store(true, Ordering::Release);

@@ -30,6 +30,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod stack;
 pub mod tenant;
+pub mod tls;
 pub mod upstream;
 
 /// The error type tower's `Filter` and our services exchange. Gateway refusals

@@ -28,6 +28,7 @@ use crate::credential::Sessions;
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes};
+use crate::tls::{self, SharedTls, TlsError};
 use crate::upstream::{UpstreamError, Upstreams};
 
 /// How often the watched files are compared with what was loaded.
@@ -39,6 +40,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What a reload may not change (needs a restart), as loaded at start.
@@ -49,6 +52,8 @@ struct Fixed {
     workers: Option<usize>,
     sandbox: String,
     state_dir: PathBuf,
+    /// Whether `listen` speaks TLS (its files may change; this may not).
+    tls: bool,
 }
 
 impl Fixed {
@@ -59,6 +64,7 @@ impl Fixed {
             workers: c.workers,
             sandbox: format!("{:?}", c.sandbox),
             state_dir: c.state_dir.clone(),
+            tls: c.tls.is_some(),
         }
     }
 }
@@ -93,6 +99,7 @@ pub struct Reloader {
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     serve_options: Arc<ArcSwap<ServeOptions>>,
+    tls: Option<SharedTls>,
     /// Held for the whole reload: two reloads never interleave.
     loaded: Mutex<Loaded>,
     /// Bumped after every successful reload (for whoever follows up on one).
@@ -107,6 +114,7 @@ impl Reloader {
         sessions: Arc<Sessions>,
         metrics: Arc<Metrics>,
         serve_options: Arc<ArcSwap<ServeOptions>>,
+        tls: Option<SharedTls>,
     ) -> Reloader {
         Reloader {
             source: config.source.clone(),
@@ -114,6 +122,7 @@ impl Reloader {
             sessions,
             metrics,
             serve_options,
+            tls,
             loaded: Mutex::new(Loaded {
                 fixed: Fixed::of(config),
                 upstreams_key: upstreams_key(config),
@@ -154,13 +163,19 @@ impl Reloader {
         let fixed = Fixed::of(&config);
         if fixed != loaded.fixed {
             tracing::warn!(
-                "listen, admin_listen, workers, sandbox and state_dir only change with a restart; \
-                 keeping the running values, applying the rest"
+                "listen, admin_listen, workers, sandbox, state_dir and whether listen uses TLS only change \
+                 with a restart; keeping the running values, applying the rest"
             );
         }
         // Everything that can fail, before anything changes.
         let key = upstreams_key(&config);
         let upstreams = if key == loaded.upstreams_key { loaded.upstreams.clone() } else { Upstreams::build(&config)? };
+        // Certificate and key are read again: a renewed certificate is
+        // served to new handshakes; open connections keep theirs.
+        let server_tls = match (&self.tls, &config.tls) {
+            (Some(_), Some(files)) => Some(tls::server_config(files)?),
+            _ => None,
+        };
 
         // From here on nothing fails.
         let routes = Routes::build(&config, &upstreams, &self.metrics, &self.sessions);
@@ -169,6 +184,9 @@ impl Reloader {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
         });
         self.serve_options.store(Arc::new(serve_options(&config)));
+        if let (Some(shared), Some(server_tls)) = (&self.tls, server_tls) {
+            shared.store(Arc::new(server_tls));
+        }
         loaded.upstreams_key = key;
         loaded.upstreams = upstreams;
         loaded.watched = config.watched_files.clone();

@@ -27,6 +27,8 @@ use crate::secret::Secret;
 pub struct Config {
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// TLS on `listen` (and client certificates with `client_ca`).
+    pub tls: Option<crate::tls::TlsFiles>,
     pub admin_listen: SocketAddr,
     pub workers: Option<usize>,
     pub environments: BTreeMap<Environment, EnvironmentConfig>,
@@ -144,7 +146,8 @@ impl AuthConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub name: String,
-    pub key_sha256: [u8; 32],
+    /// None for a client known only by its certificate (`client_ca`).
+    pub key_sha256: Option<[u8; 32]>,
     pub tenants: Vec<String>,
 }
 

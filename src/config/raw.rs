@@ -32,14 +32,18 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     pub sandbox: Option<RawSandbox>,
-    // Edge keys from the contract that this version does not act on yet:
-    // parsed so that a config written for the contract loads, then refused
-    // (tls, client_ca) or warned about (the rest) in `validate`.
-    pub tls: Option<serde_yaml::Value>,
-    pub client_ca: Option<serde_yaml::Value>,
+    pub tls: Option<RawTls>,
+    pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub legacy_tokens: Vec<RawLegacyToken>,
     pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +142,7 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     pub name: String,
-    pub key_sha256: String,
+    pub key_sha256: Option<String>,
     #[serde(default)]
     pub tenants: Vec<String>,
 }

@@ -65,7 +65,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     let limits = limits(&raw, &mut found);
     let legacy_tokens = legacy_tokens(&raw, &mut found);
     let access_log = access_log(&raw, &mut found);
-    not_yet(&raw, &mut found);
+    let tls = tls(&raw, base_dir, &mut found);
     let sandbox = sandbox(&raw, &mut found);
 
     if !found.is_empty() {
@@ -74,6 +74,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     Ok(Config {
         source: source.to_path_buf(),
         listen: listen.expect("checked above"),
+        tls,
         admin_listen: admin_listen.expect("checked above"),
         workers: raw.workers,
         environments,
@@ -109,6 +110,10 @@ fn watched_files(raw: &RawConfig, source: &Path, base_dir: &Path) -> Vec<PathBuf
     for env in [&raw.environments.staging, &raw.environments.production].into_iter().flatten() {
         files.extend(env.ca_file.as_ref().map(|f| base_dir.join(f)));
     }
+    if let Some(t) = &raw.tls {
+        files.extend([base_dir.join(&t.cert), base_dir.join(&t.key)]);
+    }
+    files.extend(raw.client_ca.as_ref().map(|f| base_dir.join(f)));
     files
 }
 
@@ -359,10 +364,28 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
         if c.name.is_empty() || !seen.insert(c.name.clone()) {
             found.push((field("name"), "expected a unique, non-empty client name".into()));
         }
-        let mut digest = [0u8; 32];
-        if hex::decode_to_slice(c.key_sha256.trim(), &mut digest).is_err() {
-            found.push((field("key_sha256"), "expected 64 hex characters: the SHA-256 of the client's key".into()));
-        }
+        let key_sha256 = match &c.key_sha256 {
+            Some(hex) => {
+                let mut digest = [0u8; 32];
+                if hex::decode_to_slice(hex.trim(), &mut digest).is_err() {
+                    found.push((
+                        field("key_sha256"),
+                        "expected 64 hex characters: the SHA-256 of the client's key".into(),
+                    ));
+                }
+                Some(digest)
+            }
+            None if raw.client_ca.is_some() => None,
+            None => {
+                found.push((
+                    at.clone(),
+                    "missing `key_sha256` (expected the SHA-256 of the client's key, from `pleo-gateway \
+                     hash-key`; only with client_ca can a client be known by its certificate alone)"
+                        .into(),
+                ));
+                None
+            }
+        };
         if c.tenants.is_empty() {
             found.push((field("tenants"), "expected at least one tenant this client may use".into()));
         }
@@ -374,7 +397,7 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
                 ));
             }
         }
-        out.push(ClientConfig { name: c.name.clone(), key_sha256: digest, tenants: c.tenants.clone() });
+        out.push(ClientConfig { name: c.name.clone(), key_sha256, tenants: c.tenants.clone() });
     }
     out
 }
@@ -535,18 +558,26 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
     limits
 }
 
-/// Contract keys this version does not act on yet. TLS is refused (serving
-/// plain HTTP where TLS was asked for would be worse than not starting);
-/// the rest load with a warning so a contract-shaped config still runs.
-fn not_yet(raw: &RawConfig, found: &mut Found) {
-    for (name, present) in [("tls", raw.tls.is_some()), ("client_ca", raw.client_ca.is_some())] {
-        if present {
-            found.push((
-                key(&[name]),
-                "TLS on the gateway's listener is not available in this version yet (expected: remove it and \
-                 terminate TLS in front of the gateway)"
-                    .into(),
-            ));
+/// `tls` and `client_ca`: the files are read now (so `check` catches a
+/// wrong path or a key that does not match), and again at start and reload.
+fn tls(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<crate::tls::TlsFiles> {
+    let client_ca = raw.client_ca.as_ref().map(|p| base_dir.join(p));
+    let Some(t) = &raw.tls else {
+        if client_ca.is_some() {
+            found.push((key(&["client_ca"]), "needs `tls` (client certificates are part of the TLS handshake)".into()));
+        }
+        return None;
+    };
+    let files = crate::tls::TlsFiles { cert: base_dir.join(&t.cert), key: base_dir.join(&t.key), client_ca };
+    match crate::tls::server_config(&files) {
+        Ok(_) => Some(files),
+        Err(e) => {
+            let at = match e {
+                crate::tls::TlsError::ClientCa { .. } => key(&["client_ca"]),
+                _ => key(&["tls"]),
+            };
+            found.push((at, e.to_string()));
+            None
         }
     }
 }

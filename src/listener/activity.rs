@@ -20,6 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::tls::ClientCertNames;
+
 #[derive(Debug)]
 pub struct Activity {
     open: AtomicUsize,
@@ -79,16 +81,19 @@ impl Drop for Busy {
     }
 }
 
-/// Wraps a connection's service so every request is counted in `Activity`.
+/// Wraps a connection's service so every request is counted in `Activity`,
+/// and carries what the TLS handshake learned (the client certificate's
+/// names) into each request.
 #[derive(Clone, Debug)]
 pub struct Counted<S> {
     inner: S,
     activity: Arc<Activity>,
+    cert: Option<ClientCertNames>,
 }
 
 impl<S> Counted<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Counted { inner, activity }
+    pub fn new(inner: S, activity: Arc<Activity>, cert: Option<ClientCertNames>) -> Self {
+        Counted { inner, activity, cert }
     }
 }
 
@@ -104,7 +109,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        if let Some(cert) = &self.cert {
+            req.extensions_mut().insert(cert.clone());
+        }
         let busy = self.activity.begin();
         CountedFuture { inner: self.inner.call(req), busy: Some(busy) }
     }

@@ -26,6 +26,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use activity::{Activity, Counted};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{self, ClientCertNames, SharedTls};
 
 /// Server-side knobs for one listener. Read at each accept, so a reload
 /// changes them for new connections.
@@ -38,10 +41,13 @@ pub struct ServeOptions {
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
+/// With `tls`, every connection is a TLS handshake (bounded by the header
+/// read timeout) before HTTP.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     options: Arc<ArcSwap<ServeOptions>>,
+    tls: Option<SharedTls>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -74,7 +80,23 @@ pub async fn serve<S, B>(
                     opts = **options.load();
                     builder = self::builder(&opts);
                 }
-                conns.spawn(connection(stream, service.clone(), builder.clone(), opts.idle_timeout, conn_shutdown.clone()));
+                let (service, builder, shutdown) = (service.clone(), builder.clone(), conn_shutdown.clone());
+                match &tls {
+                    None => conns.spawn(connection(stream, service, builder, opts.idle_timeout, None, shutdown)),
+                    Some(tls) => {
+                        let config = tls.load_full();
+                        conns.spawn(async move {
+                            let handshake = TlsAcceptor::from(config).accept(stream);
+                            let stream = match tokio::time::timeout(opts.header_read_timeout, handshake).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!("TLS handshake timed out"),
+                            };
+                            let cert = tls::client_cert_names(stream.get_ref().1);
+                            connection(stream, service, builder, opts.idle_timeout, cert, shutdown).await
+                        })
+                    }
+                };
             }
             // Reap finished connections so the set holds only live ones.
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -112,6 +134,7 @@ async fn connection<I, S, B>(
     service: S,
     builder: auto::Builder<TokioExecutor>,
     idle: Duration,
+    cert: Option<ClientCertNames>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -122,7 +145,7 @@ async fn connection<I, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Activity::new();
-    let service = TowerToHyperService::new(Counted::new(service, activity.clone()));
+    let service = TowerToHyperService::new(Counted::new(service, activity.clone(), cert));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
