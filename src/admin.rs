@@ -1,7 +1,9 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (config loaded and the gateway listener is up),
-//! `/tenants` (each tenant's environment, model and masked credential; never
-//! a secret). Kept off the app-facing port so scrapes never mix with traffic.
+//! `/tenants` (each tenant's environment, model, masked credential and state:
+//! the OAuth session's, or for API keys what Pleo's `/v1/installations/me`
+//! said; never a secret). Readiness is the gateway's, not each tenant's: a
+//! tenant whose key Pleo rejects is degraded alone (see `/tenants`). Kept off the app-facing port so scrapes never mix with traffic.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use prometheus::{Encoder, Registry, TextEncoder};
 
+use crate::config::AuthModel;
 use crate::credential::Sessions;
 use crate::routes::SharedRoutes;
 
@@ -70,6 +73,16 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         "credential": t.credential.masked(),
                         "state": t.credential.state(),
                     });
+                    if matches!(t.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey) {
+                        // What GET /v1/installations/me said about the key.
+                        let d = t.check.detail();
+                        entry["state"] = t.check.state().as_str().into();
+                        entry["company_id"] = d.company_id.into();
+                        entry["pleo_status"] = d.status.into();
+                        if let Some(reason) = d.reason {
+                            entry["reason"] = reason.into();
+                        }
+                    }
                     if let Some(session) = t.credential.session() {
                         // Expiry only, never a token.
                         let left = session.current().expires_at.map(|e| {

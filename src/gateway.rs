@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
+use crate::credential::check::Summary;
 use crate::credential::store::{self, FileStore};
 use crate::credential::Sessions;
 use crate::listener;
@@ -41,12 +42,18 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("--strict: {} tenant credential(s) did not check out: {}", .0.len(), strict_list(.0))]
+    Strict(Vec<(String, String)>),
     #[error("state_dir {path} cannot hold OAuth token state: {source}")]
     StateDir {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+fn strict_list(failed: &[(String, String)]) -> String {
+    failed.iter().map(|(t, why)| format!("{t}: {why}")).collect::<Vec<_>>().join("; ")
 }
 
 /// A running gateway. Dropping it does not stop it: call `shutdown`.
@@ -68,6 +75,12 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 }
 
 pub async fn start(config: &Config) -> Result<Running, StartError> {
+    start_with(config, false).await
+}
+
+/// `strict`: every API-key tenant's credential must check out with Pleo
+/// before the gateway serves, or it does not start.
+pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartError> {
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
@@ -122,7 +135,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics.clone(),
         options.clone(),
         tls.clone(),
+        stopped.clone(),
     ));
+    if strict {
+        let checked = reloader.checked().await;
+        if !checked.failed.is_empty() {
+            let _ = stop.send(true);
+            return Err(StartError::Strict(checked.failed));
+        }
+    }
     let service = stack::build(routes, metrics.clone());
     let tasks = vec![
         tokio::spawn(listener::serve(gateway_listener, service, options.clone(), tls, stopped.clone())),
@@ -139,6 +160,11 @@ impl Running {
     /// keeps the running one and says why.
     pub async fn reload(&self) -> Result<(), ReloadError> {
         self.reloader.reload().await
+    }
+
+    /// Waits for the credential check of the config now serving and returns what it found.
+    pub async fn credential_check(&self) -> Summary {
+        self.reloader.checked().await
     }
 
     /// Stops accepting, drains open connections (up to the drain timeout), then returns.

@@ -16,6 +16,11 @@ struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = "./gateway.yaml")]
     config: PathBuf,
+    /// Refuse to start unless every API-key tenant's credential checks out
+    /// with Pleo (GET /v1/installations/me). Without it a failing tenant is
+    /// only degraded.
+    #[arg(long, global = true)]
+    strict: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,7 +85,7 @@ fn main() -> ExitCode {
             print!("{}", pleo_gateway::config::check_report(&config));
             ExitCode::SUCCESS
         }
-        Command::Run => run(config),
+        Command::Run => run(config, cli.strict),
         Command::HashKey { .. } => unreachable!("handled before the config is loaded"),
         Command::Connect { tenant, redirect_uri, scope, timeout } => {
             init_logging(Format::Off);
@@ -176,7 +181,7 @@ fn init_logging(access: Format) {
     tracing_subscriber::registry().with(logs).with(json).with(text).init();
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, strict: bool) -> ExitCode {
     init_logging(config.access_log.format);
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -199,7 +204,7 @@ fn run(config: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let running = match gateway::start(&config).await {
+        let running = match gateway::start_with(&config, strict).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
 use crate::config::{AuthConfig, Config, ConfigError};
+use crate::credential::check::{self, Summary};
 use crate::credential::Sessions;
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
@@ -102,11 +103,13 @@ pub struct Reloader {
     tls: Option<SharedTls>,
     /// Held for the whole reload: two reloads never interleave.
     loaded: Mutex<Loaded>,
-    /// Bumped after every successful reload (for whoever follows up on one).
-    pub generation: watch::Sender<u64>,
+    /// The credential check of the routing table now serving.
+    checked: std::sync::Mutex<watch::Receiver<Option<Summary>>>,
+    stop: watch::Receiver<bool>,
 }
 
 impl Reloader {
+    #[allow(clippy::too_many_arguments)] // each is one shared piece of the running gateway
     pub fn new(
         config: &Config,
         upstreams: Upstreams,
@@ -115,7 +118,9 @@ impl Reloader {
         metrics: Arc<Metrics>,
         serve_options: Arc<ArcSwap<ServeOptions>>,
         tls: Option<SharedTls>,
+        stop: watch::Receiver<bool>,
     ) -> Reloader {
+        let checked = check::spawn(routes.load_full(), routes.clone(), stop.clone());
         Reloader {
             source: config.source.clone(),
             routes,
@@ -129,7 +134,8 @@ impl Reloader {
                 upstreams,
                 watched: config.watched_files.clone(),
             }),
-            generation: watch::channel(0).0,
+            checked: std::sync::Mutex::new(checked),
+            stop,
         }
     }
 
@@ -141,7 +147,6 @@ impl Reloader {
             Ok(tenants) => {
                 self.metrics.config_reloads_total.with_label_values(&["success"]).inc();
                 tracing::info!(config = %self.source.display(), tenants, "config reloaded");
-                self.generation.send_modify(|g| *g += 1);
             }
             Err(e) => {
                 self.metrics.config_reloads_total.with_label_values(&["failure"]).inc();
@@ -178,8 +183,9 @@ impl Reloader {
         };
 
         // From here on nothing fails.
-        let routes = Routes::build(&config, &upstreams, &self.metrics, &self.sessions);
-        self.routes.store(Arc::new(routes));
+        let routes = Arc::new(Routes::build(&config, &upstreams, &self.metrics, &self.sessions));
+        self.routes.store(routes.clone());
+        *self.checked.lock().expect("reloader lock") = check::spawn(routes, self.routes.clone(), self.stop.clone());
         self.sessions.retire_all_but(|t| {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
         });
@@ -191,6 +197,17 @@ impl Reloader {
         loaded.upstreams = upstreams;
         loaded.watched = config.watched_files.clone();
         Ok(config.tenants.len())
+    }
+
+    /// The result of the first credential check of the routing table now
+    /// serving (waits for it).
+    pub async fn checked(&self) -> Summary {
+        let mut rx = self.checked.lock().expect("reloader lock").clone();
+        let summary = match rx.wait_for(Option::is_some).await {
+            Ok(s) => s.clone().unwrap_or_default(),
+            Err(_) => Summary::default(),
+        };
+        summary
     }
 
     /// Polls the config's files and reloads when their contents change.

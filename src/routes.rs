@@ -14,6 +14,7 @@ use crate::access_log::AccessLogConfig;
 use crate::client_auth::{ClientKeys, LegacyTokens};
 use crate::config::{AuthConfig, TenantConfig};
 use crate::config::{AuthModel, Config, Environment, Selector};
+use crate::credential::check::KeyCheck;
 use crate::credential::refresh::SessionConfig;
 use crate::credential::token_endpoint::TokenEndpoint;
 use crate::credential::{static_authorization, Credential, Sessions};
@@ -34,6 +35,8 @@ pub struct Tenant {
     pub metrics: TenantMetrics,
     /// `limits.max_request_body_bytes`, kept here for the credential step.
     pub max_request_body_bytes: u64,
+    /// API-key tenants: what `GET /v1/installations/me` said about the key.
+    pub check: KeyCheck,
 }
 
 #[derive(Debug)]
@@ -74,6 +77,7 @@ impl Routes {
                     upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
                     max_request_body_bytes: config.limits.max_request_body_bytes,
+                    check: KeyCheck::default(),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })

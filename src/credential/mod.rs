@@ -8,6 +8,7 @@
 
 mod api_key;
 mod attach;
+pub mod check;
 mod oauth2;
 pub mod refresh;
 mod sessions;

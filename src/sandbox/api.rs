@@ -20,6 +20,9 @@ use crate::secret::Secret;
 
 pub type SandboxBody = Either<Full<Bytes>, Zeros>;
 
+/// How the gateway's credential check introduces itself (`credential::check`).
+const CHECK_AGENT: &[u8] = b"pleo-gateway-credential-check";
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SandboxBody>, Infallible> {
     let (parts, body) = req.into_parts();
     if parts.uri.path() == "/oauth/authorize" {
@@ -71,7 +74,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         Ok(r) => r,
         Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "body_read_failed"}))),
     };
-    record(&shared, &parts, len, sha.clone());
+    // The gateway's own credential checks are counted apart from the
+    // traffic it proxies, so tests can see each kind exactly.
+    let is_check = parts.headers.get(header::USER_AGENT).is_some_and(|v| v.as_bytes().starts_with(CHECK_AGENT));
+    if is_check {
+        shared.credential_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        record(&shared, &parts, len, sha.clone());
+    }
 
     let company = match authenticate(&shared, &parts) {
         Ok(c) => c,

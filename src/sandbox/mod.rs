@@ -4,7 +4,8 @@
 //! `GET /v1/installations/me` with the installation's company, and echoes any
 //! other request (method, path, query, headers, body size and hash) as JSON,
 //! with `Authorization` masked. It records what it received so tests can see
-//! exactly what left the gateway.
+//! exactly what left the gateway; the gateway's own credential checks
+//! (recognised by their user agent) are only counted.
 //!
 //! Test helpers live under `/sandbox/` (behind the same authentication):
 //! `/sandbox/bytes/N` streams N bytes, `/sandbox/status/N` answers N,
@@ -156,6 +157,9 @@ struct Shared {
     faults: Mutex<VecDeque<TokenFault>>,
     /// Refresh tokens presented to `/oauth/token`, oldest first.
     presented: Mutex<Vec<Secret>>,
+    /// `GET /v1/installations/me` calls from the gateway's credential check
+    /// (not in `recorded`, which is the traffic the gateway proxied).
+    credential_checks: std::sync::atomic::AtomicUsize,
 }
 
 /// A running sandbox.
@@ -178,13 +182,19 @@ impl Sandbox {
             tokens: Mutex::new(tokens),
             faults: Mutex::new(VecDeque::new()),
             presented: Mutex::new(Vec::new()),
+            credential_checks: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tls, stopped));
         Sandbox { addr, shared, stop, task }
     }
 
-    /// Requests received so far, oldest first.
+    /// How many credential checks the gateway made here.
+    pub fn credential_checks(&self) -> usize {
+        self.shared.credential_checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests received so far, oldest first (credential checks excepted).
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.recorded.lock().expect("sandbox lock").iter().cloned().collect()
     }
