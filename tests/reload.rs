@@ -1,6 +1,7 @@
 //! Hot reload through real sockets: a rotated API key (a changed secret
 //! file, noticed by the watcher) takes effect under steady load with zero
-//! failed requests; tenants come and go without a restart; a broken config
+//! failed requests; tenants come and go without a restart (a request in
+//! flight finishes on the config it started with); a broken config
 //! is refused and the old one keeps serving; SIGHUP reloads the binary.
 
 mod support;
@@ -79,8 +80,16 @@ async fn tenants_are_added_and_removed_without_a_restart() {
         "  hooli:\n    environment: staging\n    auth:\n      model: standalone_api_key\n      key: { file: hooli.key }\n",
     );
     assert_ne!(without_initech, kit.yaml);
+    // A request in flight for initech when it is removed finishes on the old config.
+    let in_flight = tokio::spawn(kit.get_owned("/sandbox/delay/800".into(), "initech"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kit.staging.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the slow request never reached the sandbox");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     kit.write_config(&without_initech);
     kit.gw.reload().await.unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200, "the request in flight finished on the old config");
 
     let r = kit.get("/v2/x", &[("x-pleo-tenant", "hooli")]).await;
     assert_eq!(r.status, 200);
