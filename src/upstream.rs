@@ -171,6 +171,18 @@ fn target(base: &BaseUrl, uri: &Uri) -> Result<Uri, http::Error> {
 }
 
 impl Upstream {
+    /// Turns an app's request into the one sent to Pleo: target on the base
+    /// URL (path and query as sent), HTTP/1.1 semantics (the client picks
+    /// h1 or h2 per connection by ALPN; an app's h2 must not force h2
+    /// upstream), hop-by-hop headers removed, `Host` set to Pleo's.
+    pub fn prepare<B>(&self, req: &mut Request<B>) -> Result<(), http::Error> {
+        *req.uri_mut() = target(&self.base, req.uri())?;
+        *req.version_mut() = Version::HTTP_11;
+        strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        Ok(())
+    }
+
     /// The environment's pooled client; the token endpoint is reached with it too.
     pub fn client(&self) -> &HttpClient {
         &self.client
@@ -198,18 +210,10 @@ impl Service<Request<RequestBody>> for Proxy {
             return Box::pin(std::future::ready(Err(err.into())));
         };
         let up = &tenant.upstream;
-        match target(&up.base, req.uri()) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => {
-                let err = GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e);
-                return Box::pin(std::future::ready(Err(err.into())));
-            }
+        if let Err(e) = up.prepare(&mut req) {
+            let err = GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e);
+            return Box::pin(std::future::ready(Err(err.into())));
         }
-        // The client picks HTTP/1.1 or HTTP/2 per connection (ALPN); an
-        // HTTP/2 request from the app must not force HTTP/2 upstream.
-        *req.version_mut() = Version::HTTP_11;
-        strip_hop_by_hop(req.headers_mut());
-        req.headers_mut().insert(header::HOST, up.host.clone());
 
         let access = req.extensions().get::<Arc<AccessSlot>>().cloned();
         let sent = up.client.request(req);
