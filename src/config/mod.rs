@@ -44,6 +44,8 @@ pub struct Config {
     pub access_log: crate::access_log::AccessLogConfig,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
+    /// `sandbox.access_token_ttl`: short tokens make refreshes frequent (benchmarks, demos).
+    pub sandbox_token_ttl: Option<Duration>,
     /// The files this config was read from (itself, secret and CA files):
     /// the reload watcher looks for changes in these.
     pub watched_files: Vec<PathBuf>,

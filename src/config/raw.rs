@@ -175,4 +175,6 @@ pub struct RawMetrics {
 pub struct RawSandbox {
     pub staging: Option<String>,
     pub production: Option<String>,
+    /// Lifetime of the OAuth access tokens the sandbox issues (default 15 min).
+    pub access_token_ttl: Option<String>,
 }

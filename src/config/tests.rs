@@ -44,6 +44,7 @@ fn errors_name_file_line_key_and_expectation() {
         ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
         ("tls: { cert: a, key: b }\n", &[":1:1", "tls", "cannot read TLS certificates from", "/etc/gw/a"]),
         ("client_ca: ca.pem\n", &[":1:1", "client_ca", "needs `tls`"]),
+        ("sandbox:\n  access_token_ttl: 10ms\n", &[":2:", "sandbox.access_token_ttl", "at least 1s"]),
         ("access_log: { format: xml }\n", &[":1:", "access_log.format", "json, text or off"]),
         ("legacy_tokens:\n  - { name: erp, sha256: nothex }\n", &[":2:", "legacy_tokens[0]", "64 hex"]),
         ("limits:\n  max_header_bytes: 100\n", &[":2:3", "limits.max_header_bytes", "8192 to 1048576"]),

@@ -67,6 +67,19 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     let access_log = access_log(&raw, &mut found);
     let tls = tls(&raw, base_dir, &mut found);
     let sandbox = sandbox(&raw, &mut found);
+    let sandbox_token_ttl = match raw.sandbox.as_ref().and_then(|s| s.access_token_ttl.as_deref()) {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            _ => {
+                found.push((
+                    key(&["sandbox", "access_token_ttl"]),
+                    format!("`{text}` is not a token lifetime (expected a duration of at least 1s, such as 3s or 15m)"),
+                ));
+                None
+            }
+        },
+    };
 
     if !found.is_empty() {
         return Err(found);
@@ -90,6 +103,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         watched_files,
         per_tenant_metrics: raw.metrics.per_tenant,
         sandbox,
+        sandbox_token_ttl,
         warnings,
     })
 }

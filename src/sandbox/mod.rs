@@ -109,6 +109,9 @@ impl SandboxSpec {
     pub fn for_gateway(config: &Config, env: Environment) -> Self {
         let mut spec = SandboxSpec::new(env);
         spec.record_limit = 256;
+        if let Some(ttl) = config.sandbox_token_ttl {
+            spec.access_token_ttl = ttl;
+        }
         let store = FileStore::new(&config.state_dir);
         for (name, t) in config.tenants.iter().filter(|(_, t)| t.environment == env) {
             let company_id = format!("company-{name}");
