@@ -210,7 +210,7 @@ impl Reloader {
         summary
     }
 
-    /// Polls the config's files and reloads when their contents change.
+    /// Polls the config's files and reloads when one of them changes.
     pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut seen = fingerprint(&self.loaded.lock().await.watched).await;
         loop {
@@ -232,16 +232,22 @@ impl Reloader {
     }
 }
 
-/// A digest of the files' contents (a missing file counts as a state too).
+/// A digest of the files' identity: inode, size and modification time
+/// (nanoseconds). A stat per file, not a read, so a config naming thousands
+/// of secret files stays cheap to watch; an edit, a rename over the file or
+/// Kubernetes swapping a mounted volume's symlink all change it. A missing
+/// file counts as a state too.
 async fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
+    use std::os::unix::fs::MetadataExt;
     let mut h = Sha256::new();
     for f in files {
         h.update(f.as_os_str().as_encoded_bytes());
-        match tokio::fs::read(f).await {
-            Ok(bytes) => {
+        match tokio::fs::metadata(f).await {
+            Ok(m) => {
                 h.update([1]);
-                h.update((bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
+                for n in [m.dev(), m.ino(), m.len(), m.mtime() as u64, m.mtime_nsec() as u64] {
+                    h.update(n.to_le_bytes());
+                }
             }
             Err(_) => h.update([0]),
         }

@@ -121,12 +121,16 @@ pub fn spawn(
         log(&first);
         let _ = tx.send(Some(first));
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(RECHECK) => {}
-                _ = stop.changed() => return,
-            }
-            if !Arc::ptr_eq(&shared.load(), &routes) {
-                return;
+            // Look every second whether a reload replaced these routes, so
+            // an old table is not kept alive for a whole RECHECK.
+            for _ in 0..RECHECK.as_secs() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                if !Arc::ptr_eq(&shared.load(), &routes) {
+                    return;
+                }
             }
             let again = pass(&routes, |t| t.check.state() != CheckState::Connected).await;
             if !again.failed.is_empty() || again.connected > 0 {
