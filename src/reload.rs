@@ -25,7 +25,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::config::{AuthConfig, Config, ConfigError};
 use crate::credential::check::{self, Summary};
-use crate::credential::Sessions;
+use crate::credential::{store, Sessions};
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes};
@@ -43,6 +43,12 @@ pub enum ReloadError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("state_dir {path} cannot hold OAuth token state: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a reload may not change (needs a restart), as loaded at start.
@@ -172,7 +178,13 @@ impl Reloader {
                  with a restart; keeping the running values, applying the rest"
             );
         }
-        // Everything that can fail, before anything changes.
+        // Everything that can fail, before anything changes. The first
+        // managed OAuth tenant may arrive with this reload: its rotated
+        // tokens need the (running) state_dir writable before it refreshes.
+        if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+            let dir = loaded.fixed.state_dir.clone();
+            store::prepare_dir(&dir).map_err(|source| ReloadError::StateDir { path: dir, source })?;
+        }
         let key = upstreams_key(&config);
         let upstreams = if key == loaded.upstreams_key { loaded.upstreams.clone() } else { Upstreams::build(&config)? };
         // Certificate and key are read again: a renewed certificate is

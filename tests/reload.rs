@@ -176,3 +176,42 @@ async fn sighup_reloads_the_running_binary() {
     staging.shutdown().await;
     production.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_managed_oauth_tenant_added_by_a_reload_needs_a_usable_state_dir_then_connects() {
+    use pleo_gateway::sandbox::OAuthClient;
+    use pleo_gateway::secret::Secret;
+    let production = production_spec().oauth_client(OAuthClient {
+        client_id: "late-client".into(),
+        client_secret: Secret::new("late-client-secret-value"),
+        company_id: "company-late".into(),
+        refresh_tokens: vec![Secret::new("rt_late_tenant_initial_0042")],
+    });
+    let kit = Kit::start_with(staging_spec(), production, "").await;
+    let state_dir = kit.dir.path().join("state");
+    assert!(!state_dir.exists(), "no managed OAuth tenant yet, so no state_dir");
+    std::fs::write(kit.dir.path().join("late.secret"), "late-client-secret-value").unwrap();
+    std::fs::write(kit.dir.path().join("late.refresh"), "rt_late_tenant_initial_0042").unwrap();
+    kit.write_config(&format!(
+        "{}  late:\n    environment: production\n    auth:\n      model: oauth2\n      client_id: late-client\n      client_secret: {{ file: late.secret }}\n      refresh_token: {{ file: late.refresh }}\n",
+        kit.yaml
+    ));
+    // A state_dir that cannot hold tokens fails the reload (the old config
+    // serves) rather than refreshing a token the gateway could not keep.
+    std::fs::write(&state_dir, "not a directory").unwrap();
+    let e = kit.gw.reload().await.unwrap_err().to_string();
+    assert!(e.contains("state_dir"), "{e}");
+    kit.get("/v2/x", &[("x-pleo-tenant", "late")]).await.assert_refused(403, "unknown_tenant");
+    assert_eq!(kit.production.token_stats().refreshes, 0);
+
+    std::fs::remove_file(&state_dir).unwrap();
+    kit.gw.reload().await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let r = kit.get("/v2/x", &[("x-pleo-tenant", "late")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["companyId"], "company-late");
+    assert!(state_dir.join("late.json").is_file(), "the rotated token was saved");
+    assert_eq!(kit.production.token_stats().reuse_detected, 0);
+    kit.stop().await;
+}
