@@ -17,13 +17,10 @@ async fn run(access_log: &str, requests: &[(&str, Vec<(&str, String)>)]) -> Vec<
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(CLIENT_KEY));
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}clients:\n  - name: erp\n    key_sha256: \"{digest}\"\n    tenants: [acme, globex]\naccess_log: {access_log}\n",
-        environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr)),
-        tenants_yaml(dir.path()),
+    let extra = format!(
+        "clients:\n  - name: erp\n    key_sha256: \"{digest}\"\n    tenants: [acme, globex]\naccess_log: {access_log}\n"
     );
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let path = write_standard_config(dir.path(), &base_url(&staging), &base_url(&production), &extra);
     let gw = Process::spawn(&["--config", path.to_str().unwrap()], &[("RUST_LOG", "debug")]);
     let (addr, _) = gw.listening().await;
     let client = http_client();

@@ -23,11 +23,7 @@ async fn a_tenant_without_a_usable_credential_degrades_alone() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hooli.secret"), "hooli-client-secret-value").unwrap();
     std::fs::write(dir.path().join("hooli.refresh"), "hooli-refresh-token-value").unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}{MANAGED_OAUTH_TENANT}",
-        environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr)),
-        tenants_yaml(dir.path()),
-    );
+    let yaml = standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), MANAGED_OAUTH_TENANT);
     let gw = start_gateway(&yaml, dir.path()).await;
     let client = http_client();
     let get = |tenant: &'static str| {

@@ -7,26 +7,15 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn write_config(dir: &std::path::Path, staging: &str, production: &str, extra: &str) -> std::path::PathBuf {
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}{extra}",
-        environments_yaml(staging, production),
-        tenants_yaml(dir)
-    );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_a_request_in_flight_then_exits_0() {
     let staging = sandbox(staging_spec()).await;
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
+    let path = write_standard_config(
         dir.path(),
-        &format!("http://{}", staging.addr),
-        &format!("http://{}", production.addr),
+        &base_url(&staging),
+        &base_url(&production),
         "limits: { drain_timeout: 10s }\n",
     );
     let gw = Process::spawn(&["--config", path.to_str().unwrap()], &[]);

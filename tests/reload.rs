@@ -142,13 +142,8 @@ async fn sighup_reloads_the_running_binary() {
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hooli.key"), "sk_hooli_staging_0f1e2d").unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}",
-        environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr)),
-        tenants_yaml(dir.path())
-    );
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, &yaml).unwrap();
+    let path = write_standard_config(dir.path(), &base_url(&staging), &base_url(&production), "");
+    let yaml = std::fs::read_to_string(&path).unwrap();
     let gw = Process::spawn(&["--config", path.to_str().unwrap()], &[]);
     let (addr, _) = gw.listening().await;
     let client = http_client();

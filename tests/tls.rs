@@ -98,12 +98,10 @@ async fn start(pki: &Pki, server: &Issued) -> Kit {
     std::fs::write(dir.path().join("tls.key"), server.key.serialize_pem()).unwrap();
     std::fs::write(dir.path().join("clients-ca.pem"), pki.ca.pem()).unwrap();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(BI_KEY));
-    let mut yaml = "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n".to_string();
-    yaml += &environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr));
-    yaml += &tenants_yaml(dir.path());
-    yaml += &format!(
+    let extra = format!(
         "tls: {{ cert: tls.crt, key: tls.key }}\nclient_ca: clients-ca.pem\nclients:\n  - name: erp-client\n    tenants: [globex]\n  - name: bi\n    key_sha256: \"{digest}\"\n    tenants: [initech]\ntenant_from:\n  - header: X-Pleo-Tenant\n  - client_key\n"
     );
+    let yaml = standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), &extra);
     let gw = start_gateway(&yaml, dir.path()).await;
     Kit { gw, staging, production, client: http_client(), dir, yaml }
 }

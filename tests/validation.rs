@@ -73,11 +73,7 @@ async fn an_unreachable_pleo_leaves_the_tenant_serving_unverified() {
     drop(dead);
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}",
-        environments_yaml(&format!("http://{dead_addr}"), &format!("http://{}", production.addr)),
-        tenants_yaml(dir.path())
-    );
+    let yaml = standard_yaml(dir.path(), &format!("http://{dead_addr}"), &base_url(&production), "");
     let gw = start_gateway(&yaml, dir.path()).await;
     let summary = gw.credential_check().await;
     assert_eq!(summary.failed.len(), 2);
@@ -97,13 +93,7 @@ async fn strict_refuses_to_start_when_a_key_is_rejected() {
     let staging = sandbox(SandboxSpec::new(Environment::Staging).api_key(GLOBEX_KEY, "company-globex")).await;
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}",
-        environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr)),
-        tenants_yaml(dir.path())
-    );
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let path = write_standard_config(dir.path(), &base_url(&staging), &base_url(&production), "");
     let gw = Process::spawn(&["--config", path.to_str().unwrap(), "--strict"], &[]);
     let (exit, log) = tokio::task::spawn_blocking(move || gw.wait()).await.unwrap();
     assert_eq!(exit.code(), Some(69), "{log}");

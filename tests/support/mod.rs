@@ -80,6 +80,28 @@ pub fn environments_yaml(staging: &str, production: &str) -> String {
     )
 }
 
+/// A sandbox's base URL.
+pub fn base_url(sandbox: &Sandbox) -> String {
+    format!("http://{}", sandbox.addr)
+}
+
+/// The standard three tenants on port 0, pointed at these base URLs, with
+/// their secret files in `dir`; `extra` is appended.
+pub fn standard_yaml(dir: &Path, staging: &str, production: &str, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{}{}{extra}",
+        environments_yaml(staging, production),
+        tenants_yaml(dir)
+    )
+}
+
+/// `standard_yaml` written to `dir`/gateway.yaml, for running the binary.
+pub fn write_standard_config(dir: &Path, staging: &str, production: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, standard_yaml(dir, staging, production, extra)).unwrap();
+    path
+}
+
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// A plain-HTTP client for talking to gateways and sandboxes on loopback.
@@ -130,10 +152,7 @@ impl Kit {
         let staging = sandbox(staging).await;
         let production = sandbox(production).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut yaml = "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n".to_string();
-        yaml += &environments_yaml(&format!("http://{}", staging.addr), &format!("http://{}", production.addr));
-        yaml += &tenants_yaml(dir.path());
-        yaml += extra;
+        let yaml = standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), extra);
         let gw = start_gateway(&yaml, dir.path()).await;
         let client = http_client();
         Kit { gw, staging, production, client, dir, yaml }
