@@ -137,24 +137,22 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
         let (first, second) = (values.next(), values.next());
         let cert = req.extensions().get::<ClientCertNames>();
-        let client = match (first, second) {
-            (None, _) if routes.clients.is_empty() => return Ok(req),
-            // No key, but a certificate the handshake verified against client_ca.
-            (None, _) => match cert.and_then(|names| routes.clients.by_certificate(names)) {
-                Some(client) => client.clone(),
-                None => return Err(GatewayError::new(ErrorCode::ClientUnauthenticated).into()),
-            },
-            (Some(v), None) => match routes.clients.identify(v) {
-                Some(c) => c.clone(),
-                None => {
-                    routes.legacy_tokens.count(first);
-                    return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
-                }
-            },
+        let found = match first {
+            None if routes.clients.is_empty() => return Ok(req),
+            // No key, but maybe a certificate the handshake verified against client_ca.
+            None => cert.and_then(|names| routes.clients.by_certificate(names)).ok_or(ErrorCode::ClientUnauthenticated),
             // Two Authorization headers: never guess which one was meant.
-            (Some(_), Some(_)) => {
-                routes.legacy_tokens.count(first);
-                return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
+            Some(v) => {
+                second.is_none().then(|| routes.clients.identify(v)).flatten().ok_or(ErrorCode::LegacyTokenRefused)
+            }
+        };
+        let client = match found {
+            Ok(client) => client.clone(),
+            Err(code) => {
+                if code == ErrorCode::LegacyTokenRefused {
+                    routes.legacy_tokens.count(first);
+                }
+                return Err(GatewayError::new(code).into());
             }
         };
         req.headers_mut().remove(header::AUTHORIZATION);
