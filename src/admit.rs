@@ -10,7 +10,7 @@ use prometheus::IntGauge;
 use tower::filter::Predicate;
 
 use crate::error::{ErrorCode, GatewayError};
-use crate::routes::snapshot;
+use crate::routes::snapshot_ref;
 use crate::BoxError;
 
 #[derive(Clone, Debug)]
@@ -29,7 +29,8 @@ impl<B> Predicate<Request<B>> for Admit {
     type Request = Request<B>;
 
     fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
-        let routes = snapshot(&req)?;
+        // Borrowed, not cloned: this step only reads two numbers.
+        let routes = snapshot_ref(&req)?;
         if self.in_flight.get() > routes.max_in_flight as i64 {
             return Err(GatewayError::new(ErrorCode::Overloaded).into());
         }

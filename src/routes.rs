@@ -135,8 +135,13 @@ fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, 
 
 /// The snapshot `observe` attached. Missing only if the stack is mis-assembled.
 pub fn snapshot<B>(req: &Request<B>) -> Result<Arc<Routes>, BoxError> {
+    snapshot_ref(req).cloned()
+}
+
+/// The same, borrowed, for steps that only read it.
+pub fn snapshot_ref<B>(req: &Request<B>) -> Result<&Arc<Routes>, BoxError> {
     match req.extensions().get::<Snapshot>() {
-        Some(s) => Ok(s.0.clone()),
+        Some(s) => Ok(&s.0),
         None => Err(GatewayError::new(ErrorCode::UpstreamUnavailable)
             .with_source("routes snapshot missing: observe layer not installed")
             .into()),
