@@ -8,19 +8,21 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus::IntGauge;
 
-use crate::access_log::AccessLine;
+use hyper::body::Incoming;
 
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+use crate::access_log::AccessLine;
+use crate::upstream::PooledBody;
+
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 pub fn local(body: Full<Bytes>) -> ResponseBody {
     Either::Right(body)
 }
 
-pub fn upstream(body: Incoming) -> ResponseBody {
+pub fn upstream(body: PooledBody) -> ResponseBody {
     Either::Left(body)
 }
 

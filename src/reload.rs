@@ -79,7 +79,11 @@ impl Fixed {
 /// What the upstream clients are built from: same key, same pools.
 fn upstreams_key(c: &Config) -> String {
     // Environment configs hold URLs and paths only, never a secret.
-    format!("{:?} {:?} {:?}", c.environments, c.limits.upstream_connect_timeout, c.limits.upstream_timeout)
+    let l = &c.limits;
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        c.environments, l.upstream_connect_timeout, l.upstream_timeout, l.upstream_idle_timeout
+    )
 }
 
 pub fn serve_options(c: &Config) -> ServeOptions {

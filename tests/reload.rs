@@ -37,6 +37,9 @@ async fn rotating_an_api_key_file_under_load_fails_no_request() {
                     let r = kit.get("/v2/employees", &[("x-pleo-tenant", "globex")]).await;
                     let counter = if r.status == 200 { &served } else { &failed };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    // Paced, so the sandbox's record (10,000 requests) still
+                    // holds the old-key requests when the test reads it.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
         })

@@ -171,6 +171,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// A kept-alive upstream connection unused this long is closed.
+    pub upstream_idle_timeout: Duration,
     pub drain_timeout: Duration,
     /// Largest request head (request line + headers); larger gets 431.
     pub max_header_bytes: usize,
@@ -190,6 +192,7 @@ impl Default for Limits {
             max_in_flight: 10_000,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 65536,
             token_timeout: Duration::from_secs(10),

@@ -153,6 +153,7 @@ pub struct RawLimits {
     pub header_read_timeout: Option<String>,
     pub upstream_connect_timeout: Option<String>,
     pub upstream_timeout: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
     pub drain_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub idle_timeout: Option<String>,

@@ -532,6 +532,7 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         ("idle_timeout", &l.idle_timeout, &mut limits.idle_timeout),
         ("upstream_connect_timeout", &l.upstream_connect_timeout, &mut limits.upstream_connect_timeout),
         ("upstream_timeout", &l.upstream_timeout, &mut limits.upstream_timeout),
+        ("upstream_idle_timeout", &l.upstream_idle_timeout, &mut limits.upstream_idle_timeout),
         ("drain_timeout", &l.drain_timeout, &mut limits.drain_timeout),
     ] {
         if let Some(text) = given {

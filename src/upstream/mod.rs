@@ -2,10 +2,14 @@
 //!
 //! Rewrites the target to the environment's base URL (path and query kept
 //! byte for byte), sets `Host` to the upstream's, removes hop-by-hop headers in
-//! both directions, and sends through a pooled keep-alive client (rustls, with
-//! webpki roots bundled, HTTP/2 by ALPN where Pleo offers it). Bodies stream
-//! both ways. Connection failures answer 502 `upstream_unavailable`, no
-//! response head in time 504 `upstream_timeout`.
+//! both directions, and sends through the environment's keep-alive [`Pool`]
+//! (rustls, with webpki roots bundled, HTTP/2 by ALPN where Pleo offers it).
+//! Bodies stream both ways. Connection failures answer 502
+//! `upstream_unavailable`, no response head in time 504 `upstream_timeout`.
+
+mod pool;
+
+pub use pool::{Pool, PooledBody};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,6 +43,9 @@ pub struct Upstream {
     pub environment: Environment,
     pub base: BaseUrl,
     host: HeaderValue,
+    /// The request path's connections.
+    pool: Arc<Pool>,
+    /// For the gateway's own calls (token endpoint, credential check).
     client: HttpClient,
     timeout: Duration,
 }
@@ -59,7 +66,9 @@ impl Upstreams {
     pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
         let mut out = BTreeMap::new();
         for (env, ec) in &config.environments {
-            let client = client(*env, ec, config)?;
+            let connector = connector(*env, ec, config)?;
+            let pool = Arc::new(Pool::new(connector.clone(), &ec.base_url, config.limits.upstream_idle_timeout));
+            let client = client(connector, config.limits.upstream_idle_timeout);
             let host =
                 HeaderValue::from_str(ec.base_url.authority.as_str()).expect("authority is a valid header value");
             out.insert(
@@ -68,6 +77,7 @@ impl Upstreams {
                     environment: *env,
                     base: ec.base_url.clone(),
                     host,
+                    pool,
                     client,
                     timeout: config.limits.upstream_timeout,
                 }),
@@ -81,7 +91,14 @@ impl Upstreams {
     }
 }
 
-fn client(env: Environment, ec: &EnvironmentConfig, config: &Config) -> Result<HttpClient, UpstreamError> {
+/// TCP + rustls to one environment. One `ClientConfig` per environment,
+/// shared by the pool and the client, so its session cache resumes TLS
+/// sessions on new connections.
+fn connector(
+    env: Environment,
+    ec: &EnvironmentConfig,
+    config: &Config,
+) -> Result<HttpsConnector<HttpConnector>, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &ec.ca_file {
@@ -109,22 +126,25 @@ fn client(env: Environment, ec: &EnvironmentConfig, config: &Config) -> Result<H
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.limits.upstream_connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http))
+}
+
+fn client(https: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> HttpClient {
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(idle_timeout)
         // With h2 every request shares one connection; a fixed 64 KiB window
         // would cap each download at window/RTT. Size it from measured BDP.
         .http2_adaptive_window(true)
         // Notice a dead h2 connection (NAT, LB) before a request lands on it.
         .http2_keep_alive_interval(Duration::from_secs(30))
         .http2_keep_alive_while_idle(true)
-        .build(https))
+        .build(https)
 }
 
 /// RFC 9110 7.6.1: headers that describe one connection, never forwarded.
@@ -159,7 +179,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHORIZATION);
 }
 
-/// The upstream URI: base URL + the request's path and query, as sent.
+/// The upstream target in origin form: the base URL's path + the request's
+/// path and query, as sent (the pool adds scheme and authority for h2).
 fn target(base: &BaseUrl, uri: &Uri) -> Result<Uri, http::Error> {
     let pq = uri.path_and_query().map(PathAndQuery::as_str).unwrap_or("/");
     let pq = if base.path.is_empty() {
@@ -167,7 +188,7 @@ fn target(base: &BaseUrl, uri: &Uri) -> Result<Uri, http::Error> {
     } else {
         PathAndQuery::try_from(format!("{}{}", base.path, pq))?
     };
-    Uri::builder().scheme(base.scheme.clone()).authority(base.authority.clone()).path_and_query(pq).build()
+    Ok(Uri::from(pq))
 }
 
 impl Upstream {
@@ -216,11 +237,10 @@ impl Service<Request<RequestBody>> for Proxy {
         }
 
         let access = req.extensions().get::<Arc<AccessSlot>>().cloned();
-        let sent = up.client.request(req);
         let timeout = up.timeout;
         Box::pin(async move {
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, sent).await;
+            let result = tokio::time::timeout(timeout, tenant.upstream.pool.send(req)).await;
             let took = started.elapsed();
             tenant.metrics.upstream.observe(took.as_secs_f64());
             if let Some(slot) = access {
@@ -228,7 +248,7 @@ impl Service<Request<RequestBody>> for Proxy {
             }
             let mut resp = match result {
                 Ok(Ok(resp)) => resp,
-                Ok(Err(e)) if body::is_too_large(&e) => {
+                Ok(Err(e)) if body::is_too_large(&*e) => {
                     return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).with_source(e).into())
                 }
                 Ok(Err(e)) => return Err(GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e).into()),
@@ -256,9 +276,9 @@ mod tests {
             path: String::new(),
         };
         let uri: Uri = "/v2/employees%2F1?x=%20y&z".parse().unwrap();
-        assert_eq!(target(&base, &uri).unwrap(), "https://external.pleo.io/v2/employees%2F1?x=%20y&z");
+        assert_eq!(target(&base, &uri).unwrap(), "/v2/employees%2F1?x=%20y&z");
         let base = BaseUrl { path: "/api".into(), ..base };
-        assert_eq!(target(&base, &uri).unwrap(), "https://external.pleo.io/api/v2/employees%2F1?x=%20y&z");
+        assert_eq!(target(&base, &uri).unwrap(), "/api/v2/employees%2F1?x=%20y&z");
     }
 
     #[test]
