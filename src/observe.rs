@@ -42,9 +42,23 @@ impl RequestIds {
         RequestIds { prefix: h.finish() as u32, next: AtomicU64::new(1) }
     }
 
+    /// 24 lowercase hex digits: prefix, then counter. Written into a stack
+    /// buffer (no `format!` machinery on every request).
     fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::try_from(format!("{:08x}{:016x}", self.prefix, n)).expect("hex is a valid header value")
+        let mut id = [0u8; 24];
+        hex_into(&mut id[..8], u64::from(self.prefix));
+        hex_into(&mut id[8..], n);
+        HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+    }
+}
+
+/// Writes `n` as `out.len()` lowercase hex digits (the low ones if it is longer).
+fn hex_into(out: &mut [u8], mut n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -146,5 +160,19 @@ where
             line
         });
         Poll::Ready(Ok(resp.map(|b| Tracked::new(b, in_flight, access))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_then_counter_in_fixed_width_hex() {
+        let ids = RequestIds { prefix: 0xdead_beef, next: AtomicU64::new(0x1f) };
+        assert_eq!(ids.make(), "deadbeef000000000000001f");
+        assert_eq!(ids.make(), "deadbeef0000000000000020");
+        let ids = RequestIds { prefix: 0x7, next: AtomicU64::new(u64::MAX) };
+        assert_eq!(ids.make(), "00000007ffffffffffffffff");
     }
 }
