@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
-bin=$here/target/release/pleo-gateway
+bin=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

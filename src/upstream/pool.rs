@@ -81,7 +81,9 @@ impl Pool {
             .path_and_query("/")
             .build()
             .expect("a validated base URL makes a valid URI");
-        let h1 = http1::Builder::new();
+        let mut h1 = http1::Builder::new();
+        // As on the listener: one write() per request head + small body.
+        h1.writev(false);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             // One connection carries every request: a fixed 64 KiB window
