@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A/B runs of one proxy at a time, for deciding on a change: the shared
+# harness' origin (nginx, CPU 1) and one contender on CPU 0 (the gateway or
+# the harness' nginx proxy config), wrk at CPU 1, and CPU 0's busy time per
+# request from /proc/stat. Quicker and less noisy than bench/load.sh when
+# runs of two builds are alternated:
+#   for b in old new old new; do PLEO_GATEWAY_BIN=/tmp/pgw-$b bench/ab.sh gateway http; done
+# usage: bench/ab.sh gateway|nginx http|https [connections=32] [seconds=4]
+set -euo pipefail
+who=${1:?gateway|nginx} origin=${2:?http|https} conns=${3:-32} secs=${4:-4}
+here=$(cd "$(dirname "$0")/.." && pwd)
+harness=${BENCH_HARNESS:-$here/../shared/bench}
+w=$here/bench-results/ab
+mkdir -p "$w/gw" "$w/logs"
+pgids=()
+cleanup() { for g in "${pgids[@]}"; do kill -- "-$g" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+: >"$w/origin-auth.map"; : >"$w/nginx-tenants.map"; : >"$w/tenants.auth"; : >"$w/tenants.tsv"
+while IFS=$'\t' read -r name scheme secret _; do
+  [[ -z $name || $name == \#* ]] && continue
+  case $scheme in bearer) a="Bearer $secret" ;; basic) a="Basic $(printf '%s:' "$secret" | base64 -w0)" ;; esac
+  printf '%s\t%s\n' "$name" "$a" >>"$w/tenants.auth"
+  printf '"/bench/%s|%s" 1;\n' "$name" "$a" >>"$w/origin-auth.map"
+  printf '"%s" "%s";\n' "$name" "$a" >>"$w/nginx-tenants.map"
+  printf '%s\t%s\t%s\n' "$name" "$scheme" "$secret" >>"$w/tenants.tsv"
+done <"$harness/tenants.tsv"
+if [[ ! -f $w/origin.crt ]]; then
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$w/ca.key" -out "$w/ca.crt" \
+      -days 30 -subj "/CN=pleo-gateway ab CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$w/origin.key" -out "$w/origin.csr" -subj "/CN=localhost"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$w/origin.ext"
+    openssl x509 -req -in "$w/origin.csr" -CA "$w/ca.crt" -CAkey "$w/ca.key" -CAcreateserial -out "$w/origin.crt" \
+      -days 30 -extfile "$w/origin.ext"
+  } >"$w/logs/openssl.log" 2>&1
+fi
+# Ports 18180-18190, apart from bench/load.sh's 18080-18092.
+sed -e "s#@TMP@#$w#g" "$harness/conf/origin-locations.inc.tmpl" >"$w/origin-locations.inc"
+sed -e "s#@TMP@#$w#g" -e "s#@HTTP_PORT@#18180#g" -e "s#@HTTPS_PORT@#18181#g" -e "s#@STATUS_PORT@#18182#g" \
+  "$harness/conf/origin.nginx.conf.tmpl" >"$w/origin.conf"
+if [[ $origin == https ]]; then up=18181; else up=18180; fi
+setsid taskset -c 1 nginx -e "$w/origin-startup.log" -p "$w/" -c "$w/origin.conf" -g 'daemon off;' >"$w/logs/origin.log" 2>&1 &
+pgids+=($!)
+if [[ $who == nginx ]]; then
+  sed -e "s#@TMP@#$w#g" -e "s#@LISTEN_PORT@#18190#g" -e "s#@UP_PORT@#$up#g" -e "s#@UP_HOST@#127.0.0.1:$up#g" \
+    -e "s#@UP_SCHEME@#$origin#g" -e "s#@UP_TLS_NAME@#localhost#g" "$harness/conf/proxy.nginx.conf.tmpl" >"$w/nginx-proxy.conf"
+  setsid taskset -c 0 nginx -e "$w/nginx-startup.log" -p "$w/" -c "$w/nginx-proxy.conf" -g 'daemon off;' >"$w/logs/proxy.log" 2>&1 &
+else
+  GATEWAY_LISTEN=127.0.0.1:18190 GATEWAY_PORT=18190 GATEWAY_UPSTREAM=$origin://127.0.0.1:$up GATEWAY_UPSTREAM_CA=$w/ca.crt \
+    GATEWAY_TENANTS_TSV=$w/tenants.tsv GATEWAY_WORKDIR=$w/gw GATEWAY_WORKERS=1 \
+    setsid taskset -c 0 bash "$here/bench/gateway-wrapper.sh" >"$w/logs/proxy.log" 2>&1 &
+fi
+pgids+=($!)
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18190/ && break; sleep 0.1; done
+for t in $(cut -f1 "$w/tenants.tsv"); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Pleo-Tenant: $t" "http://127.0.0.1:18190/bench/$t")
+  [[ $code == 200 ]] || { echo "preflight: $t got $code" >&2; exit 1; }
+done
+wrk_run() { taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
+busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+wrk_run 2s >/dev/null
+read -r b0 _ < <(busy)
+wrk_run "${secs}s" >"$w/logs/wrk.txt"
+read -r b1 _ < <(busy)
+reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
+awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
+  -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
+  'BEGIN { printf "%s %s c%d: %s req/s, p50 %s, CPU 0 %.1f us/req\n", who, o, c, rps, p50, b * 1e6 / hz / r }'
