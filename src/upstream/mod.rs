@@ -37,7 +37,7 @@ use crate::BoxError;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// One Pleo environment: where it is and the pooled client that reaches it.
+/// One Pleo environment: where it is and the connections that reach it.
 #[derive(Debug)]
 pub struct Upstream {
     pub environment: Environment,
@@ -133,17 +133,14 @@ fn connector(
         .wrap_connector(http))
 }
 
+/// The client for the gateway's own few, small calls (token endpoint,
+/// credential check, `connect`); app traffic goes through the [`Pool`],
+/// which carries the h2 tuning for large streams.
 fn client(https: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle_timeout)
-        // With h2 every request shares one connection; a fixed 64 KiB window
-        // would cap each download at window/RTT. Size it from measured BDP.
-        .http2_adaptive_window(true)
-        // Notice a dead h2 connection (NAT, LB) before a request lands on it.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_while_idle(true)
         .build(https)
 }
 
@@ -204,7 +201,8 @@ impl Upstream {
         Ok(())
     }
 
-    /// The environment's pooled client; the token endpoint is reached with it too.
+    /// The client for the gateway's own calls to this environment (token
+    /// endpoint, credential check); requests from apps use the pool.
     pub fn client(&self) -> &HttpClient {
         &self.client
     }

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Parts, Scheme};
+use http::uri::Parts;
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -42,10 +42,8 @@ const MAX_IDLE_HTTP1: usize = 256;
 /// Sends requests to one Pleo environment over kept-alive connections.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    /// `scheme://authority` of the environment: what we connect to.
+    /// `scheme://authority/` of the environment: what we connect to.
     origin: Uri,
-    scheme: Scheme,
-    authority: http::uri::Authority,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     idle_timeout: Duration,
@@ -92,17 +90,7 @@ impl Pool {
             // Notice a dead h2 connection (NAT, LB) before a request lands on it.
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        Pool {
-            connector,
-            origin,
-            scheme: base.scheme.clone(),
-            authority: base.authority.clone(),
-            h1,
-            h2,
-            idle_timeout,
-            idle: Mutex::new(Idle::default()),
-            reaper: OnceLock::new(),
-        }
+        Pool { connector, origin, h1, h2, idle_timeout, idle: Mutex::new(Idle::default()), reaper: OnceLock::new() }
     }
 
     /// Sends `req` (origin-form URI) and returns Pleo's response head; the
@@ -162,8 +150,8 @@ impl Pool {
     /// h2 needs `:scheme` and `:authority`; HTTP/1 sends the origin form.
     fn absolute(&self, uri: &Uri) -> Uri {
         let mut parts = Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = self.origin.scheme().cloned();
+        parts.authority = self.origin.authority().cloned();
         parts.path_and_query = uri.path_and_query().cloned();
         Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
     }
