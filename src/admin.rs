@@ -43,6 +43,12 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
+    let routes = state.routes.load();
+    // DNS rebinding and cross-site reads apply here too: /tenants lists
+    // company ids and masked credentials. No browser origin is allowed.
+    if let Err(e) = crate::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+        return e.to_response();
+    }
     match req.uri().path() {
         "/metrics" => {
             state.sessions.update_gauges();
@@ -60,7 +66,9 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         "/readyz" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/tenants" => {
-            let routes = state.routes.load();
+            if !admin_authorized(&routes, req) {
+                return crate::error::GatewayError::new(crate::error::ErrorCode::AdminUnauthenticated).to_response();
+            }
             let mut list: Vec<_> = routes.tenants.values().collect();
             list.sort_by(|a, b| a.id.cmp(&b.id));
             let tenants: Vec<_> = list
@@ -100,6 +108,26 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /tenants\n"),
     }
+}
+
+/// `/tenants` is open when no admin tokens are configured (validation allows
+/// that on loopback only, or with `admin.allow_unauthenticated`); otherwise
+/// it takes `Authorization: Bearer <token>` whose SHA-256 is listed.
+fn admin_authorized<B>(routes: &crate::routes::Routes, req: &Request<B>) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    if routes.admin_open {
+        return true;
+    }
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &v.as_bytes()[7..]))
+    else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
+    routes.admin_tokens.keys().any(|k| bool::from(k.ct_eq(&digest)))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -1,16 +1,36 @@
-//! Step 1, first of all: admission. Sheds load with 503 `overloaded` once
+//! Admission: what the gateway agrees to work on.
+//!
+//! First of all ([`Admit`]): sheds load with 503 `overloaded` once
 //! `limits.max_in_flight` requests are being handled (queuing without bound
-//! would only turn a burst into timeouts and memory), and refuses a body
-//! whose declared `Content-Length` is over `limits.max_request_body_bytes`
-//! with 413 before a byte of it is read. Bodies of unknown length are held
-//! to the same limit while they stream (`body::RequestBody`).
+//! would only turn a burst into timeouts and memory), refuses a method Pleo's
+//! API does not use with 405 (TRACE would echo the attached credential back,
+//! CONNECT would open a tunnel), and refuses a body whose declared
+//! `Content-Length` is over `limits.max_request_body_bytes` with 413 before a
+//! byte of it is read. Bodies of unknown length are held to the same limit
+//! while they stream (`body::RequestBody`).
+//!
+//! Once the tenant is known ([`ShareLayer`]): each tenant and each client
+//! key may hold only its share of the in-flight slots
+//! (`max_in_flight_per_tenant`, `max_in_flight_per_client`), so one noisy app
+//! or a tenant with trickling uploads gets 503 `overloaded` before it can
+//! take every slot from the others. The slots are held until the response
+//! body is done (`observe` moves them into the body).
 
-use http::{header, Request};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{header, Method, Request, Response};
+use pin_project_lite::pin_project;
 use prometheus::IntGauge;
 use tower::filter::Predicate;
+use tower::{Layer, Service};
 
+use crate::client_auth::ClientIdentity;
 use crate::error::{ErrorCode, GatewayError};
-use crate::routes::snapshot_ref;
+use crate::routes::{snapshot_ref, Tenant};
 use crate::BoxError;
 
 #[derive(Clone, Debug)]
@@ -25,6 +45,14 @@ impl Admit {
     }
 }
 
+/// The methods Pleo's External API uses.
+fn forwarded_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS
+    )
+}
+
 impl<B> Predicate<Request<B>> for Admit {
     type Request = Request<B>;
 
@@ -34,10 +62,150 @@ impl<B> Predicate<Request<B>> for Admit {
         if self.in_flight.get() > routes.max_in_flight as i64 {
             return Err(GatewayError::new(ErrorCode::Overloaded).into());
         }
+        if !forwarded_method(req.method()) {
+            return Err(GatewayError::new(ErrorCode::MethodNotAllowed).into());
+        }
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > routes.max_request_body_bytes) {
             return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).into());
         }
         Ok(req)
+    }
+}
+
+// === impl Share ===
+
+/// A bounded count of requests in flight (one tenant's, one client's).
+#[derive(Clone, Debug)]
+pub struct Share(Arc<ShareInner>);
+
+#[derive(Debug)]
+struct ShareInner {
+    used: AtomicUsize,
+    max: usize,
+}
+
+/// One slot of a [`Share`], given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Share);
+
+impl Share {
+    pub fn new(max: usize) -> Share {
+        Share(Arc::new(ShareInner { used: AtomicUsize::new(0), max }))
+    }
+
+    fn take(&self) -> Option<Slot> {
+        let prev = self.0.used.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.0.max {
+            self.0.used.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0 .0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The slots a request holds; travels in the response's extensions to
+/// `observe`, which keeps them until the body is done. (Shared only because
+/// extensions must be `Clone`; nothing clones it.)
+#[derive(Clone, Debug)]
+pub struct Slots {
+    _held: Arc<(Option<Slot>, Option<Slot>)>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShareLayer;
+
+impl<S> Layer<S> for ShareLayer {
+    type Service = Shares<S>;
+    fn layer(&self, inner: S) -> Shares<S> {
+        Shares { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Shares<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Shares<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = SharesFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let refused = || SharesFuture::Refused { err: Some(GatewayError::new(ErrorCode::Overloaded).into()) };
+        // A request without a tenant or client takes no slot of that kind.
+        let tenant = match req.extensions().get::<Arc<Tenant>>().map(|t| t.in_flight.take()) {
+            Some(None) => return refused(),
+            taken => taken.flatten(),
+        };
+        let client = match req.extensions().get::<ClientIdentity>().map(|c| c.0.in_flight.take()) {
+            Some(None) => return refused(),
+            taken => taken.flatten(),
+        };
+        let slots = Slots { _held: Arc::new((tenant, client)) };
+        SharesFuture::Called { inner: self.inner.call(req), slots: Some(slots) }
+    }
+}
+
+pin_project! {
+    #[project = SharesProj]
+    #[derive(Debug)]
+    pub enum SharesFuture<F> {
+        Called { #[pin] inner: F, slots: Option<Slots> },
+        Refused { err: Option<BoxError> },
+    }
+}
+
+impl<F, RB> Future for SharesFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SharesProj::Refused { err } => Poll::Ready(Err(err.take().expect("polled after completion"))),
+            SharesProj::Called { inner, slots } => {
+                let mut resp = ready!(inner.poll(cx))?;
+                if let Some(slots) = slots.take() {
+                    resp.extensions_mut().insert(slots);
+                }
+                Poll::Ready(Ok(resp))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_gives_out_at_most_max_slots_and_takes_them_back() {
+        let share = Share::new(2);
+        let a = share.take().unwrap();
+        let _b = share.take().unwrap();
+        assert!(share.take().is_none());
+        assert_eq!(share.used(), 2);
+        drop(a);
+        assert!(share.take().is_some());
     }
 }

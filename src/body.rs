@@ -26,14 +26,20 @@ pub fn upstream(body: PooledBody) -> ResponseBody {
     Either::Left(body)
 }
 
-/// Counts one request in flight from its creation until it is dropped.
+/// Counts one request in flight from its creation until it is dropped, with
+/// the tenant's and client's in-flight slots (`admit::Slots`) it holds.
 #[derive(Debug)]
-pub struct InFlight(IntGauge);
+pub struct InFlight(IntGauge, Option<crate::admit::Slots>);
 
 impl InFlight {
     pub fn start(gauge: &IntGauge) -> Self {
         gauge.inc();
-        InFlight(gauge.clone())
+        InFlight(gauge.clone(), None)
+    }
+
+    /// Keeps the request's share slots until the response body is done.
+    pub fn hold(&mut self, slots: Option<crate::admit::Slots>) {
+        self.1 = slots;
     }
 }
 

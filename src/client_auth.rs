@@ -34,6 +34,8 @@ pub struct Client {
     pub tenants: HashSet<Box<str>>,
     /// The tenant `tenant_from: client_key` picks: set when the client lists exactly one.
     pub bound_tenant: Option<Box<str>>,
+    /// Requests in flight for this client, against `max_in_flight_per_client`.
+    pub in_flight: crate::admit::Share,
 }
 
 /// Put in the request's extensions once the caller is authenticated.
@@ -58,13 +60,28 @@ impl LegacyTokens {
     /// Counts a refused credential under its app's name. Only on the refusal
     /// path, so the hash costs nothing on accepted requests.
     fn count(&self, value: Option<&HeaderValue>) {
-        let token = value.map(|v| credential_part(v.as_bytes()));
+        self.count_token(value.map(|v| credential_part(v.as_bytes())));
+    }
+
+    fn count_token(&self, token: Option<&[u8]>) {
         let digest: Option<[u8; 32]> = token.map(|t| Sha256::digest(t).into());
         match digest.and_then(|d| self.by_digest.get(&d)) {
             Some(counter) => counter.inc(),
             None => self.unnamed.inc(),
         }
     }
+}
+
+/// Query parameters that carry a legacy token (old openapi apps and API
+/// clients put them there). Such a request is refused like a foreign
+/// `Authorization`: forwarding it would send the token to Pleo.
+const QUERY_CREDENTIALS: [&str; 4] = ["access_token", "api_key", "apikey", "api-key"];
+
+/// The value of the first credential-bearing query parameter, if any.
+fn query_credential(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| QUERY_CREDENTIALS.iter().any(|c| k.eq_ignore_ascii_case(c)))
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The credential in an Authorization value: what follows the scheme word
@@ -86,7 +103,7 @@ pub struct ClientKeys {
 }
 
 impl ClientKeys {
-    pub fn new(clients: &[ClientConfig]) -> Self {
+    pub fn new(clients: &[ClientConfig], max_in_flight_per_client: usize) -> Self {
         let mut keys = ClientKeys::default();
         for c in clients {
             let client = Arc::new(Client {
@@ -96,6 +113,7 @@ impl ClientKeys {
                     [only] => Some(only.as_str().into()),
                     _ => None,
                 },
+                in_flight: crate::admit::Share::new(max_in_flight_per_client),
             });
             if let Some(digest) = c.key_sha256 {
                 keys.by_digest.insert(digest, client.clone());
@@ -134,6 +152,12 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
 
     fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
         let routes = snapshot(&req)?;
+        if let Some(token) = req.uri().query().and_then(query_credential) {
+            routes.legacy_tokens.count_token(Some(token.as_bytes()));
+            return Err(GatewayError::new(ErrorCode::LegacyTokenRefused)
+                .with_detail("The query string carries a credential (access_token or api_key).")
+                .into());
+        }
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
         let (first, second) = (values.next(), values.next());
         let cert = req.extensions().get::<ClientCertNames>();

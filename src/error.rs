@@ -37,10 +37,16 @@ pub enum ErrorCode {
     UpstreamTimeout,
     RequestBodyTooLarge,
     Overloaded,
+    MethodNotAllowed,
+    HostNotAllowed,
+    CrossSiteRefused,
+    AmbiguousRequest,
+    RequestBodyTimeout,
+    AdminUnauthenticated,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::TenantRequired,
         ErrorCode::UnknownTenant,
         ErrorCode::LegacyTokenRefused,
@@ -52,6 +58,12 @@ impl ErrorCode {
         ErrorCode::UpstreamTimeout,
         ErrorCode::RequestBodyTooLarge,
         ErrorCode::Overloaded,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::CrossSiteRefused,
+        ErrorCode::AmbiguousRequest,
+        ErrorCode::RequestBodyTimeout,
+        ErrorCode::AdminUnauthenticated,
     ];
 
     /// Status, code and message side by side: DESIGN.md's table.
@@ -79,7 +91,19 @@ impl ErrorCode {
             RequestBodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large",
                 "The request body is larger than this gateway accepts (limits.max_request_body_bytes). Send a smaller body, or ask the gateway's operator to raise the limit."),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded",
-                "The gateway is handling as many requests as it is allowed to (limits.max_in_flight). Retry after the time in Retry-After."),
+                "The gateway is handling as many requests as it is allowed to (limits.max_in_flight, or this client's or tenant's share of it). Retry after the time in Retry-After."),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed",
+                "Pleo's External API uses GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS only; other methods are not forwarded."),
+            HostNotAllowed => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed",
+                "This gateway does not serve the host name in this request. Use a loopback name or IP address, or ask the gateway's operator to add the name to allowed_hosts."),
+            CrossSiteRefused => (StatusCode::FORBIDDEN, "cross_site_refused",
+                "A browser marked this request as coming from another site. Web pages may not use the gateway's credentials; call it from a server-side app, or ask the gateway's operator to add the page's origin to allowed_origins."),
+            AmbiguousRequest => (StatusCode::BAD_REQUEST, "ambiguous_request",
+                "This request names its tenant or host more than once, or in a malformed way. Send exactly one tenant tag and one Host."),
+            RequestBodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_body_timeout",
+                "The request body stopped arriving (limits.body_read_timeout between two parts of it). Send the body without pauses."),
+            AdminUnauthenticated => (StatusCode::UNAUTHORIZED, "admin_unauthenticated",
+                "This admin endpoint needs an admin token. Send it as Authorization: Bearer <token> (admin.tokens holds its SHA-256)."),
         }
     }
 
@@ -284,6 +308,12 @@ mod tests {
             (504, "upstream_timeout"),
             (413, "request_body_too_large"),
             (503, "overloaded"),
+            (405, "method_not_allowed"),
+            (421, "host_not_allowed"),
+            (403, "cross_site_refused"),
+            (400, "ambiguous_request"),
+            (408, "request_body_timeout"),
+            (401, "admin_unauthenticated"),
         ];
         for (code, (status, name)) in ErrorCode::ALL.iter().zip(table) {
             assert_eq!(code.status().as_u16(), status, "{name}");

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
 use crate::credential::check::Summary;
-use crate::credential::store::{self, FileStore};
+use crate::credential::store::FileStore;
 use crate::credential::Sessions;
 use crate::listener;
 use crate::metrics::Metrics;
@@ -68,6 +68,8 @@ pub struct Running {
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// How long shutdown waits for an OAuth refresh in flight.
+    refresh_bound: std::time::Duration,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -85,13 +87,15 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
     let (stop, stopped) = watch::channel(false);
-    // Rotated OAuth tokens must be writable before the first refresh needs it.
-    if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
-        store::prepare_dir(&config.state_dir)
-            .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
-    }
     let sessions =
         Arc::new(Sessions::new(Arc::new(FileStore::new(&config.state_dir)), metrics.clone(), stopped.clone()));
+    // Rotated OAuth tokens must be writable before the first refresh needs
+    // it, and no other process may refresh the same chains.
+    if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+        sessions
+            .lock_state(&config.state_dir)
+            .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
+    }
     let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics, &sessions)));
 
     // The built-in Pleo stand-in comes up first, so the first request finds it.
@@ -152,7 +156,8 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     ];
     admin.ready.store(true, Ordering::Release);
     tracing::info!(%addr, %admin_addr, tenants = config.tenants.len(), "pleo-gateway listening");
-    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, reloader, stop, tasks })
+    let refresh_bound = config.limits.token_timeout + std::time::Duration::from_secs(2);
+    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, reloader, stop, tasks, refresh_bound })
 }
 
 impl Running {
@@ -171,9 +176,15 @@ impl Running {
     pub async fn shutdown(self) {
         self.admin.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        // No OAuth refresh starts from now on; one in flight is finished and
+        // stored while the connections drain.
+        let refreshes = self.sessions.finish_all(self.refresh_bound);
+        let connections = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        tokio::join!(refreshes, connections);
         for (_, s) in self.sandboxes {
             s.shutdown().await;
         }

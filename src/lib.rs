@@ -1,8 +1,8 @@
 //! pleo-gateway: an authenticating reverse proxy in front of Pleo's External API.
 //!
 //! Modules follow the path of a request (DESIGN.md "The request's path"):
-//! `listener` -> `stack` (`admit` -> `legacy` -> `client_auth` -> `tenant` -> `credential`
-//! -> `upstream`) with `error` as the one rescue at the edge and `metrics`
+//! `listener` -> `stack` (`admit` -> `legacy` -> `guard` -> `client_auth` -> `tenant`
+//! -> `admit::Shares` -> `scrub` -> `credential` -> `upstream`) with `error` as the one rescue at the edge and `metrics`
 //! counting on the way. `config` and `secret` turn gateway.yaml into the
 //! validated values those steps read; `admin` serves /metrics and the probes;
 //! `sandbox` is the offline stand-in for Pleo used by the demo config and tests;
@@ -20,6 +20,7 @@ pub mod connect;
 pub mod credential;
 pub mod error;
 pub mod gateway;
+pub mod guard;
 pub mod legacy;
 pub mod listener;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod observe;
 pub mod reload;
 pub mod routes;
 pub mod sandbox;
+pub mod scrub;
 pub mod secret;
 pub mod stack;
 pub mod tenant;

@@ -65,6 +65,9 @@ enum Command {
         /// Tenants for the printed `clients` entry (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "acme")]
         tenants: Vec<String>,
+        /// Make an admin token (for /tenants on admin_listen) instead of a client key.
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -76,8 +79,8 @@ const EX_UNAVAILABLE: u8 = 69;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Needs no config: it is how an operator writes one.
-    if let Some(Command::HashKey { stdin, name, tenants }) = &cli.command {
-        return hash_key(*stdin, name, tenants);
+    if let Some(Command::HashKey { stdin, name, tenants, admin }) = &cli.command {
+        return hash_key(*stdin, name, tenants, *admin);
     }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -118,7 +121,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn hash_key(stdin: bool, name: &str, tenants: &[String]) -> ExitCode {
+fn hash_key(stdin: bool, name: &str, tenants: &[String], admin: bool) -> ExitCode {
     use pleo_gateway::client_auth::{generate_key, key_sha256};
     if stdin {
         let mut line = String::new();
@@ -138,6 +141,17 @@ fn hash_key(stdin: bool, name: &str, tenants: &[String]) -> ExitCode {
     let key = generate_key();
     let digest = key_sha256(key.expose_secret().as_bytes());
     println!("key: {}", key.expose_secret());
+    if admin {
+        println!(
+            "  Shown once: send it as Authorization: Bearer <key> to the admin listener, and keep it as a secret."
+        );
+        println!("  The gateway stores only the digest below.");
+        println!();
+        println!("admin:");
+        println!("  tokens:");
+        println!("    - {{ name: {name}, sha256: \"{digest}\" }}");
+        return ExitCode::SUCCESS;
+    }
     println!("  Shown once: give it to the app (it sends Authorization: Bearer <key>) and keep it as a secret.");
     println!("  The gateway stores only the digest below.");
     println!();

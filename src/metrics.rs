@@ -40,6 +40,7 @@ pub struct Metrics {
     credential_rejected_total: IntCounterVec,
     token_refresh_total: IntCounterVec,
     token_refresh_duration: Histogram,
+    forced_refresh_suppressed: IntCounterVec,
     token_expiry: GaugeVec,
     tenants: IntGaugeVec,
     pub in_flight: IntGauge,
@@ -89,6 +90,14 @@ impl Metrics {
             )
             .buckets(BUCKETS.to_vec()),
         )?;
+        let forced_refresh_suppressed = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_forced_refresh_suppressed_total",
+                "401s from Pleo that did not force an OAuth refresh: the token was fresh (fresh_token) or the \
+                 tenant had a forced refresh within limits.forced_refresh_interval (rate_limited).",
+            ),
+            &["reason"],
+        )?;
         // A tenant label is fine here: OAuth tenants are few and listed in the config.
         let token_expiry = GaugeVec::new(
             Opts::new(
@@ -124,6 +133,7 @@ impl Metrics {
         registry.register(Box::new(credential_rejected_total.clone()))?;
         registry.register(Box::new(token_refresh_total.clone()))?;
         registry.register(Box::new(token_refresh_duration.clone()))?;
+        registry.register(Box::new(forced_refresh_suppressed.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -133,6 +143,9 @@ impl Metrics {
         let refused_total = ErrorCode::ALL.iter().map(|c| (*c, refused.with_label_values(&[c.as_str()]))).collect();
         for m in AuthModel::ALL {
             credential_rejected_total.with_label_values(&[m.as_str()]);
+        }
+        for r in ["fresh_token", "rate_limited"] {
+            forced_refresh_suppressed.with_label_values(&[r]);
         }
         for r in ["success", "failure"] {
             token_refresh_total.with_label_values(&[r]);
@@ -148,6 +161,7 @@ impl Metrics {
             credential_rejected_total,
             token_refresh_total,
             token_refresh_duration,
+            forced_refresh_suppressed,
             token_expiry,
             tenants,
             in_flight,
@@ -168,6 +182,8 @@ impl Metrics {
             success: self.token_refresh_total.with_label_values(&["success"]),
             failure: self.token_refresh_total.with_label_values(&["failure"]),
             duration: self.token_refresh_duration.clone(),
+            suppressed_fresh: self.forced_refresh_suppressed.with_label_values(&["fresh_token"]),
+            suppressed_rate: self.forced_refresh_suppressed.with_label_values(&["rate_limited"]),
         }
     }
 

@@ -153,7 +153,8 @@ where
         if let Some(id) = this.id.take() {
             resp.headers_mut().insert(REQUEST_ID, id);
         }
-        let in_flight = this.in_flight.take().expect("polled after completion");
+        let mut in_flight = this.in_flight.take().expect("polled after completion");
+        in_flight.hold(resp.extensions_mut().remove::<crate::admit::Slots>());
         let access = this.access.take().map(|mut line| {
             line.status = resp.status().as_u16();
             line.error = resp.headers().get(ERROR_HEADER).cloned();

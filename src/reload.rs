@@ -25,7 +25,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::config::{AuthConfig, Config, ConfigError};
 use crate::credential::check::{self, Summary};
-use crate::credential::{store, Sessions};
+use crate::credential::Sessions;
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes};
@@ -187,7 +187,7 @@ impl Reloader {
         // tokens need the (running) state_dir writable before it refreshes.
         if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
             let dir = loaded.fixed.state_dir.clone();
-            store::prepare_dir(&dir).map_err(|source| ReloadError::StateDir { path: dir, source })?;
+            self.sessions.lock_state(&dir).map_err(|source| ReloadError::StateDir { path: dir, source })?;
         }
         let key = upstreams_key(&config);
         let upstreams = if key == loaded.upstreams_key { loaded.upstreams.clone() } else { Upstreams::build(&config)? };

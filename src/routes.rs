@@ -13,7 +13,7 @@ use http::{HeaderName, Request};
 use crate::access_log::AccessLogConfig;
 use crate::client_auth::{ClientKeys, LegacyTokens};
 use crate::config::{AuthConfig, TenantConfig};
-use crate::config::{AuthModel, Config, Environment, Selector};
+use crate::config::{AuthModel, BrowserPolicy, Config, Environment, Selector};
 use crate::credential::check::KeyCheck;
 use crate::credential::refresh::SessionConfig;
 use crate::credential::token_endpoint::TokenEndpoint;
@@ -37,6 +37,8 @@ pub struct Tenant {
     pub max_request_body_bytes: u64,
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
     pub check: KeyCheck,
+    /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
+    pub in_flight: crate::admit::Share,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,13 @@ pub struct Routes {
     pub max_in_flight: usize,
     pub max_request_body_bytes: u64,
     pub access_log: AccessLogConfig,
+    /// Hosts and origins browsers may use (`guard`); `host_suffix` tenant
+    /// names are among the hosts.
+    pub browsers: BrowserPolicy,
+    pub trust_forwarded_headers: bool,
+    /// SHA-256 of each admin token, with its name.
+    pub admin_tokens: HashMap<[u8; 32], Box<str>>,
+    pub admin_open: bool,
 }
 
 pub type SharedRoutes = Arc<ArcSwap<Routes>>;
@@ -78,6 +87,7 @@ impl Routes {
                     metrics: metrics.for_tenant(model, t.environment, id),
                     max_request_body_bytes: config.limits.max_request_body_bytes,
                     check: KeyCheck::default(),
+                    in_flight: crate::admit::Share::new(config.limits.max_in_flight_per_tenant),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })
@@ -96,14 +106,29 @@ impl Routes {
             tenants,
             selectors: config.tenant_from.clone(),
             default_tenant,
-            clients: ClientKeys::new(&config.clients),
+            clients: ClientKeys::new(&config.clients, config.limits.max_in_flight_per_client),
             legacy_tokens: LegacyTokens::new(&config.legacy_tokens, metrics),
             tenant_headers,
             max_in_flight: config.limits.max_in_flight,
             max_request_body_bytes: config.limits.max_request_body_bytes,
             access_log: config.access_log,
+            browsers: browser_policy(config),
+            trust_forwarded_headers: config.trust_forwarded_headers,
+            admin_tokens: config.admin.tokens.iter().map(|t| (t.sha256, t.name.as_str().into())).collect(),
+            admin_open: config.admin.tokens.is_empty(),
         }
     }
+}
+
+/// `allowed_hosts`, plus every name a `host_suffix` rule routes by.
+fn browser_policy(config: &Config) -> BrowserPolicy {
+    let mut policy = config.browsers.clone();
+    for s in &config.tenant_from {
+        if let Selector::HostSuffix(suffix) = s {
+            policy.hosts.push(suffix.clone());
+        }
+    }
+    policy
 }
 
 fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, sessions: &Sessions) -> Credential {
@@ -127,6 +152,7 @@ fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, 
         endpoint,
         initial_refresh_token: refresh_token.clone(),
         retry_body_bytes: config.limits.retry_body_bytes,
+        forced_refresh_interval: config.limits.forced_refresh_interval,
         // A request waits at most for one token call plus saving the result.
         wait: config.limits.token_timeout + std::time::Duration::from_secs(2),
     });

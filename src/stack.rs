@@ -6,21 +6,28 @@ use std::sync::Arc;
 use tower::filter::{Filter, FilterLayer};
 use tower::ServiceBuilder;
 
-use crate::admit::Admit;
+use crate::admit::{Admit, ShareLayer, Shares};
 use crate::client_auth::AuthenticateClient;
 use crate::credential::{Attach, AttachLayer};
 use crate::error::{Rescue, RescueLayer};
+use crate::guard::GuardBrowsers;
 use crate::legacy::RefuseLegacy;
 use crate::metrics::{Metrics, Record, RecordLayer};
 use crate::observe::{Observe, ObserveLayer};
 use crate::routes::SharedRoutes;
+use crate::scrub::ScrubHeaders;
 use crate::tenant::ResolveTenant;
 use crate::upstream::Proxy;
+
+type Inner = Record<Shares<Filter<Attach<Proxy>, ScrubHeaders>>>;
 
 /// The whole gateway as one tower service (`Error = Infallible`).
 pub type GatewayService = Observe<
     Rescue<
-        Filter<Filter<Filter<Filter<Record<Attach<Proxy>>, ResolveTenant>, AuthenticateClient>, RefuseLegacy>, Admit>,
+        Filter<
+            Filter<Filter<Filter<Filter<Inner, ResolveTenant>, AuthenticateClient>, GuardBrowsers>, RefuseLegacy>,
+            Admit,
+        >,
     >,
 >;
 
@@ -30,16 +37,22 @@ pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
         .layer(ObserveLayer::new(routes, metrics.clone()))
         // Every error below becomes the contract's JSON answer; nothing reaches hyper as an error.
         .layer(RescueLayer::new(metrics.clone()))
-        // Shed load and refuse oversized bodies before doing any work for them.
+        // Shed load, refuse unused methods and oversized bodies before doing any work for them.
         .layer(FilterLayer::new(Admit::new(metrics.in_flight.clone())))
         // Legacy host/credentials first: they are refused whatever else is wrong.
         .layer(FilterLayer::new(RefuseLegacy))
+        // Then what a browser could be tricked into sending (DNS rebinding, cross-site).
+        .layer(FilterLayer::new(GuardBrowsers))
         // Who is calling, before we tell them anything about tenants.
         .layer(FilterLayer::new(AuthenticateClient))
         // Which tenant; strips the tag so it never goes upstream.
         .layer(FilterLayer::new(ResolveTenant))
         // From here the tenant is known: count requests by auth model and environment.
         .layer(RecordLayer)
+        // One tenant or client may hold only its share of the in-flight slots.
+        .layer(ShareLayer)
+        // The client's headers are cleaned before the credential goes on, so none can remove it.
+        .layer(FilterLayer::new(ScrubHeaders))
         // The tenant's Pleo credential; for OAuth tenants also the one retry after a 401.
         .layer(AttachLayer)
         .service(Proxy)

@@ -35,9 +35,12 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
     fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
         let routes = snapshot(&req)?;
         let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
-        let (tenant, rest) = match find(&routes, &req, client.as_ref()) {
+        let (tenant, rest) = match find(&routes, &req, client.as_ref())? {
             Some(m) => match routes.tenants.get(m.name) {
                 Some(t) => (t.clone(), m.rest),
+                // A key holder learns no more than "not yours": whether a
+                // tenant exists is none of its business.
+                None if client.is_some() => return Err(GatewayError::new(ErrorCode::TenantForbidden).into()),
                 None => return Err(unknown(m.name).into()),
             },
             None => match &routes.default_tenant {
@@ -81,40 +84,66 @@ fn find<'r, B>(
     routes: &Routes,
     req: &'r Request<B>,
     client: Option<&'r Arc<crate::client_auth::Client>>,
-) -> Option<Match<'r>> {
+) -> Result<Option<Match<'r>>, GatewayError> {
     for selector in &routes.selectors {
         let found = match selector {
             Selector::Header(name) => {
-                req.headers().get(name).map(|v| Match { name: v.to_str().unwrap_or("\u{0}"), rest: None })
+                let mut values = req.headers().get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(_), Some(_)) => {
+                        return Err(GatewayError::new(ErrorCode::AmbiguousRequest)
+                            .with_detail(format!("The request has more than one {name} header.")))
+                    }
+                    (v, _) => v.map(|v| Match { name: v.to_str().unwrap_or("\u{0}"), rest: None }),
+                }
             }
-            Selector::PathPrefix(prefix) => from_path(req.uri(), prefix),
+            Selector::PathPrefix(prefix) => from_path(req.uri(), prefix)?,
             Selector::HostSuffix(suffix) => host(req).and_then(|h| from_host(h, suffix)),
             Selector::ClientKey => {
                 client.and_then(|c| c.bound_tenant.as_deref()).map(|name| Match { name, rest: None })
             }
         };
         if found.is_some() {
-            return found;
+            return Ok(found);
         }
     }
-    None
+    Ok(None)
 }
 
 /// `/tenants/acme/v2/x?q` with prefix `/tenants/` -> acme, `/v2/x?q`.
-fn from_path<'a>(uri: &'a Uri, prefix: &str) -> Option<Match<'a>> {
-    let after = uri.path().strip_prefix(prefix)?;
+/// A path that only looks like the prefix (`/Tenants/acme`, `/tenants//x`,
+/// `/tenants`) is refused rather than passed on to the next rule or the
+/// default tenant, which would send it with another tenant's credential.
+fn from_path<'a>(uri: &'a Uri, prefix: &str) -> Result<Option<Match<'a>>, GatewayError> {
+    let path = uri.path();
+    let Some(after) = path.strip_prefix(prefix) else {
+        let stem = prefix.trim_end_matches('/');
+        let looks_alike = path.len() >= stem.len()
+            && path.is_char_boundary(stem.len())
+            && path[..stem.len()].eq_ignore_ascii_case(stem)
+            && matches!(path.as_bytes().get(stem.len()), None | Some(b'/'));
+        if looks_alike {
+            return Err(malformed_prefix(prefix));
+        }
+        return Ok(None);
+    };
     let (name, tail) = match after.find('/') {
         Some(i) => (&after[..i], &after[i..]),
         None => (after, "/"),
     };
     if name.is_empty() {
-        return None;
+        return Err(malformed_prefix(prefix));
     }
     let rest = match uri.query() {
         Some(q) => format!("{tail}?{q}"),
         None => tail.to_string(),
     };
-    Some(Match { name, rest: Some(rest) })
+    Ok(Some(Match { name, rest: Some(rest) }))
+}
+
+fn malformed_prefix(prefix: &str) -> GatewayError {
+    GatewayError::new(ErrorCode::TenantRequired)
+        .with_detail(format!("The path starts like the tenant prefix `{prefix}` but names no tenant the way it must (`{prefix}<tenant>/...`, same case)."))
 }
 
 fn host<B>(req: &Request<B>) -> Option<&str> {
@@ -138,15 +167,24 @@ mod tests {
     #[test]
     fn path_prefix_keeps_rest_and_query_byte_for_byte() {
         let uri: Uri = "/tenants/acme/v2/employees%2Fx?a=%20b&c".parse().unwrap();
-        let m = from_path(&uri, "/tenants/").unwrap();
+        let m = from_path(&uri, "/tenants/").unwrap().unwrap();
         assert_eq!(m.name, "acme");
         assert_eq!(m.rest.as_deref(), Some("/v2/employees%2Fx?a=%20b&c"));
         let uri: Uri = "/tenants/acme".parse().unwrap();
-        assert_eq!(from_path(&uri, "/tenants/").unwrap().rest.as_deref(), Some("/"));
-        let uri: Uri = "/tenants//v2".parse().unwrap();
-        assert_eq!(from_path(&uri, "/tenants/"), None);
+        assert_eq!(from_path(&uri, "/tenants/").unwrap().unwrap().rest.as_deref(), Some("/"));
         let uri: Uri = "/v2/employees".parse().unwrap();
-        assert_eq!(from_path(&uri, "/tenants/"), None);
+        assert_eq!(from_path(&uri, "/tenants/").unwrap(), None);
+        let uri: Uri = "/tenantsx/acme".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/").unwrap(), None);
+    }
+
+    #[test]
+    fn look_alike_prefixes_are_refused_not_passed_on() {
+        for p in ["/tenants//v2", "/Tenants/acme/v2", "/TENANTS/acme", "/tenants", "/tenants/"] {
+            let uri: Uri = p.parse().unwrap();
+            let e = from_path(&uri, "/tenants/").unwrap_err();
+            assert_eq!(e.code, ErrorCode::TenantRequired, "{p}");
+        }
     }
 
     #[test]

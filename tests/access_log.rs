@@ -56,7 +56,7 @@ async fn json_access_lines_say_who_what_and_how_long_and_never_a_secret() {
     let key = format!("Bearer {CLIENT_KEY}");
     let requests = vec![
         (
-            "/v2/employees?api_key=query_secret_value_9a8b7c",
+            "/v2/employees?signature=query_secret_value_9a8b7c",
             vec![("authorization", key.clone()), ("x-pleo-tenant", "globex".to_string())],
         ),
         ("/sandbox/bytes/5000", vec![("authorization", key.clone()), ("x-pleo-tenant", "acme".to_string())]),
@@ -97,11 +97,11 @@ async fn json_access_lines_say_who_what_and_how_long_and_never_a_secret() {
 async fn the_query_string_is_logged_only_when_switched_on_and_off_means_no_lines() {
     let key = format!("Bearer {CLIENT_KEY}");
     let requests = vec![(
-        "/v2/employees?api_key=query_secret_value_9a8b7c",
+        "/v2/employees?signature=query_secret_value_9a8b7c",
         vec![("authorization", key.clone()), ("x-pleo-tenant", "globex".to_string())],
     )];
     let lines = run("{ format: json, include_query: true }", &requests).await;
-    assert_eq!(lines[0]["path"], format!("/v2/employees?api_key={QUERY_SECRET}"));
+    assert_eq!(lines[0]["path"], format!("/v2/employees?signature={QUERY_SECRET}"));
     let lines = run("{ format: off }", &requests).await;
     assert!(lines.is_empty(), "{lines:?}");
 }

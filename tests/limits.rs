@@ -49,7 +49,7 @@ async fn streamed_body_over_the_limit_gets_413() {
     for tenant in ["globex", "acme"] {
         let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
         let head = format!(
-            "POST /v2/upload HTTP/1.1\r\nhost: gw\r\nx-pleo-tenant: {tenant}\r\ntransfer-encoding: chunked\r\n\r\n"
+            "POST /v2/upload HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: {tenant}\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.unwrap();
         let chunk = vec![b'y'; 10_000];
@@ -72,7 +72,7 @@ async fn streamed_body_over_the_limit_gets_413() {
 
 #[tokio::test]
 async fn requests_past_max_in_flight_are_shed_with_503() {
-    let kit = Kit::start("limits: { max_in_flight: 2 }\n").await;
+    let kit = Kit::start("limits: { max_in_flight: 2, max_in_flight_per_tenant: 2 }\n").await;
     let slow = |ms: u64| kit.get_owned(format!("/sandbox/delay/{ms}"), "globex");
     let (a, b) = (tokio::spawn(slow(1500)), tokio::spawn(slow(1500)));
     // Wait until both are in flight.
@@ -98,7 +98,7 @@ async fn a_slowloris_head_is_cut_off_by_the_header_read_timeout() {
     let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
     let started = Instant::now();
     // A head that never ends: one header line, then a byte now and then.
-    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: gw\r\n").await.unwrap();
+    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
     let trickle = async {
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,7 +118,7 @@ async fn a_slowloris_head_is_cut_off_by_the_header_read_timeout() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
     let kit = Kit::start("limits: { idle_timeout: 400ms }\n").await;
-    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-pleo-tenant: globex\r\n\r\n");
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n");
 
     // A request that takes longer than the idle timeout completes.
     let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();

@@ -51,6 +51,28 @@ pub struct Config {
     pub watched_files: Vec<PathBuf>,
     /// Things that are allowed but worth saying at start (inline secrets).
     pub warnings: Vec<String>,
+    /// Which `Host` values and browser origins the listeners serve.
+    pub browsers: BrowserPolicy,
+    pub trust_forwarded_headers: bool,
+    pub admin: AdminConfig,
+}
+
+/// What a browser may reach (`guard` step): host names beyond loopback
+/// names and IP literals, and origins allowed to make requests.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserPolicy {
+    /// Exact names (lowercase, no port) and `.suffix` patterns (from `*.suffix`).
+    pub hosts: Vec<String>,
+    pub origins: Vec<String>,
+    /// Host names the admin listener serves besides loopback and IP literals.
+    pub admin_hosts: Vec<String>,
+}
+
+/// The admin listener: tokens for `/tenants` (SHA-256 of each).
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    pub tokens: Vec<NamedDigest>,
+    pub allow_unauthenticated: bool,
 }
 
 /// Where one Pleo environment lives.
@@ -153,9 +175,12 @@ pub struct ClientConfig {
     pub tenants: Vec<String>,
 }
 
-/// A named legacy openapi token: refusals of it are counted under `name`.
+/// A name with the SHA-256 of a token: a legacy openapi token (its
+/// refusals are counted under `name`) or an admin token.
+pub type LegacyToken = NamedDigest;
+
 #[derive(Debug, Clone)]
-pub struct LegacyToken {
+pub struct NamedDigest {
     pub name: String,
     pub sha256: [u8; 32],
 }
@@ -181,6 +206,17 @@ pub struct Limits {
     /// OAuth tenants: request bodies up to this size are kept so the request
     /// can be retried once after Pleo answers 401 and the token is refreshed.
     pub retry_body_bytes: usize,
+    /// Longest pause between two parts of a request body (slow uploads).
+    pub body_read_timeout: Duration,
+    /// Longest a response write may wait on a client that stopped reading.
+    pub response_write_timeout: Duration,
+    /// Client connections open at once per listener; more are closed at accept.
+    pub max_connections: usize,
+    /// One tenant's / one client's share of `max_in_flight`.
+    pub max_in_flight_per_tenant: usize,
+    pub max_in_flight_per_client: usize,
+    /// A 401 from Pleo forces at most one OAuth refresh per tenant this often.
+    pub forced_refresh_interval: Duration,
 }
 
 impl Default for Limits {
@@ -197,6 +233,12 @@ impl Default for Limits {
             max_header_bytes: 65536,
             token_timeout: Duration::from_secs(10),
             retry_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+            response_write_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_in_flight_per_tenant: 5_000,
+            max_in_flight_per_client: 5_000,
+            forced_refresh_interval: Duration::from_secs(10),
         }
     }
 }

@@ -37,6 +37,32 @@ pub struct RawConfig {
     #[serde(default)]
     pub legacy_tokens: Vec<RawLegacyToken>,
     pub access_log: Option<RawAccessLog>,
+    /// Host names the app listener serves besides loopback names and IP
+    /// literals (`name` or `*.suffix`); DNS rebinding protection.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the gateway (`https://app.example`).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Forward the client's X-Forwarded-For, Forwarded, X-Real-IP and
+    /// X-Forwarded-Host/Proto to Pleo (only behind a balancer that sets them).
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default)]
+    pub tokens: Vec<RawLegacyToken>,
+    /// Serve `/tenants` without a token on a non-loopback `admin_listen`.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Host names the admin listener serves besides loopback names and IP literals.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +187,12 @@ pub struct RawLimits {
     pub max_in_flight: Option<usize>,
     pub token_timeout: Option<String>,
     pub retry_body_bytes: Option<usize>,
+    pub body_read_timeout: Option<String>,
+    pub response_write_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight_per_tenant: Option<usize>,
+    pub max_in_flight_per_client: Option<usize>,
+    pub forced_refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -63,7 +63,29 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 
     let watched_files = watched_files(&raw, source, base_dir);
     let limits = limits(&raw, &mut found);
-    let legacy_tokens = legacy_tokens(&raw, &mut found);
+    let legacy_tokens = named_digests(&raw.legacy_tokens, &["legacy_tokens"], &mut found);
+    let admin = AdminConfig {
+        tokens: named_digests(&raw.admin.tokens, &["admin", "tokens"], &mut found),
+        allow_unauthenticated: raw.admin.allow_unauthenticated,
+    };
+    if let Some(a) = admin_listen {
+        if !a.ip().is_loopback() && admin.tokens.is_empty() && !admin.allow_unauthenticated {
+            found.push((
+                key(&["admin_listen"]),
+                format!(
+                    "{a} is not a loopback address and no `admin.tokens` are configured: anyone who can reach it \
+                     could read /tenants (company ids, client ids, key suffixes). Add an admin token (`pleo-gateway \
+                     hash-key --admin`), or set `admin.allow_unauthenticated: true` if a network boundary already \
+                     restricts who reaches the admin port. /metrics, /healthz and /readyz stay open either way"
+                ),
+            ));
+        }
+    }
+    let browsers = BrowserPolicy {
+        hosts: host_patterns(&raw.allowed_hosts, &["allowed_hosts"], &mut found),
+        origins: origins(&raw.allowed_origins, &mut found),
+        admin_hosts: host_patterns(&raw.admin.allowed_hosts, &["admin", "allowed_hosts"], &mut found),
+    };
     let access_log = access_log(&raw, &mut found);
     let tls = tls(&raw, base_dir, &mut found);
     let sandbox = sandbox(&raw, &mut found);
@@ -105,7 +127,59 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         sandbox,
         sandbox_token_ttl,
         warnings,
+        browsers,
+        trust_forwarded_headers: raw.trust_forwarded_headers,
+        admin,
     })
+}
+
+/// `allowed_hosts`: `name` or `*.suffix`, stored lowercase (`.suffix` for a pattern).
+fn host_patterns(list: &[String], at_key: &[&str], found: &mut Found) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, h) in list.iter().enumerate() {
+        let (wild, name) = match h.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, h.as_str()),
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !ok {
+            found.push((
+                with(key(at_key), Seg::Index(i)),
+                format!("`{h}` is not a host name (expected a DNS name such as gateway.internal, or *.gw.internal; no port, no scheme)"),
+            ));
+            continue;
+        }
+        let name = name.to_ascii_lowercase();
+        out.push(if wild { format!(".{name}") } else { name });
+    }
+    out
+}
+
+/// `allowed_origins`: `scheme://host[:port]` exactly as browsers send `Origin`.
+fn origins(list: &[String], found: &mut Found) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, o) in list.iter().enumerate() {
+        let ok = o
+            .parse::<Uri>()
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && u.path_and_query().is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/")
+            })
+            .is_some();
+        if ok {
+            out.push(o.trim_end_matches('/').to_ascii_lowercase());
+        } else {
+            found.push((
+                with(key(&["allowed_origins"]), Seg::Index(i)),
+                format!("`{o}` is not an origin (expected scheme://host[:port], such as https://app.example.com)"),
+            ));
+        }
+    }
+    out
 }
 
 /// Every file the config is made of: itself, secret files, CA files. A
@@ -471,10 +545,10 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
 
 /// Names for the legacy tokens still in use. "unnamed" is where refusals of
 /// any other credential are counted, so no app may take it.
-fn legacy_tokens(raw: &RawConfig, found: &mut Found) -> Vec<LegacyToken> {
-    let mut out: Vec<LegacyToken> = Vec::new();
-    for (i, t) in raw.legacy_tokens.iter().enumerate() {
-        let at = with(key(&["legacy_tokens"]), Seg::Index(i));
+fn named_digests(list: &[super::raw::RawLegacyToken], at_key: &[&str], found: &mut Found) -> Vec<NamedDigest> {
+    let mut out: Vec<NamedDigest> = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let at = with(key(at_key), Seg::Index(i));
         let mut sha256 = [0u8; 32];
         let name_ok = !t.name.is_empty()
             && t.name != "unnamed"
@@ -490,7 +564,7 @@ fn legacy_tokens(raw: &RawConfig, found: &mut Found) -> Vec<LegacyToken> {
         } else if out.iter().any(|o| o.sha256 == sha256) {
             found.push((at, "lists the same token as an earlier entry (expected each token once)".into()));
         } else {
-            out.push(LegacyToken { name: t.name.clone(), sha256 });
+            out.push(NamedDigest { name: t.name.clone(), sha256 });
         }
     }
     out
@@ -534,6 +608,9 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         ("upstream_timeout", &l.upstream_timeout, &mut limits.upstream_timeout),
         ("upstream_idle_timeout", &l.upstream_idle_timeout, &mut limits.upstream_idle_timeout),
         ("drain_timeout", &l.drain_timeout, &mut limits.drain_timeout),
+        ("body_read_timeout", &l.body_read_timeout, &mut limits.body_read_timeout),
+        ("response_write_timeout", &l.response_write_timeout, &mut limits.response_write_timeout),
+        ("forced_refresh_interval", &l.forced_refresh_interval, &mut limits.forced_refresh_interval),
     ] {
         if let Some(text) = given {
             match humantime::parse_duration(text) {
@@ -561,6 +638,22 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         Some(0) => found.push((key(&["limits", "max_in_flight"]), "expected at least 1".into())),
         Some(n) => limits.max_in_flight = n,
         None => {}
+    }
+    // Shares default to half of the whole, so one client or tenant can never
+    // take every slot from the others.
+    let half = limits.max_in_flight.div_ceil(2);
+    limits.max_in_flight_per_tenant = half;
+    limits.max_in_flight_per_client = half;
+    for (name, given, slot) in [
+        ("max_in_flight_per_tenant", l.max_in_flight_per_tenant, &mut limits.max_in_flight_per_tenant),
+        ("max_in_flight_per_client", l.max_in_flight_per_client, &mut limits.max_in_flight_per_client),
+        ("max_connections", l.max_connections, &mut limits.max_connections),
+    ] {
+        match given {
+            Some(0) => found.push((key(&["limits", name]), "expected at least 1".into())),
+            Some(n) => *slot = n,
+            None => {}
+        }
     }
     if let Some(n) = l.retry_body_bytes {
         // Kept bodies live in memory while the request is in flight.

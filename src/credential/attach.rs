@@ -123,7 +123,12 @@ where
         return Ok(first);
     }
     let renewed: HeaderValue = match session.after_rejection(&authorization).await {
-        Ok(v) => v,
+        Ok(Some(v)) => v,
+        // Not worth a rotation (fresh token, or a forced refresh just ran).
+        Ok(None) => {
+            tracing::debug!(tenant = %session.tenant, "Pleo answered 401; no forced refresh (rate limited)");
+            return Ok(first);
+        }
         // No better token to be had: Pleo's answer stands.
         Err(e) => {
             tracing::warn!(tenant = %session.tenant, error = %e, "Pleo rejected the access token and no new one is available");

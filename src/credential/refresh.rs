@@ -41,6 +41,10 @@ pub struct RefreshMetrics {
     pub success: IntCounter,
     pub failure: IntCounter,
     pub duration: Histogram,
+    /// 401s that did not force a refresh: the token was just obtained, or
+    /// the tenant had a forced refresh within `forced_refresh_interval`.
+    pub suppressed_fresh: IntCounter,
+    pub suppressed_rate: IntCounter,
 }
 
 /// What only the refresh in flight touches.
@@ -65,6 +69,9 @@ struct Settings {
     retry_body_bytes: usize,
     /// How long a request waits for a refresh.
     wait: Duration,
+    /// A 401 forces at most one refresh this often, and none for a token
+    /// younger than this.
+    forced_interval: Duration,
 }
 
 impl Settings {
@@ -77,6 +84,7 @@ impl Settings {
             }),
             retry_body_bytes: cfg.retry_body_bytes,
             wait: cfg.wait,
+            forced_interval: cfg.forced_refresh_interval,
         }
     }
 
@@ -98,6 +106,10 @@ pub struct OAuthSession {
     changed: Notify,
     /// The tenant left the config: the background task idles.
     retired: AtomicBool,
+    /// The gateway is stopping: no refresh starts any more.
+    stopping: AtomicBool,
+    /// When a 401 last forced a refresh.
+    last_forced: std::sync::Mutex<Option<Instant>>,
     metrics: RefreshMetrics,
 }
 
@@ -119,6 +131,7 @@ pub struct SessionConfig {
     pub initial_refresh_token: Option<Secret>,
     pub retry_body_bytes: usize,
     pub wait: Duration,
+    pub forced_refresh_interval: Duration,
 }
 
 impl OAuthSession {
@@ -134,6 +147,8 @@ impl OAuthSession {
             refreshing: AtomicBool::new(false),
             changed: Notify::new(),
             retired: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            last_forced: std::sync::Mutex::new(None),
             metrics,
         })
     }
@@ -209,24 +224,77 @@ impl OAuthSession {
         cur.usable(Instant::now()).cloned().ok_or_else(|| self.unavailable(cur.status))
     }
 
-    /// Pleo answered 401 to `rejected`: get a new token (once, however many
-    /// requests saw the 401) and return it for the retry.
-    pub async fn after_rejection(self: &Arc<Self>, rejected: &HeaderValue) -> Result<HeaderValue, GatewayError> {
+    /// Pleo answered 401 to `rejected`. Returns the token to retry with:
+    /// one a refresh (or another request) already put in its place, or a
+    /// new one from a refresh this 401 forces. `Ok(None)`: no retry, Pleo's
+    /// answer stands.
+    ///
+    /// A 401 is not proof that the token is bad (an endpoint may answer 401
+    /// for its own reasons, and clients choose which endpoints they call),
+    /// while every refresh rotates the refresh token. So a 401 forces a
+    /// refresh only when the rejected token is the current one, is older than
+    /// `forced_refresh_interval`, and the tenant had no forced refresh within
+    /// that interval; requests that find a forced refresh running wait for it.
+    pub async fn after_rejection(
+        self: &Arc<Self>,
+        rejected: &HeaderValue,
+    ) -> Result<Option<HeaderValue>, GatewayError> {
+        let now = Instant::now();
+        let settings = self.settings.load_full();
         let seen = {
             let cur = self.current.load();
-            match cur.usable(Instant::now()) {
+            match cur.usable(now) {
                 // Someone already replaced the rejected token.
-                Some(v) if v != rejected => return Ok(v.clone()),
+                Some(v) if v != rejected => return Ok(Some(v.clone())),
+                Some(_) if cur.obtained_at.is_some_and(|t| now.duration_since(t) < settings.forced_interval) => {
+                    self.metrics.suppressed_fresh.inc();
+                    return Ok(None);
+                }
                 _ => cur.epoch,
             }
         };
-        let wait = self.settings.load().wait;
-        let _ = tokio::time::timeout(wait, self.refresh(seen, Some(rejected.clone()))).await;
+        let allowed = {
+            let mut last = self.last_forced.lock().unwrap_or_else(|p| p.into_inner());
+            let allowed = last.is_none_or(|l| now.duration_since(l) >= settings.forced_interval);
+            if allowed {
+                *last = Some(now);
+            }
+            allowed
+        };
+        if !allowed {
+            // A forced refresh ran lately or is running: wait for the one in
+            // flight (never start one) and use what it brought.
+            let _ = tokio::time::timeout(settings.wait, self.flight.lock()).await;
+            let cur = self.current.load();
+            return match cur.usable(Instant::now()) {
+                Some(v) if v != rejected => Ok(Some(v.clone())),
+                _ => {
+                    self.metrics.suppressed_rate.inc();
+                    Ok(None)
+                }
+            };
+        }
+        let _ = tokio::time::timeout(settings.wait, self.refresh(seen, Some(rejected.clone()))).await;
         let cur = self.current.load();
         match cur.usable(Instant::now()) {
-            Some(v) if v != rejected => Ok(v.clone()),
+            Some(v) if v != rejected => Ok(Some(v.clone())),
             _ => Err(self.unavailable(cur.status)),
         }
+    }
+
+    /// Shutdown: no refresh starts from now on, and the one in flight (if
+    /// any) is finished and its rotated token stored before this returns.
+    /// Pleo commits a rotation whether or not we are still listening, so
+    /// abandoning a refresh halfway would leave only the old, now retired,
+    /// refresh token on disk; presenting it after a restart revokes the
+    /// customer's consent.
+    pub async fn finish(&self) {
+        self.stop_refreshing();
+        drop(self.flight.lock().await);
+    }
+
+    pub fn stop_refreshing(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     fn unavailable(&self, status: Status) -> GatewayError {
@@ -240,7 +308,7 @@ impl OAuthSession {
         let task = tokio::spawn(async move {
             let mut flight = this.flight.lock().await;
             let cur = this.current.load_full();
-            if cur.epoch != seen {
+            if cur.epoch != seen || this.stopping.load(Ordering::Acquire) {
                 return;
             }
             this.refreshing.store(true, Ordering::Relaxed);
@@ -411,9 +479,11 @@ impl OAuthSession {
         // Stop using a token a little before it expires: it must still be
         // valid when the request reaches Pleo.
         let skew = (lifetime / 10).min(Duration::from_secs(5));
+        let age = Duration::from_millis(unix_now_ms().saturating_sub(issued));
         Current {
             epoch: 0,
             status: Status::Connected,
+            obtained_at: Some(now.checked_sub(age).unwrap_or(now)),
             authorization: Some(bearer(token)),
             expires_at: Some(expires_at),
             usable_until: Some(expires_at.checked_sub(skew).unwrap_or(now)),
@@ -519,6 +589,7 @@ mod tests {
             initial_refresh_token: Some(Secret::new("rt_initial_value_1234")),
             retry_body_bytes: 0,
             wait: Duration::from_secs(5),
+            forced_refresh_interval: Duration::from_secs(10),
         };
         let session = OAuthSession::new(cfg, store.clone(), metrics.refresh_metrics());
 

@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use super::refresh::{OAuthSession, SessionConfig};
-use super::store::TokenStore;
+use super::store::{StateLock, TokenStore};
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -19,12 +19,15 @@ pub struct Sessions {
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    /// This process's lock on `state_dir`, taken once there is a managed
+    /// OAuth tenant and given back after the last refresh at shutdown.
+    state_lock: StateLock,
 }
 
 impl Sessions {
     /// Sessions saving to `store`; their background tasks end when `stop` turns true.
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
-        Sessions { map: DashMap::new(), store, metrics, stop }
+        Sessions { map: DashMap::new(), store, metrics, stop, state_lock: StateLock::default() }
     }
 
     /// The tenant's session, started (with its background refresh task) on
@@ -56,6 +59,31 @@ impl Sessions {
                 self.metrics.forget_token_expiry(entry.key());
             }
         }
+    }
+
+    /// Checks `state_dir` and locks it for this process (once; see [`StateLock`]).
+    pub fn lock_state(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.state_lock.acquire(dir)
+    }
+
+    /// Shutdown: no refresh starts any more, and those in flight finish and
+    /// store their rotated tokens, waiting at most `bound` (a token call is
+    /// bounded by `limits.token_timeout`; saving takes milliseconds).
+    pub async fn finish_all(&self, bound: std::time::Duration) {
+        let sessions: Vec<Arc<OAuthSession>> = self.map.iter().map(|e| e.value().clone()).collect();
+        // Stop them all first; then wait for each (they run concurrently).
+        for s in &sessions {
+            s.stop_refreshing();
+        }
+        let all = async {
+            for s in &sessions {
+                s.finish().await;
+            }
+        };
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::error!("an OAuth refresh did not finish before shutdown; its tenant may need a new consent");
+        }
+        self.state_lock.release();
     }
 
     /// Sets `pleo_gateway_token_expiry_seconds` for each tenant; called at scrape time.

@@ -16,7 +16,6 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -117,7 +116,20 @@ pub struct FileStore {
     dir: PathBuf,
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// `open(2)` flag: fail on a symlink where the state file should be, so
+/// nobody with write access to a parent can redirect our reads or writes.
+fn no_follow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// An unpredictable suffix for temporary files (a predictable name can be
+/// pre-created by someone else, as a symlink or a file they can read).
+fn random_suffix() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
+}
 
 impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -131,7 +143,14 @@ impl FileStore {
 
     pub fn load_blocking(&self, tenant: &str) -> Result<Option<StoredToken>, StoreError> {
         let path = self.path(tenant);
-        let text = match std::fs::read_to_string(&path) {
+        let read = || -> std::io::Result<String> {
+            use std::io::Read;
+            let mut f = std::fs::OpenOptions::new().read(true).custom_flags(no_follow()).open(&path)?;
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        let text = match read() {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StoreError::Unreadable { path, source }),
@@ -174,13 +193,14 @@ impl FileStore {
             updated_at_ms: unix_now_ms(),
         };
         let json = serde_json::to_vec_pretty(&form).expect("plain strings and numbers serialize");
-        let tmp = self.dir.join(format!(
-            ".{tenant}.json.{}.{}.tmp",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.dir.join(format!(".{tenant}.json.{}.tmp", random_suffix()));
         let result = (|| {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(no_follow())
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
@@ -214,13 +234,91 @@ impl TokenStore for FileStore {
     }
 }
 
-/// Checks at start that `dir` can hold token state (creating it if needed),
-/// so a read-only mount is reported before the first refresh needs it.
+/// Checks that `dir` can hold token state safely (creating it 0700 if
+/// needed), so a read-only mount or a shared directory is reported before
+/// the first refresh needs it: it must be ours and writable by nobody else
+/// (whoever can write there can swap a tenant's refresh token).
 pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let probe = dir.join(format!(".probe.{}", std::process::id()));
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&probe)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("it is not a directory"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "it is owned by uid {}, but the gateway runs as uid {me}; give it to the gateway's user \
+             (chown {me} {}) or point state_dir at a directory of its own",
+            meta.uid(),
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it is writable by its group or by everyone (mode {:o}); make it private: chmod 700 {} \
+             (or point state_dir at a subdirectory, which the gateway creates with mode 0700)",
+            meta.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".probe.{}", random_suffix()));
+    std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(no_follow()).mode(0o600).open(&probe)?;
     std::fs::remove_file(&probe)
+}
+
+/// The exclusive lock one gateway process holds on its `state_dir` for as
+/// long as it runs: two processes refreshing one tenant's chain would
+/// replay each other's rotated tokens, and Pleo then revokes the consent.
+#[derive(Debug, Default)]
+pub struct StateLock(std::sync::Mutex<Option<std::fs::File>>);
+
+impl StateLock {
+    /// Checks `dir` (see [`prepare_dir`]) and locks it, unless already
+    /// locked by this process. A second process gets an error naming the
+    /// holder's PID.
+    pub fn acquire(&self, dir: &Path) -> std::io::Result<()> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return Ok(());
+        }
+        prepare_dir(dir)?;
+        let path = dir.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(no_follow())
+            .mode(0o600)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                use std::io::Read;
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                let holder = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
+                return Err(std::io::Error::other(format!(
+                    "{holder} (another pleo-gateway) holds its lock ({}); two gateways on one state_dir would \
+                     replay each other's rotated OAuth tokens and get the customers' consents revoked. Stop the \
+                     other one, or give this one its own state_dir",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        *held = Some(file);
+        Ok(())
+    }
+
+    /// Gives the lock back (at shutdown, once refreshes are done).
+    pub fn release(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,8 @@ pub struct Current {
     pub(super) epoch: u64,
     pub status: Status,
     pub(super) authorization: Option<HeaderValue>,
+    /// When the token was issued (a 401 right after does not force a refresh).
+    pub(super) obtained_at: Option<Instant>,
     pub expires_at: Option<Instant>,
     pub(super) usable_until: Option<Instant>,
     /// When to refresh, retry or re-read the store.
@@ -116,6 +118,14 @@ impl Current {
     }
 
     pub(super) fn blocked(status: Status, now: Instant) -> Current {
-        Current { epoch: 0, status, authorization: None, expires_at: None, usable_until: None, next_at: now + RECHECK }
+        Current {
+            epoch: 0,
+            status,
+            authorization: None,
+            obtained_at: None,
+            expires_at: None,
+            usable_until: None,
+            next_at: now + RECHECK,
+        }
     }
 }

@@ -145,7 +145,7 @@ fn client(https: HttpsConnector<HttpConnector>, idle_timeout: Duration) -> HttpC
 }
 
 /// RFC 9110 7.6.1: headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -155,7 +155,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including any that `Connection` names.
+/// Removes hop-by-hop headers, including any that `Connection` names, from
+/// Pleo's responses (requests are scrubbed by `scrub`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -172,8 +173,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    // Credentials the client meant for a proxy are never forwarded.
-    headers.remove(header::PROXY_AUTHORIZATION);
 }
 
 /// The upstream target in origin form: the base URL's path + the request's
@@ -192,13 +191,19 @@ impl Upstream {
     /// Turns an app's request into the one sent to Pleo: target on the base
     /// URL (path and query as sent), HTTP/1.1 semantics (the client picks
     /// h1 or h2 per connection by ALPN; an app's h2 must not force h2
-    /// upstream), hop-by-hop headers removed, `Host` set to Pleo's.
+    /// upstream), `Host` set to Pleo's. The client's headers were already
+    /// scrubbed (`scrub`) before the credential was attached: stripping
+    /// here, after it, would let `Connection: authorization` remove it.
     pub fn prepare<B>(&self, req: &mut Request<B>) -> Result<(), http::Error> {
         *req.uri_mut() = target(&self.base, req.uri())?;
         *req.version_mut() = Version::HTTP_11;
-        strip_hop_by_hop(req.headers_mut());
         req.headers_mut().insert(header::HOST, self.host.clone());
         Ok(())
+    }
+
+    /// Pleo's `Host` value for this environment.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// The client for the gateway's own calls to this environment (token
