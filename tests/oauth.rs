@@ -401,6 +401,51 @@ async fn a_401_is_retried_once_with_a_new_token_when_the_body_was_kept() {
     kit.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_cannot_burn_refresh_tokens() {
+    let kit = Arc::new(OAuthKit::start(Duration::from_secs(900), "limits: { forced_refresh_interval: 1s }\n").await);
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    assert_eq!(kit.sandbox.token_stats().refreshes, 1);
+
+    // A 401 for a token issued moments ago is about the request, not the
+    // token: Pleo's answer passes through and nothing rotates.
+    kit.sandbox.expire_access_tokens();
+    assert_eq!(kit.get("/v2/x").await.status, 401);
+    assert_eq!(kit.sandbox.token_stats().refreshes, 1, "no rotation for a fresh token");
+    let fresh = [("reason", "fresh_token")];
+    assert_eq!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await, 1.0);
+
+    // Once the token is older than the interval, twenty requests that all see
+    // 401 at once make exactly one refresh and are retried with its token.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let all: Vec<_> = (0..20)
+        .map(|_| {
+            let k = kit.clone();
+            tokio::spawn(async move { k.get("/v2/x").await.status })
+        })
+        .collect();
+    for h in all {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(kit.sandbox.token_stats().refreshes, 2, "one forced refresh for twenty 401s");
+
+    // An endpoint that answers 401 for its own reasons, called over and over
+    // (a client choosing what to call): at most one rotation per interval.
+    let started = Instant::now();
+    for _ in 0..30 {
+        assert_eq!(kit.get("/sandbox/status/401").await.status, 401);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forced = kit.sandbox.token_stats().refreshes - 2;
+    let allowed = started.elapsed().as_secs() + 1;
+    assert!(forced <= allowed, "{forced} forced refreshes in {:?} (30 requests)", started.elapsed());
+    assert!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await >= 20.0);
+    let stats = kit.sandbox.token_stats();
+    assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0));
+    let kit = Arc::into_inner(kit).unwrap();
+    kit.stop().await;
+}
+
 #[tokio::test]
 async fn a_corrupt_state_file_degrades_the_tenant_and_never_falls_back() {
     logs();

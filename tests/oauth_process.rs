@@ -136,3 +136,51 @@ async fn connect_onboards_a_tenant_end_to_end() {
     assert_eq!(sandbox.token_stats().reuse_detected, 0);
     sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_refresh_waits_for_it_and_the_restart_presents_the_newest_token() {
+    use pleo_gateway::sandbox::TokenFault;
+    let sandbox = sandbox(spec(Duration::from_secs(3), &[INITIAL_RT])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), "");
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+
+    // The first refresh is committed by "Pleo" at once, but its answer takes 2 s.
+    sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_secs(2))]);
+    let first = Process::spawn(&args, &[("RUST_LOG", "debug")]);
+    first.listening().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.token_stats().refreshes == 0 {
+        assert!(Instant::now() < deadline, "no refresh started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A routine rollout's SIGTERM lands while the answer is still on its way.
+    first.signal(Signal::SIGTERM);
+    let (status, log1) = tokio::task::spawn_blocking(move || first.wait()).await.unwrap();
+    assert!(status.success(), "{log1}");
+    let stored = state_refresh_token(dir.path()).expect("the rotated token was stored before the exit");
+    assert_ne!(stored, INITIAL_RT);
+    assert!(sandbox.is_live_refresh_token(&stored), "the stored token is the one Pleo just issued");
+    assert_eq!(sandbox.token_stats().refreshes, 1, "no refresh started after SIGTERM");
+
+    // The restart refreshes (3 s tokens) with the newest token: no replay, consent intact.
+    let second = Process::spawn(&args, &[("RUST_LOG", "debug")]);
+    let (addr, _) = second.listening().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.token_stats().refreshes < 2 {
+        assert!(Instant::now() < deadline, "the restarted gateway never refreshed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sandbox.presented_refresh_tokens()[1].expose_secret(), stored);
+    assert_eq!(get_hooli(addr).await, 200);
+    let stats = sandbox.token_stats();
+    assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0), "{stats:?}");
+    second.signal(Signal::SIGTERM);
+    let (status, log2) = tokio::task::spawn_blocking(move || second.wait()).await.unwrap();
+    assert!(status.success());
+    assert_no_secret_in(&log1, &sandbox);
+    assert_no_secret_in(&log2, &sandbox);
+    sandbox.shutdown().await;
+}

@@ -57,7 +57,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
                 return Ok(json(StatusCode::SERVICE_UNAVAILABLE, body));
             }
             Some(TokenFault::Slow(d)) => tokio::time::sleep(d).await,
-            None => {}
+            Some(TokenFault::CommitThenHold(_)) | None => {}
         }
         // Kept for tests: the form's refresh token, to check which one the gateway sent.
         if let Some(rt) = form_urlencoded::parse(&form).find(|(k, _)| k == "refresh_token").map(|(_, v)| v.into_owned())
@@ -65,6 +65,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             shared.presented.lock().expect("sandbox lock").push(Secret::new(rt));
         }
         let (status, body) = oauth::token(&shared.tokens, &parts.headers, &form, shared.spec.access_token_ttl);
+        if let Some(TokenFault::CommitThenHold(d)) = fault {
+            tokio::time::sleep(d).await;
+        }
         return Ok(json(status, body));
     }
 

@@ -44,6 +44,9 @@ pub enum TokenFault {
     Stall(Duration),
     /// Wait this long, then answer normally: a slow but working endpoint.
     Slow(Duration),
+    /// Rotate the tokens at once (as Pleo commits a refresh), then wait this
+    /// long before answering: a client that stops waiting has lost them.
+    CommitThenHold(Duration),
 }
 
 /// A credential the sandbox accepts: the exact `Authorization` value and the
