@@ -2,14 +2,17 @@
 //! gateway's own answers are small JSON (`Full`). `Tracked` ties the in-flight
 //! gauge to the body's life, so a long download counts until it has streamed.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use prometheus::IntGauge;
+use tokio::time::Sleep;
 
 use hyper::body::Incoming;
 
@@ -104,6 +107,10 @@ pub struct RequestBody {
     rest: Option<Incoming>,
     /// Bytes `rest` may still yield.
     remaining: u64,
+    /// `limits.body_read_timeout`: the longest pause between two frames of `rest`.
+    pause: Duration,
+    /// Armed the first time `rest` is not ready; reset by every frame.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 /// A request body passed `limits.max_request_body_bytes` while streaming.
@@ -111,17 +118,22 @@ pub struct RequestBody {
 #[error("the request body is larger than limits.max_request_body_bytes")]
 pub struct BodyTooLarge;
 
+/// A request body paused longer than `limits.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body paused longer than limits.body_read_timeout")]
+pub struct BodyTimedOut;
+
 impl RequestBody {
-    pub fn streaming(body: Incoming, limit: u64) -> Self {
-        RequestBody { prefix: None, rest: Some(body), remaining: limit }
+    pub fn streaming(body: Incoming, limit: u64, pause: Duration) -> Self {
+        RequestBody { prefix: None, rest: Some(body), remaining: limit, pause, deadline: None }
     }
 
     pub fn kept(bytes: Bytes) -> Self {
-        RequestBody { prefix: Some(bytes), rest: None, remaining: 0 }
+        RequestBody { prefix: Some(bytes), rest: None, remaining: 0, pause: Duration::MAX, deadline: None }
     }
 
     pub fn empty() -> Self {
-        RequestBody { prefix: None, rest: None, remaining: 0 }
+        RequestBody { prefix: None, rest: None, remaining: 0, pause: Duration::MAX, deadline: None }
     }
 }
 
@@ -137,7 +149,31 @@ impl Body for RequestBody {
         }
         let this = &mut *self;
         let Some(rest) = this.rest.as_mut() else { return Poll::Ready(None) };
-        let frame = match std::task::ready!(Pin::new(rest).poll_frame(cx)) {
+        let polled = Pin::new(rest).poll_frame(cx);
+        // A slow client must not hold a request slot (and Pleo's connection) forever.
+        match (&polled, &mut this.deadline) {
+            (Poll::Pending, None) => {
+                let mut sleep = Box::pin(tokio::time::sleep(this.pause));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.rest = None;
+                    return Poll::Ready(Some(Err(BodyTimedOut.into())));
+                }
+                this.deadline = Some(sleep);
+            }
+            (Poll::Pending, Some(sleep)) => {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.rest = None;
+                    return Poll::Ready(Some(Err(BodyTimedOut.into())));
+                }
+            }
+            (Poll::Ready(_), Some(sleep)) => {
+                if let Some(at) = tokio::time::Instant::now().checked_add(this.pause) {
+                    sleep.as_mut().reset(at);
+                }
+            }
+            (Poll::Ready(_), None) => {}
+        }
+        let frame = match std::task::ready!(polled) {
             None => return Poll::Ready(None),
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             Some(Ok(frame)) => frame,
@@ -189,14 +225,24 @@ pub enum Kept {
 /// a larger size is not read at all; one of unknown size is read until it
 /// ends or passes the limit. Nothing read is ever dropped. `max` is
 /// `limits.max_request_body_bytes`, enforced on the rest as it streams.
-pub async fn keep_if_small(mut body: Incoming, limit: usize, max: u64) -> Result<Kept, crate::BoxError> {
+pub async fn keep_if_small(
+    mut body: Incoming,
+    limit: usize,
+    max: u64,
+    pause: Duration,
+) -> Result<Kept, crate::BoxError> {
     use http_body_util::BodyExt;
     let limit = limit.min(usize::try_from(max).unwrap_or(usize::MAX));
     if body.size_hint().lower() > limit as u64 {
-        return Ok(Kept::TooLarge(RequestBody::streaming(body, max)));
+        return Ok(Kept::TooLarge(RequestBody::streaming(body, max, pause)));
     }
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(pause, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Err(BodyTimedOut.into()),
+        };
         // Trailers on a request Pleo never asked for are dropped here.
         if let Ok(data) = frame?.into_data() {
             buf.extend_from_slice(&data);
@@ -205,7 +251,13 @@ pub async fn keep_if_small(mut body: Incoming, limit: usize, max: u64) -> Result
                     return Err(BodyTooLarge.into());
                 }
                 let remaining = max - buf.len() as u64;
-                return Ok(Kept::TooLarge(RequestBody { prefix: Some(buf.freeze()), rest: Some(body), remaining }));
+                return Ok(Kept::TooLarge(RequestBody {
+                    prefix: Some(buf.freeze()),
+                    rest: Some(body),
+                    remaining,
+                    pause,
+                    deadline: None,
+                }));
             }
         }
     }
@@ -214,9 +266,18 @@ pub async fn keep_if_small(mut body: Incoming, limit: usize, max: u64) -> Result
 
 /// Whether `err` (or one of its causes) is a body past the size limit.
 pub fn is_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTooLarge>(err)
+}
+
+/// Whether `err` (or one of its causes) is a body that paused too long.
+pub fn is_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTimedOut>(err)
+}
+
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<E>() {
             return true;
         }
         next = e.source();

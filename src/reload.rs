@@ -92,6 +92,8 @@ pub fn serve_options(c: &Config) -> ServeOptions {
         idle_timeout: c.limits.idle_timeout,
         drain_timeout: c.limits.drain_timeout,
         max_header_bytes: c.limits.max_header_bytes,
+        response_write_timeout: c.limits.response_write_timeout,
+        max_connections: c.limits.max_connections,
     }
 }
 

@@ -33,8 +33,9 @@ pub struct Tenant {
     pub credential: Credential,
     pub upstream: Arc<Upstream>,
     pub metrics: TenantMetrics,
-    /// `limits.max_request_body_bytes`, kept here for the credential step.
+    /// `limits.max_request_body_bytes` and `body_read_timeout`, kept here for the credential step.
     pub max_request_body_bytes: u64,
+    pub body_read_timeout: std::time::Duration,
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
     pub check: KeyCheck,
     /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
@@ -86,6 +87,7 @@ impl Routes {
                     upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
                     max_request_body_bytes: config.limits.max_request_body_bytes,
+                    body_read_timeout: config.limits.body_read_timeout,
                     check: KeyCheck::default(),
                     in_flight: crate::admit::Share::new(config.limits.max_in_flight_per_tenant),
                 };

@@ -134,3 +134,146 @@ async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
     assert!(idle_from.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", idle_from.elapsed());
     kit.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_after_body_read_timeout() {
+    let kit = Kit::start("limits: { body_read_timeout: 300ms }\n").await;
+    let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+    let started = Instant::now();
+    // 100 bytes declared, 10 sent, then nothing: a trickling upload holding a slot.
+    s.write_all(b"POST /v2/upload HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut s, Duration::from_secs(5)).await.unwrap_or_else(|e| e);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("request_body_timeout"), "{reply}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the timeout: {:?}", started.elapsed());
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_in_flight_requests", &[]), 0.0, "the slot is free again");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_response_write_timeout() {
+    let kit = Kit::start("limits: { response_write_timeout: 500ms }\n").await;
+    let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+    // 256 MiB asked for, nothing read: the socket buffers fill and writes pend.
+    s.write_all(b"GET /sandbox/bytes/268435456 HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if sample(&kit.metrics().await, "pleo_gateway_in_flight_requests", &[]) == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a client that reads nothing still holds its request");
+    }
+    // What the kernel had buffered, then the end: far less than was asked for.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the connection is still open"),
+        }
+    }
+    assert!(got < 256 << 20, "{got} bytes");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn connections_that_send_no_request_are_closed_after_header_read_timeout() {
+    let kit = Kit::start("limits: { header_read_timeout: 300ms }\n").await;
+    // Nothing at all (protocol detection waits), and an h2 preface with no request after it.
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"] {
+        let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+        let started = Instant::now();
+        s.write_all(opening).await.unwrap();
+        // idle_timeout is 60 s: only the first-request bound can close it this soon.
+        let closed = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    }
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once() {
+    let kit = Kit::start("limits: { max_connections: 3 }\n").await;
+    let request = b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        open.push(s);
+    }
+    let mut fourth = TcpStream::connect(kit.gw.addr).await.unwrap();
+    let _ = fourth.write_all(request).await;
+    let reply = read_until_closed(&mut fourth, Duration::from_secs(5)).await.expect("closed at once");
+    assert!(reply.is_empty(), "no answer past the limit: {reply}");
+    // One closes; a new connection is served again.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+        let _ = s.write_all(request).await;
+        let mut buf = vec![0u8; 8192];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            if buf[..n].starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "capacity never came back");
+    }
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn one_tenant_or_client_cannot_take_every_slot() {
+    let key = |n: &str| format!("pgw_share_test_key_{n}_0123456789abcdef");
+    let digest = |n: &str| pleo_gateway::client_auth::key_sha256(key(n).as_bytes());
+    // max_in_flight 16: each tenant and each client gets 8 by default.
+    let kit = Kit::start(&format!(
+        "limits: {{ max_in_flight: 16 }}\nclients:\n  - {{ name: noisy, key_sha256: \"{}\", tenants: [globex, initech] }}\n  - {{ name: quiet, key_sha256: \"{}\", tenants: [globex, initech] }}\n",
+        digest("noisy"),
+        digest("quiet")
+    ))
+    .await;
+    let slow = |tenant: &'static str, who: &str| {
+        let client = kit.client.clone();
+        let req = http::Request::get(kit.url("/sandbox/delay/2000"))
+            .header("x-pleo-tenant", tenant)
+            .header("authorization", format!("Bearer {}", key(who)))
+            .body(Default::default())
+            .unwrap();
+        tokio::spawn(async move { client.request(req).await.unwrap().status().as_u16() })
+    };
+    // The noisy client fills globex's share: 8 slow requests.
+    let held: Vec<_> = (0..8).map(|_| slow("globex", "noisy")).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample(&kit.metrics().await, "pleo_gateway_in_flight_requests", &[]) < 8.0 {
+        assert!(Instant::now() < deadline, "the slow requests never went in flight");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let as_ = |who: &str, tenant: &str| {
+        let auth = format!("Bearer {}", key(who));
+        let tenant = tenant.to_string();
+        let kit = &kit;
+        async move { kit.get("/v2/x", &[("authorization", auth.as_str()), ("x-pleo-tenant", tenant.as_str())]).await }
+    };
+    // A ninth globex request is shed, whoever sends it; the noisy client is at its share too.
+    as_("quiet", "globex").await.assert_refused(503, "overloaded");
+    as_("noisy", "initech").await.assert_refused(503, "overloaded");
+    // Everyone else is served: 9 of 16 slots are not the whole gateway.
+    assert_eq!(as_("quiet", "initech").await.status, 200);
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(as_("quiet", "globex").await.status, 200, "the share is back once they finish");
+    kit.stop().await;
+}

@@ -447,6 +447,25 @@ async fn a_401_cannot_burn_refresh_tokens() {
 }
 
 #[tokio::test]
+async fn a_body_kept_for_the_retry_is_bounded_by_body_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kit = OAuthKit::start(Duration::from_secs(900), "limits: { body_read_timeout: 300ms }\n").await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    let mut s = tokio::net::TcpStream::connect(kit.gw().addr).await.unwrap();
+    // Small enough to be kept in memory for a 401 retry, but it never finishes.
+    s.write_all(
+        b"POST /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: hooli\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut reply)).await.expect("answered").unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408") && reply.contains("request_body_timeout"), "{reply}");
+    kit.stop().await;
+}
+
+#[tokio::test]
 async fn a_corrupt_state_file_degrades_the_tenant_and_never_falls_back() {
     logs();
     let sandbox = sandbox(spec(Duration::from_secs(900), &[INITIAL_RT])).await;

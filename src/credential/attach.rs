@@ -67,8 +67,8 @@ where
             }
             Credential::Static { authorization, .. } => {
                 req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
-                let max = tenant.max_request_body_bytes;
-                Either::Left(self.inner.call(req.map(|b| RequestBody::streaming(b, max))))
+                let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
+                Either::Left(self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))))
             }
             Credential::OAuth { session, .. } => {
                 // Take the service that was made ready; leave a clone behind.
@@ -91,10 +91,15 @@ where
     let authorization = session.authorization().await?;
     let (mut parts, body) = req.into_parts();
     parts.headers.insert(header::AUTHORIZATION, authorization.clone());
-    let max = parts.extensions.get::<Arc<Tenant>>().map_or(u64::MAX, |t| t.max_request_body_bytes);
-    let kept = body::keep_if_small(body, session.retry_body_bytes(), max).await.map_err(|e| {
+    let (max, pause) = parts
+        .extensions
+        .get::<Arc<Tenant>>()
+        .map_or((u64::MAX, std::time::Duration::MAX), |t| (t.max_request_body_bytes, t.body_read_timeout));
+    let kept = body::keep_if_small(body, session.retry_body_bytes(), max, pause).await.map_err(|e| {
         if body::is_too_large(&*e) {
             GatewayError::new(ErrorCode::RequestBodyTooLarge)
+        } else if body::is_timed_out(&*e) {
+            GatewayError::new(ErrorCode::RequestBodyTimeout)
         } else {
             GatewayError::new(ErrorCode::UpstreamUnavailable)
                 .with_source(format!("reading the request body failed: {e}"))

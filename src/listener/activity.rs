@@ -25,6 +25,8 @@ use crate::tls::ClientCertNames;
 #[derive(Debug)]
 pub struct Activity {
     open: AtomicUsize,
+    /// Whether any request began on this connection.
+    began: std::sync::atomic::AtomicBool,
     /// Milliseconds since `base` when the last request ended.
     last_ms: AtomicU64,
     base: Instant,
@@ -35,13 +37,21 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             open: AtomicUsize::new(0),
+            began: std::sync::atomic::AtomicBool::new(false),
             last_ms: AtomicU64::new(0),
             base: Instant::now(),
             went_idle: Notify::new(),
         })
     }
 
+    pub fn ever_began(&self) -> bool {
+        self.began.load(Ordering::Acquire)
+    }
+
     fn begin(self: &Arc<Self>) -> Busy {
+        if !self.began.load(Ordering::Relaxed) {
+            self.began.store(true, Ordering::Release);
+        }
         self.open.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }

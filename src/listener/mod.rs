@@ -9,6 +9,7 @@
 //! whatever is left after that is aborted.
 
 mod activity;
+mod stall;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use activity::{Activity, Counted};
+use stall::{Stall, Watched};
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls::{self, ClientCertNames, SharedTls};
@@ -38,6 +40,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Writes to a client that stopped reading may pend this long.
+    pub response_write_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
@@ -75,14 +81,25 @@ pub async fn serve<S, B>(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
                 if **options.load() != opts {
                     opts = **options.load();
                     builder = self::builder(&opts);
                 }
+                // Reap first, so the count is of live connections only.
+                while conns.try_join_next().is_some() {}
+                if conns.len() >= opts.max_connections {
+                    // Closed at once: a clear failure for the client, and the
+                    // backlog does not fill with connections nobody serves.
+                    tracing::warn!(max_connections = opts.max_connections, "connection limit reached; closing a new connection");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let stall = Stall::new();
+                let stream = Watched::new(stream, stall.clone());
                 let (service, builder, shutdown) = (service.clone(), builder.clone(), conn_shutdown.clone());
                 match &tls {
-                    None => conns.spawn(connection(stream, service, builder, opts.idle_timeout, None, shutdown)),
+                    None => conns.spawn(connection(stream, service, builder, opts, stall, None, shutdown)),
                     Some(tls) => {
                         let config = tls.load_full();
                         conns.spawn(async move {
@@ -93,7 +110,7 @@ pub async fn serve<S, B>(
                                 Err(_) => return tracing::debug!("TLS handshake timed out"),
                             };
                             let cert = tls::client_cert_names(stream.get_ref().1);
-                            connection(stream, service, builder, opts.idle_timeout, cert, shutdown).await
+                            connection(stream, service, builder, opts, stall, cert, shutdown).await
                         })
                     }
                 };
@@ -132,13 +149,18 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection until it ends, closing it gracefully on shutdown or
-/// after `idle` without an open request.
+/// Serves one connection until it ends: closes it gracefully on shutdown or
+/// after `idle_timeout` without an open request, and drops it when no request
+/// began within `header_read_timeout` (a client that never sends a request,
+/// or stops after the h2 preface, before hyper's own head timeout starts) or
+/// when writes to it pend for `response_write_timeout` (a client that
+/// stopped reading).
 async fn connection<I, S, B>(
     io: I,
     service: S,
     builder: auto::Builder<TokioExecutor>,
-    idle: Duration,
+    opts: ServeOptions,
+    stall: Arc<Stall>,
     cert: Option<ClientCertNames>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -153,9 +175,23 @@ async fn connection<I, S, B>(
     let service = TowerToHyperService::new(Counted::new(service, activity.clone(), cert));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let first_request = tokio::time::sleep(opts.header_read_timeout);
+    tokio::pin!(first_request);
+    let mut first_checked = false;
     let mut closing = false;
     loop {
         tokio::select! {
+            _ = &mut first_request, if !first_checked => {
+                first_checked = true;
+                if !activity.ever_began() {
+                    tracing::debug!("no request within header_read_timeout; closing the connection");
+                    return;
+                }
+            }
+            _ = stall.exceeded(opts.response_write_timeout) => {
+                tracing::debug!("the client stopped reading (response_write_timeout); closing the connection");
+                return;
+            }
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -166,7 +202,7 @@ async fn connection<I, S, B>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = activity.idle_for(idle), if !closing => {
+            _ = activity.idle_for(opts.idle_timeout), if !closing => {
                 tracing::trace!("closing an idle connection");
                 conn.as_mut().graceful_shutdown();
                 closing = true;

@@ -254,6 +254,9 @@ impl Service<Request<RequestBody>> for Proxy {
                 Ok(Err(e)) if body::is_too_large(&*e) => {
                     return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).with_source(e).into())
                 }
+                Ok(Err(e)) if body::is_timed_out(&*e) => {
+                    return Err(GatewayError::new(ErrorCode::RequestBodyTimeout).with_source(e).into())
+                }
                 Ok(Err(e)) => return Err(GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e).into()),
                 Err(elapsed) => return Err(GatewayError::new(ErrorCode::UpstreamTimeout).with_source(elapsed).into()),
             };
