@@ -161,33 +161,10 @@ async fn http2_requests_from_apps_are_served() {
 
 #[tokio::test]
 async fn https_upstream_with_a_private_ca_negotiates_http2() {
-    let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    let mut ca = ca;
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let secure = pleo_gateway::sandbox::Sandbox::spawn(listener, staging_spec(), Some(std::sync::Arc::new(tls)));
+    let (secure, ca_pem) = h2_tls_sandbox(staging_spec()).await;
     let plain = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nenvironments:\n  staging: {{ base_url: https://{}, ca_file: ca.pem }}\n  production: {{ base_url: http://{} }}\n{}",
         secure.addr,

@@ -9,12 +9,26 @@
 //! ([`PooledBody`]), in the task that read it. The measurement that
 //! justifies this is in the README ("Performance").
 //!
-//! Pleo picks the protocol by ALPN: an h2 connection is shared by every
-//! request (one per environment), HTTP/1 connections are one request at a
-//! time, most recently used first so that the hot ones stay warm and the
-//! rest age out after `idle_timeout`.
+//! Pleo picks the protocol by ALPN. An h2 connection is shared by up to
+//! [`H2_STREAMS_PER_CONN`] requests at once (more open another one), HTTP/1
+//! connections are one request at a time, most recently used first so that
+//! the hot ones stay warm and the rest age out after `idle_timeout`.
+//!
+//! h2 isolation: data Pleo sends on a stream counts against the
+//! connection's flow-control window until our reader takes it. An app that
+//! stops reading a large download leaves its stream's data unread, and with
+//! one window for everything (hyper's adaptive window sizes the connection
+//! like a stream) eight such apps stopped every other tenant's traffic on
+//! the environment (tests/h2_isolation.rs). So each stream gets a fixed
+//! window and the connection a window as large as all the streams it may
+//! carry together: stalled streams can only use up their own share. The
+//! stream cap also keeps us under Pleo's SETTINGS_MAX_CONCURRENT_STREAMS
+//! (RFC 9113 recommends servers allow at least 100), where requests would
+//! otherwise queue behind stalled ones. Stalled streams end with their
+//! client connection (`limits.response_write_timeout`).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,6 +53,11 @@ use crate::BoxError;
 /// is closed rather than hoarded.
 const MAX_IDLE_HTTP1: usize = 256;
 
+/// Requests one h2 connection carries at once.
+pub const H2_STREAMS_PER_CONN: usize = 100;
+/// Each stream's receive window: 1 MiB is 50 MiB/s per download at 20 ms RTT.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+
 /// Sends requests to one Pleo environment over kept-alive connections.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
@@ -62,13 +81,31 @@ impl std::fmt::Debug for Pool {
 struct Idle {
     /// Ready (or about to be) HTTP/1 connections and when each was returned.
     h1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
-    /// The shared h2 connection, once Pleo negotiated h2.
-    h2: Option<http2::SendRequest<RequestBody>>,
+    /// The shared h2 connections, once Pleo negotiated h2, with their open streams.
+    h2: Vec<(http2::SendRequest<RequestBody>, Arc<AtomicUsize>)>,
 }
 
 enum Conn {
     H1(http1::SendRequest<RequestBody>),
-    H2(http2::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>, Stream),
+}
+
+/// One open stream of an h2 connection: counted until the response body is
+/// done (or the request failed).
+#[derive(Debug)]
+struct Stream(Arc<AtomicUsize>);
+
+impl Stream {
+    fn open(count: &Arc<AtomicUsize>) -> Stream {
+        count.fetch_add(1, Ordering::AcqRel);
+        Stream(count.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Pool {
@@ -84,9 +121,11 @@ impl Pool {
         h1.writev(false);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
-            // One connection carries every request: a fixed 64 KiB window
-            // would cap each download at window/RTT. Size it from measured BDP.
-            .adaptive_window(true)
+            // Fixed windows, the connection's covering every stream it carries
+            // (see the module docs): no stalled reader can starve the others.
+            .adaptive_window(false)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_STREAM_WINDOW * H2_STREAMS_PER_CONN as u32)
             // Notice a dead h2 connection (NAT, LB) before a request lands on it.
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
@@ -111,7 +150,7 @@ impl Pool {
         loop {
             let sent = match &mut conn {
                 Conn::H1(tx) => tx.try_send_request(req).await,
-                Conn::H2(tx) => {
+                Conn::H2(tx, _) => {
                     *req.uri_mut() = self.absolute(req.uri());
                     *req.version_mut() = Version::HTTP_2;
                     tx.try_send_request(req).await
@@ -119,11 +158,11 @@ impl Pool {
             };
             let mut err = match sent {
                 Ok(resp) => {
-                    let back = match conn {
-                        Conn::H1(tx) => Some((self.clone(), tx)),
-                        Conn::H2(_) => None,
+                    let (back, stream) = match conn {
+                        Conn::H1(tx) => (Some((self.clone(), tx)), None),
+                        Conn::H2(_, stream) => (None, Some(stream)),
                     };
-                    return Ok(resp.map(|inner| PooledBody { inner, back }));
+                    return Ok(resp.map(|inner| PooledBody { inner, back, _stream: stream }));
                 }
                 Err(err) => err,
             };
@@ -161,11 +200,12 @@ impl Pool {
         loop {
             let (mut tx, since) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(h2) = &idle.h2 {
-                    if !h2.is_closed() {
-                        return Some(Conn::H2(h2.clone()));
+                if !idle.h2.is_empty() {
+                    idle.h2.retain(|(tx, _)| !tx.is_closed());
+                    let free = idle.h2.iter().find(|(_, n)| n.load(Ordering::Acquire) < H2_STREAMS_PER_CONN);
+                    if let Some((tx, n)) = free {
+                        return Some(Conn::H2(tx.clone(), Stream::open(n)));
                     }
-                    idle.h2 = None;
                 }
                 idle.h1.pop()?
             };
@@ -190,8 +230,10 @@ impl Pool {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
             });
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).h2 = Some(tx.clone());
-            Ok(Conn::H2(tx))
+            let streams = Arc::new(AtomicUsize::new(0));
+            let stream = Stream::open(&streams);
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).h2.push((tx.clone(), streams));
+            Ok(Conn::H2(tx, stream))
         } else {
             let (tx, conn) = self.h1.handshake(io).await?;
             tokio::spawn(async move {
@@ -255,6 +297,8 @@ fn spawn_reaper(pool: Weak<Pool>, idle_timeout: Duration) {
 pub struct PooledBody {
     inner: Incoming,
     back: Option<(Arc<Pool>, http1::SendRequest<RequestBody>)>,
+    /// h2: the stream's place on its connection, freed with the body.
+    _stream: Option<Stream>,
 }
 
 impl std::fmt::Debug for PooledBody {

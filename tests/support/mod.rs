@@ -46,6 +46,33 @@ pub async fn sandbox(spec: SandboxSpec) -> Sandbox {
     Sandbox::spawn(listener, spec, None)
 }
 
+/// A sandbox serving HTTPS with ALPN h2 + http/1.1, under a CA made here;
+/// returns it with the CA's PEM (for `ca_file`).
+pub async fn h2_tls_sandbox(spec: SandboxSpec) -> (Sandbox, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (Sandbox::spawn(listener, spec, Some(std::sync::Arc::new(tls))), ca_cert.pem())
+}
+
 /// Writes the tenants' secrets as files in `dir` and returns the tenants block.
 pub fn tenants_yaml(dir: &Path) -> String {
     for (name, value) in [("acme.token", ACME_TOKEN), ("globex.key", GLOBEX_KEY), ("initech.key", INITECH_KEY)] {
