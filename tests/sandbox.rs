@@ -106,3 +106,55 @@ async fn token_endpoint_rotates_and_revokes_on_replay() {
     assert_eq!((stats.refreshes, stats.reuse_detected), (1, 1));
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_sandbox_keeps_bounded_state_so_the_demo_runs_for_weeks() {
+    use pleo_gateway::sandbox::{KEEP_ISSUED, KEEP_RETIRED};
+    let client = OAuthClient {
+        client_id: "cid".into(),
+        client_secret: Secret::new("csecret"),
+        company_id: "company-oauth".into(),
+        refresh_tokens: vec![Secret::new("rt_initial")],
+    };
+    let mut spec = SandboxSpec::new(Environment::Staging).oauth_client(client);
+    spec.access_token_ttl = std::time::Duration::from_secs(1);
+    let sb = sandbox(spec).await;
+    let client_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:csecret"));
+    let refresh = |rt: String| {
+        let auth = client_auth.clone();
+        async move {
+            let form = format!("grant_type=refresh_token&refresh_token={rt}");
+            let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&auth), &form).await;
+            assert_eq!(s, 200, "{j}");
+            j["refresh_token"].as_str().unwrap().to_string()
+        }
+    };
+    // More rotations than the sandbox keeps retired tokens for, each on a new connection.
+    let mut rt = "rt_initial".to_string();
+    for _ in 0..KEEP_RETIRED + 200 {
+        rt = refresh(rt).await;
+    }
+    // Once the access tokens have expired, the next refresh drops them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let previous = rt.clone();
+    refresh(rt).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (kept, connections) = loop {
+        let (kept, connections) = sb.retained();
+        if connections <= 1 || std::time::Instant::now() > deadline {
+            break (kept, connections);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(connections <= 1, "{connections} connection tasks kept");
+    assert_eq!(kept.refresh_tokens, KEEP_RETIRED + 1, "the newest retired ones and the live one");
+    assert_eq!(kept.access_tokens, 1, "expired access tokens dropped");
+    assert!(kept.issued_access <= KEEP_ISSUED);
+    assert!(sb.presented_refresh_tokens().len() <= KEEP_ISSUED);
+    // A recently retired token is still recognised as a replay.
+    let form = format!("grant_type=refresh_token&refresh_token={previous}");
+    let (s, j) = call(sb.addr, "POST", "/oauth/token", Some(&client_auth), &form).await;
+    assert_eq!((s, j["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(sb.token_stats().reuse_detected, 1);
+    sb.shutdown().await;
+}

@@ -62,7 +62,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         // Kept for tests: the form's refresh token, to check which one the gateway sent.
         if let Some(rt) = form_urlencoded::parse(&form).find(|(k, _)| k == "refresh_token").map(|(_, v)| v.into_owned())
         {
-            shared.presented.lock().expect("sandbox lock").push(Secret::new(rt));
+            let mut presented = shared.presented.lock().expect("sandbox lock");
+            presented.push_back(Secret::new(rt));
+            if presented.len() > super::KEEP_ISSUED {
+                presented.pop_front();
+            }
         }
         let (status, body) = oauth::token(&shared.tokens, &parts.headers, &form, shared.spec.access_token_ttl);
         if let Some(TokenFault::CommitThenHold(d)) = fault {

@@ -32,7 +32,7 @@ use crate::credential::static_authorization;
 use crate::credential::store::FileStore;
 use crate::secret::Secret;
 
-pub use oauth::{OAuthClient, TokenStats};
+pub use oauth::{OAuthClient, Retained, TokenStats, KEEP_ISSUED, KEEP_RETIRED};
 
 /// A failure the sandbox's token endpoint serves instead of its next answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,8 +161,11 @@ struct Shared {
     recorded: Mutex<VecDeque<Recorded>>,
     tokens: Mutex<oauth::TokenState>,
     faults: Mutex<VecDeque<TokenFault>>,
-    /// Refresh tokens presented to `/oauth/token`, oldest first.
-    presented: Mutex<Vec<Secret>>,
+    /// Refresh tokens presented to `/oauth/token`, oldest first (the newest
+    /// `KEEP_ISSUED`).
+    presented: Mutex<VecDeque<Secret>>,
+    /// Connection tasks alive now (finished ones are reaped as they end).
+    connections: std::sync::atomic::AtomicUsize,
     /// `GET /v1/installations/me` calls from the gateway's credential check
     /// (not in `recorded`, which is the traffic the gateway proxied).
     credential_checks: std::sync::atomic::AtomicUsize,
@@ -187,7 +190,8 @@ impl Sandbox {
             recorded: Mutex::new(VecDeque::new()),
             tokens: Mutex::new(tokens),
             faults: Mutex::new(VecDeque::new()),
-            presented: Mutex::new(Vec::new()),
+            presented: Mutex::new(VecDeque::new()),
+            connections: Default::default(),
             credential_checks: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -240,7 +244,13 @@ impl Sandbox {
 
     /// The refresh tokens presented to the token endpoint, oldest first.
     pub fn presented_refresh_tokens(&self) -> Vec<Secret> {
-        self.shared.presented.lock().expect("sandbox lock").clone()
+        self.shared.presented.lock().expect("sandbox lock").iter().cloned().collect()
+    }
+
+    /// How much OAuth state the sandbox holds, and how many connection tasks.
+    pub fn retained(&self) -> (Retained, usize) {
+        let tokens = self.shared.tokens.lock().expect("sandbox lock").retained();
+        (tokens, self.shared.connections.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether `token` is a refresh token the sandbox would still accept.
@@ -268,8 +278,14 @@ async fn accept_loop(
                 Ok(s) => s,
                 Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue }
             },
+            // Reap finished connections: the demo's sandbox runs for weeks.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                shared.connections.store(conns.len(), std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             _ = stopped.changed() => break,
         };
+        shared.connections.store(conns.len() + 1, std::sync::atomic::Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let acceptor = acceptor.clone();

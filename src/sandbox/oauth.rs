@@ -5,7 +5,7 @@
 //! its tests loudly.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,6 +61,24 @@ struct Code {
     redirect_uri: String,
     challenge: String,
     company: String,
+    issued: Instant,
+}
+
+/// What the sandbox keeps, bounded so the demo can run for weeks: retired
+/// refresh tokens (for reuse detection) and issued access tokens (for tests
+/// to search logs) are the newest this many; expired access tokens and
+/// codes older than [`CODE_TTL`] are dropped.
+pub const KEEP_RETIRED: usize = 1_000;
+pub const KEEP_ISSUED: usize = 10_000;
+const CODE_TTL: Duration = Duration::from_secs(600);
+
+/// How much the token state holds now (for tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retained {
+    pub refresh_tokens: usize,
+    pub access_tokens: usize,
+    pub issued_access: usize,
+    pub codes: usize,
 }
 
 #[derive(Debug)]
@@ -69,8 +87,10 @@ pub struct TokenState {
     refresh: HashMap<String, Refresh>,
     codes: HashMap<String, Code>,
     next_family: u64,
-    /// Every access token ever issued (the live ones are in `access`).
-    issued_access: Vec<String>,
+    /// Access tokens issued, newest [`KEEP_ISSUED`] (the live ones are in `access`).
+    issued_access: VecDeque<String>,
+    /// Retired refresh tokens, oldest first, newest [`KEEP_RETIRED`] kept.
+    retired: VecDeque<String>,
     access: HashMap<String, Access>,
     revoked: HashSet<u64>,
     salt: u64,
@@ -100,7 +120,8 @@ impl TokenState {
             refresh,
             codes: HashMap::new(),
             next_family: clients.len() as u64,
-            issued_access: Vec::new(),
+            issued_access: VecDeque::new(),
+            retired: VecDeque::new(),
             access: HashMap::new(),
             revoked: HashSet::new(),
             salt,
@@ -135,6 +156,24 @@ impl TokenState {
         self.access.clear();
     }
 
+    pub fn retained(&self) -> Retained {
+        Retained {
+            refresh_tokens: self.refresh.len(),
+            access_tokens: self.access.len(),
+            issued_access: self.issued_access.len(),
+            codes: self.codes.len(),
+        }
+    }
+
+    fn retire(&mut self, token: &str) {
+        self.retired.push_back(token.to_string());
+        while self.retired.len() > KEEP_RETIRED {
+            if let Some(old) = self.retired.pop_front() {
+                self.refresh.remove(&old);
+            }
+        }
+    }
+
     pub fn issued(&self) -> Vec<Secret> {
         self.refresh.keys().chain(self.issued_access.iter()).map(|t| Secret::new(t.as_str())).collect()
     }
@@ -162,7 +201,10 @@ impl TokenState {
         };
         let company = client.company_id.clone();
         let code = self.mint("code");
-        self.codes.insert(code.clone(), Code { client_id, redirect_uri: redirect_uri.clone(), challenge, company });
+        self.codes.retain(|_, c| c.issued.elapsed() < CODE_TTL);
+        let issued = Instant::now();
+        self.codes
+            .insert(code.clone(), Code { client_id, redirect_uri: redirect_uri.clone(), challenge, company, issued });
         let sep = if redirect_uri.contains('?') { '&' } else { '?' };
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("code", &code)
@@ -257,7 +299,9 @@ pub fn token(
         }
         Some(r) => {
             r.retired = true;
-            (r.family, r.company.clone())
+            let found = (r.family, r.company.clone());
+            st.retire(&presented);
+            found
         }
         None => {
             st.stats.invalid_grant += 1;
@@ -282,7 +326,12 @@ fn issue(
 ) -> (StatusCode, serde_json::Value) {
     let access = st.mint("at");
     let refresh = st.mint("rt");
-    st.issued_access.push(access.clone());
+    let now = Instant::now();
+    st.access.retain(|_, a| a.expires > now);
+    st.issued_access.push_back(access.clone());
+    if st.issued_access.len() > KEEP_ISSUED {
+        st.issued_access.pop_front();
+    }
     st.access.insert(access.clone(), Access { family, company: company.clone(), expires: Instant::now() + ttl });
     st.refresh.insert(refresh.clone(), Refresh { family, client_id, company, retired: false });
     (
