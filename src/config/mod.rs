@@ -335,7 +335,19 @@ fn serde_issue(e: &serde_yaml::Error) -> ConfigIssue {
         Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
         _ => (String::new(), text),
     };
-    ConfigIssue { line: e.location().map(|l| l.line()), column: e.location().map(|l| l.column()), key, message }
+    // serde quotes what the file says (an unknown key may span lines): keep
+    // one issue on one line, as log shippers and `check` readers expect.
+    let one_line = |s: String| {
+        s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    };
+    // An error about the file as a whole (several documents, say) is put
+    // at its start, so that every issue has a line.
+    ConfigIssue {
+        line: Some(e.location().map_or(1, |l| l.line())),
+        column: e.location().map(|l| l.column()),
+        key: one_line(key),
+        message: one_line(message),
+    }
 }
 
 #[cfg(test)]
