@@ -63,6 +63,11 @@ impl<B> Predicate<Request<B>> for ScrubHeaders {
 
 /// Removes what must not reach Pleo from a client's headers.
 pub fn scrub(headers: &mut HeaderMap, trust_forwarded: bool) {
+    // Most requests carry none of these: one pass over the few headers
+    // there are, instead of a lookup for each of the 21 names.
+    if !headers.keys().any(|k| stripped(k, trust_forwarded)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -76,14 +81,15 @@ pub fn scrub(headers: &mut HeaderMap, trust_forwarded: bool) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP.iter().chain(&CREDENTIALS) {
+    let gone: Vec<HeaderName> = headers.keys().filter(|k| stripped(k, trust_forwarded)).cloned().collect();
+    for name in gone {
         headers.remove(name);
     }
-    if !trust_forwarded {
-        for name in &FORWARDING {
-            headers.remove(name);
-        }
-    }
+}
+
+/// Whether a header of this name never goes to Pleo.
+fn stripped(name: &HeaderName, trust_forwarded: bool) -> bool {
+    HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || (!trust_forwarded && FORWARDING.contains(name))
 }
 
 #[cfg(test)]

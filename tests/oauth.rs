@@ -465,6 +465,47 @@ async fn a_body_kept_for_the_retry_is_bounded_by_body_read_timeout() {
     kit.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_the_tenant_mid_refresh_and_a_shutdown_lose_no_rotation() {
+    use pleo_gateway::sandbox::TokenFault;
+    let mut kit = OAuthKit::start(Duration::from_secs(900), "limits: { forced_refresh_interval: 1ms }\n").await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    // Pleo commits the next rotation at once but answers 1.5 s later.
+    kit.sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_millis(1500))]);
+    kit.sandbox.expire_access_tokens();
+    let (client, url) = (kit.client.clone(), format!("http://{}/v2/x", kit.gw().addr));
+    let request = tokio::spawn(async move {
+        let req = Request::get(url).header("x-pleo-tenant", "hooli").body(Full::default()).unwrap();
+        client.request(req).await.map(|r| r.status().as_u16())
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kit.sandbox.token_stats().refreshes < 2 {
+        assert!(Instant::now() < deadline, "the forced refresh never reached the token endpoint");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // While the answer is on its way: the tenant leaves the config, then the gateway stops.
+    let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
+    let without = yaml[..yaml.find("tenants:").unwrap()].to_string() + "tenants: {}\n";
+    std::fs::write(kit.dir.path().join("gateway.yaml"), &without).unwrap();
+    kit.gw().reload().await.unwrap();
+    kit.gw.take().unwrap().shutdown().await;
+    let _ = request.await;
+    let text = std::fs::read_to_string(kit.dir.path().join("state/hooli.json")).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rt = stored["refresh_token"].as_str().unwrap();
+    assert!(kit.sandbox.is_live_refresh_token(rt), "the rotation Pleo committed was stored before the stop");
+    // Back with the tenant: the next refresh presents that token, no replay.
+    std::fs::write(kit.dir.path().join("gateway.yaml"), &yaml).unwrap();
+    let config = Config::load(&kit.dir.path().join("gateway.yaml")).unwrap();
+    kit.gw = Some(pleo_gateway::gateway::start(&config).await.unwrap());
+    kit.sandbox.expire_access_tokens();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(kit.get("/v2/x").await.status, 200);
+    assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), rt);
+    assert_eq!(kit.sandbox.token_stats().reuse_detected, 0);
+    kit.stop().await;
+}
+
 #[tokio::test]
 async fn a_corrupt_state_file_degrades_the_tenant_and_never_falls_back() {
     logs();

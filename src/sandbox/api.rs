@@ -99,8 +99,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     if path == "/v1/installations/me" && parts.method == Method::GET {
         return Ok(json(StatusCode::OK, serde_json::json!({ "companyId": company, "environment": env })));
     }
+    if path == "/sandbox/reset" {
+        // Pleo (or a balancer) dropping the connection halfway through an answer.
+        let mut resp = Response::new(Either::Right(Zeros { remaining: 1 << 20, cut_at: Some((1 << 20) - 16384) }));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("1048576"));
+        return Ok(resp);
+    }
     if let Some(n) = path.strip_prefix("/sandbox/bytes/").and_then(|n| n.parse::<u64>().ok()) {
-        let mut resp = Response::new(Either::Right(Zeros { remaining: n }));
+        let mut resp = Response::new(Either::Right(Zeros { remaining: n, cut_at: None }));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         return Ok(resp);
     }
@@ -220,13 +226,19 @@ static ZERO_CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
 #[derive(Debug)]
 pub struct Zeros {
     remaining: u64,
+    /// `/sandbox/reset`: fail (hyper then resets the connection) once this
+    /// few bytes are left.
+    cut_at: Option<u64>,
 }
 
 impl Body for Zeros {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.cut_at.is_some_and(|at| self.remaining <= at) {
+            return Poll::Ready(Some(Err(std::io::Error::other("sandbox: connection reset on purpose"))));
+        }
         if self.remaining == 0 {
             return Poll::Ready(None);
         }

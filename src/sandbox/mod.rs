@@ -10,7 +10,8 @@
 //! Test helpers live under `/sandbox/` (behind the same authentication):
 //! `/sandbox/bytes/N` streams N bytes, `/sandbox/status/N` answers N,
 //! `/sandbox/delay/MS` waits before echoing, `/sandbox/hop` answers with
-//! hop-by-hop headers.
+//! hop-by-hop headers, `/sandbox/reset` drops the connection 16 KiB into a
+//! 1 MiB answer.
 
 mod api;
 mod oauth;
