@@ -81,7 +81,7 @@ fn resolve(c: &mut Criterion) {
         name: "erp".into(),
         tenants: ["t500".into()].into_iter().collect(),
         bound_tenant: Some("t500".into()),
-        in_flight: pleo_gateway::admit::Share::new(usize::MAX),
+        in_flight: pleo_gateway::share::Share::new(usize::MAX),
     });
     let mut g = c.benchmark_group("resolve_tenant");
     for (name, uri, header, host, key) in [

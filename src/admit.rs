@@ -18,7 +18,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -31,6 +30,7 @@ use tower::{Layer, Service};
 use crate::client_auth::ClientIdentity;
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::{snapshot_ref, Tenant};
+use crate::share::Slots;
 use crate::BoxError;
 
 #[derive(Clone, Debug)]
@@ -73,55 +73,6 @@ impl<B> Predicate<Request<B>> for Admit {
     }
 }
 
-// === impl Share ===
-
-/// A bounded count of requests in flight (one tenant's, one client's).
-#[derive(Clone, Debug)]
-pub struct Share(Arc<ShareInner>);
-
-#[derive(Debug)]
-struct ShareInner {
-    used: AtomicUsize,
-    max: usize,
-}
-
-/// One slot of a [`Share`], given back when dropped.
-#[derive(Debug)]
-pub struct Slot(Share);
-
-impl Share {
-    pub fn new(max: usize) -> Share {
-        Share(Arc::new(ShareInner { used: AtomicUsize::new(0), max }))
-    }
-
-    fn take(&self) -> Option<Slot> {
-        let prev = self.0.used.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.0.max {
-            self.0.used.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(self.clone()))
-    }
-
-    pub fn used(&self) -> usize {
-        self.0.used.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0 .0.used.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The slots a request holds; travels in the response's extensions to
-/// `observe`, which keeps them until the body is done. (Shared only because
-/// extensions must be `Clone`; nothing clones it.)
-#[derive(Clone, Debug)]
-pub struct Slots {
-    _held: Arc<(Option<Slot>, Option<Slot>)>,
-}
-
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ShareLayer;
 
@@ -160,7 +111,7 @@ where
             Some(None) => return refused(),
             taken => taken.flatten(),
         };
-        let slots = Slots { _held: Arc::new((tenant, client)) };
+        let slots = Slots::new(tenant, client);
         SharesFuture::Called { inner: self.inner.call(req), slots: Some(slots) }
     }
 }
@@ -191,21 +142,5 @@ where
                 Poll::Ready(Ok(resp))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_share_gives_out_at_most_max_slots_and_takes_them_back() {
-        let share = Share::new(2);
-        let a = share.take().unwrap();
-        let _b = share.take().unwrap();
-        assert!(share.take().is_none());
-        assert_eq!(share.used(), 2);
-        drop(a);
-        assert!(share.take().is_some());
     }
 }

@@ -32,7 +32,7 @@ pub fn upstream(body: PooledBody) -> ResponseBody {
 /// Counts one request in flight from its creation until it is dropped, with
 /// the tenant's and client's in-flight slots (`admit::Slots`) it holds.
 #[derive(Debug)]
-pub struct InFlight(IntGauge, Option<crate::admit::Slots>);
+pub struct InFlight(IntGauge, Option<crate::share::Slots>);
 
 impl InFlight {
     pub fn start(gauge: &IntGauge) -> Self {
@@ -41,7 +41,7 @@ impl InFlight {
     }
 
     /// Keeps the request's share slots until the response body is done.
-    pub fn hold(&mut self, slots: Option<crate::admit::Slots>) {
+    pub fn hold(&mut self, slots: Option<crate::share::Slots>) {
         self.1 = slots;
     }
 }

@@ -35,7 +35,7 @@ pub struct Client {
     /// The tenant `tenant_from: client_key` picks: set when the client lists exactly one.
     pub bound_tenant: Option<Box<str>>,
     /// Requests in flight for this client, against `max_in_flight_per_client`.
-    pub in_flight: crate::admit::Share,
+    pub in_flight: crate::share::Share,
 }
 
 /// Put in the request's extensions once the caller is authenticated.
@@ -113,7 +113,7 @@ impl ClientKeys {
                     [only] => Some(only.as_str().into()),
                     _ => None,
                 },
-                in_flight: crate::admit::Share::new(max_in_flight_per_client),
+                in_flight: crate::share::Share::new(max_in_flight_per_client),
             });
             if let Some(digest) = c.key_sha256 {
                 keys.by_digest.insert(digest, client.clone());

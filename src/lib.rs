@@ -30,6 +30,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod scrub;
 pub mod secret;
+pub mod share;
 pub mod stack;
 pub mod tenant;
 pub mod tls;

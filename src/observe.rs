@@ -154,7 +154,7 @@ where
             resp.headers_mut().insert(REQUEST_ID, id);
         }
         let mut in_flight = this.in_flight.take().expect("polled after completion");
-        in_flight.hold(resp.extensions_mut().remove::<crate::admit::Slots>());
+        in_flight.hold(resp.extensions_mut().remove::<crate::share::Slots>());
         let access = this.access.take().map(|mut line| {
             line.status = resp.status().as_u16();
             line.error = resp.headers().get(ERROR_HEADER).cloned();

@@ -39,7 +39,7 @@ pub struct Tenant {
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
     pub check: KeyCheck,
     /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
-    pub in_flight: crate::admit::Share,
+    pub in_flight: crate::share::Share,
 }
 
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl Routes {
                     max_request_body_bytes: config.limits.max_request_body_bytes,
                     body_read_timeout: config.limits.body_read_timeout,
                     check: KeyCheck::default(),
-                    in_flight: crate::admit::Share::new(config.limits.max_in_flight_per_tenant),
+                    in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })

@@ -22,7 +22,7 @@ use tower::filter::Predicate;
 
 use crate::observe::REQUEST_ID;
 use crate::routes::snapshot_ref;
-use crate::upstream::HOP_BY_HOP;
+use crate::upstream::{connection_named, HOP_BY_HOP};
 use crate::BoxError;
 
 /// Headers that carry a credential or a browser session: never forwarded,
@@ -68,18 +68,8 @@ pub fn scrub(headers: &mut HeaderMap, trust_forwarded: bool) {
     if !headers.keys().any(|k| stripped(k, trust_forwarded)) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-            .filter(|n| *n != REQUEST_ID)
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    for name in connection_named(headers).into_iter().filter(|n| *n != REQUEST_ID) {
+        headers.remove(name);
     }
     let gone: Vec<HeaderName> = headers.keys().filter(|k| stripped(k, trust_forwarded)).cloned().collect();
     for name in gone {

@@ -15,13 +15,7 @@ async fn a_stalled_download_does_not_stop_other_tenants_on_the_shared_h2_connect
     let (secure, ca_pem) = h2_tls_sandbox(staging_spec()).await;
     let plain = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nenvironments:\n  staging: {{ base_url: https://{}, ca_file: ca.pem }}\n  production: {{ base_url: http://{} }}\n{}",
-        secure.addr,
-        plain.addr,
-        tenants_yaml(dir.path())
-    );
+    let yaml = tls_staging_yaml(dir.path(), &secure, &ca_pem, &plain);
     let gw = start_gateway(&yaml, dir.path()).await;
 
     // Eight apps start 64 MiB downloads and stop reading (raw sockets that never read).

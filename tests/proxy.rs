@@ -164,13 +164,7 @@ async fn https_upstream_with_a_private_ca_negotiates_http2() {
     let (secure, ca_pem) = h2_tls_sandbox(staging_spec()).await;
     let plain = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nenvironments:\n  staging: {{ base_url: https://{}, ca_file: ca.pem }}\n  production: {{ base_url: http://{} }}\n{}",
-        secure.addr,
-        plain.addr,
-        tenants_yaml(dir.path())
-    );
+    let yaml = tls_staging_yaml(dir.path(), &secure, &ca_pem, &plain);
     let gw = start_gateway(&yaml, dir.path()).await;
     let client = http_client();
     for _ in 0..3 {

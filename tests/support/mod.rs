@@ -73,6 +73,18 @@ pub async fn h2_tls_sandbox(spec: SandboxSpec) -> (Sandbox, String) {
     (Sandbox::spawn(listener, spec, Some(std::sync::Arc::new(tls))), ca_cert.pem())
 }
 
+/// The standard tenants with staging on `secure` (HTTPS, h2; its CA written
+/// to `dir`/ca.pem) and production on `plain`.
+pub fn tls_staging_yaml(dir: &Path, secure: &Sandbox, ca_pem: &str, plain: &Sandbox) -> String {
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nenvironments:\n  staging: {{ base_url: https://{}, ca_file: ca.pem }}\n  production: {{ base_url: http://{} }}\n{}",
+        secure.addr,
+        plain.addr,
+        tenants_yaml(dir)
+    )
+}
+
 /// Writes the tenants' secrets as files in `dir` and returns the tenants block.
 pub fn tenants_yaml(dir: &Path) -> String {
     for (name, value) in [("acme.token", ACME_TOKEN), ("globex.key", GLOBEX_KEY), ("initech.key", INITECH_KEY)] {
