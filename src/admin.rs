@@ -90,6 +90,16 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         if let Some(reason) = d.reason {
                             entry["reason"] = reason.into();
                         }
+                        // What Pleo's installation document says.
+                        entry["installation_status"] = d.installation.map(|s| s.as_str()).into();
+                        if let Some(code) = d.error_code {
+                            entry["installation_error"] =
+                                format!("{code}: {}", crate::credential::installation::explain_error_code(&code))
+                                    .into();
+                        }
+                        if let Some(note) = d.note {
+                            entry["note"] = note.into();
+                        }
                     }
                     if let Some(session) = t.credential.session() {
                         // Expiry only, never a token.

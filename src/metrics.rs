@@ -43,6 +43,7 @@ pub struct Metrics {
     forced_refresh_suppressed: IntCounterVec,
     token_expiry: GaugeVec,
     tenants: IntGaugeVec,
+    installations: IntGaugeVec,
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
     legacy_token_refused_total: IntCounterVec,
@@ -108,6 +109,13 @@ impl Metrics {
         )?;
         let tenants =
             IntGaugeVec::new(Opts::new("pleo_gateway_tenants", "Configured tenants."), &["auth_model", "environment"])?;
+        let installations = IntGaugeVec::new(
+            Opts::new(
+                "pleo_gateway_installations",
+                "API-key tenants by the installation status Pleo reports (GET /v1/installations/me).",
+            ),
+            &["status"],
+        )?;
         let in_flight = IntGauge::new("pleo_gateway_in_flight_requests", "Requests being handled, bodies included.")?;
         let config_reloads_total = IntCounterVec::new(
             Opts::new("pleo_gateway_config_reloads_total", "Config reloads, by result."),
@@ -136,6 +144,10 @@ impl Metrics {
         registry.register(Box::new(forced_refresh_suppressed.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
+        registry.register(Box::new(installations.clone()))?;
+        for s in crate::credential::installation::Status::ALL {
+            installations.with_label_values(&[s.label()]);
+        }
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
 
@@ -164,10 +176,18 @@ impl Metrics {
             forced_refresh_suppressed,
             token_expiry,
             tenants,
+            installations,
             in_flight,
             config_reloads_total,
             legacy_token_refused_total,
         })
+    }
+
+    /// Sets `pleo_gateway_installations{status}` from a count per status.
+    pub fn set_installations(&self, count: impl Fn(crate::credential::installation::Status) -> i64) {
+        for s in crate::credential::installation::Status::ALL {
+            self.installations.with_label_values(&[s.label()]).set(count(s));
+        }
     }
 
     pub fn refused(&self, code: ErrorCode) {

@@ -132,7 +132,7 @@ impl Reloader {
         tls: Option<SharedTls>,
         stop: watch::Receiver<bool>,
     ) -> Reloader {
-        let checked = check::spawn(routes.load_full(), routes.clone(), stop.clone());
+        let checked = check::spawn(routes.load_full(), routes.clone(), metrics.clone(), stop.clone());
         Reloader {
             source: config.source.clone(),
             routes,
@@ -203,7 +203,8 @@ impl Reloader {
         // From here on nothing fails.
         let routes = Arc::new(Routes::build(&config, &upstreams, &self.metrics, &self.sessions));
         self.routes.store(routes.clone());
-        *self.checked.lock().expect("reloader lock") = check::spawn(routes, self.routes.clone(), self.stop.clone());
+        *self.checked.lock().expect("reloader lock") =
+            check::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone());
         self.sessions.retire_all_but(|t| {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
         });

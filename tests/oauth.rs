@@ -142,7 +142,7 @@ async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_rest
     let mut kit = OAuthKit::start(Duration::from_secs(900), "").await;
     let r = kit.get("/v1/installations/me").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.json()["companyId"], "company-hooli");
+    assert_eq!(r.json()["resource"], "urn:pleo:company:company-hooli");
     assert_eq!(kit.sandbox.token_stats().refreshes, 1);
     let sent = kit.sandbox.requests().last().unwrap().headers["authorization"].to_str().unwrap().to_string();
     assert!(sent.starts_with("Bearer sbx_at_"), "a token the sandbox minted is sent");

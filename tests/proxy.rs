@@ -75,9 +75,9 @@ async fn path_prefix_selects_the_tenant_and_is_stripped() {
 async fn default_tenant_and_host_suffix_rules() {
     let kit = Kit::start("tenant_from:\n  - host_suffix: .gw.internal\ndefault_tenant: globex\n").await;
     let r = kit.get("/v1/installations/me", &[]).await;
-    assert_eq!(r.json()["companyId"], "company-globex");
+    assert_eq!(r.json()["resource"], "urn:pleo:company:company-globex");
     let r = kit.get("/v1/installations/me", &[("host", "initech.gw.internal:8080")]).await;
-    assert_eq!(r.json()["companyId"], "company-initech");
+    assert_eq!(r.json()["resource"], "urn:pleo:company:company-initech");
     let seen = kit.staging.requests().pop().unwrap();
     assert_eq!(seen.headers["host"], kit.staging.addr.to_string(), "Host is the upstream's");
     kit.stop().await;

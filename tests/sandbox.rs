@@ -36,7 +36,7 @@ async fn call(
 async fn api_accepts_only_its_environments_credentials() {
     let staging = sandbox(staging_spec()).await;
     let (s, j) = call(staging.addr, "GET", "/v1/installations/me", Some(&basic(GLOBEX_KEY)), "").await;
-    assert_eq!((s, j["companyId"].as_str()), (200, Some("company-globex")));
+    assert_eq!((s, j["resource"].as_str()), (200, Some("urn:pleo:company:company-globex")));
     // A production credential does not work on staging.
     let (s, j) = call(staging.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {ACME_TOKEN}")), "").await;
     assert_eq!((s, j["error"].as_str()), (401, Some("invalid_credentials")));
@@ -70,7 +70,7 @@ async fn token_endpoint_rotates_and_revokes_on_replay() {
     assert_ne!(rotated, "rt_initial");
     assert_eq!(j["token_type"], "Bearer");
     let (s, j) = call(sb.addr, "GET", "/v1/installations/me", Some(&format!("Bearer {access}")), "").await;
-    assert_eq!((s, j["companyId"].as_str()), (200, Some("company-oauth")));
+    assert_eq!((s, j["resource"].as_str()), (200, Some("urn:pleo:company:company-oauth")));
 
     // Wrong client secret.
     let bad_client = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:nope"));

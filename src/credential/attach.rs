@@ -58,11 +58,8 @@ where
             return Either::Right(Box::pin(std::future::ready(Err(err.into()))));
         };
         match &tenant.credential {
-            Credential::Static { .. } if tenant.check.is_rejected() => {
-                let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(format!(
-                    "Pleo rejected tenant `{}`'s API key when the gateway checked it (GET /v1/installations/me).",
-                    tenant.id
-                ));
+            Credential::Static { .. } if tenant.check.refuses() => {
+                let err = tenant.check.refusal(&tenant.id);
                 Either::Right(Box::pin(std::future::ready(Err(err.into()))))
             }
             Credential::Static { authorization, .. } => {

@@ -2,7 +2,12 @@
 //! in the tenant's environment, at start and after every reload (the new
 //! routing table's tenants are checked afresh), concurrently but bounded.
 //!
-//! - 2xx: `connected`, with the company id Pleo reports.
+//! - 2xx: Pleo's installation document (`installation`) decides. The
+//!   company id comes from its `resource` URN. `ACTIVATED`: `connected`;
+//!   `AUTHORIZED` and `PENDING_INTEGRATION`: `connected`, with a note that
+//!   the installation is not active yet; `INACTIVE` and `ERROR`: `degraded`,
+//!   its requests get 503 `credential_unavailable` saying what Pleo's error
+//!   code means; a status the gateway does not know: `unverified`.
 //! - 401/403: `rejected` with Pleo's status. The tenant is degraded: its
 //!   requests get 503 `credential_unavailable` instead of a sure 401 from
 //!   Pleo. Other tenants are untouched.
@@ -20,9 +25,13 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{watch, Semaphore};
 
+use super::installation::{self, explain_error_code, Status};
 use crate::body::RequestBody;
 use crate::config::AuthModel;
+use crate::error::{ErrorCode, GatewayError};
+use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes, Tenant};
+use crate::upstream::Upstream;
 
 /// How often tenants that are not connected are checked again.
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -40,6 +49,8 @@ pub enum CheckState {
     Connected = 1,
     Rejected = 2,
     Unverified = 3,
+    /// The key works, but Pleo reports the installation INACTIVE or ERROR.
+    Degraded = 4,
 }
 
 impl CheckState {
@@ -49,6 +60,7 @@ impl CheckState {
             CheckState::Connected => "connected",
             CheckState::Rejected => "rejected",
             CheckState::Unverified => "unverified",
+            CheckState::Degraded => "degraded",
         }
     }
 }
@@ -60,6 +72,8 @@ impl CheckState {
 pub struct KeyCheck {
     state: AtomicU8,
     detail: Mutex<Detail>,
+    /// The company id, for tenants that add it to requests (`company_id_header`/`_query`).
+    company_id: arc_swap::ArcSwapOption<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -69,6 +83,12 @@ pub struct Detail {
     pub status: Option<u16>,
     /// Why a check could not decide (no secret in it: our words and an error kind).
     pub reason: Option<String>,
+    /// The installation's status and error code, as Pleo reports them.
+    pub installation: Option<Status>,
+    pub error_code: Option<String>,
+    /// What an operator should know (an installation not active yet, a
+    /// document that does not look as documented).
+    pub note: Option<String>,
 }
 
 impl KeyCheck {
@@ -81,15 +101,45 @@ impl KeyCheck {
         }
     }
 
-    pub fn is_rejected(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == CheckState::Rejected as u8
+    /// Whether the tenant's requests are refused (key rejected, installation
+    /// inactive): a certain failure at Pleo is answered here instead.
+    pub fn refuses(&self) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        s == CheckState::Rejected as u8 || s == CheckState::Degraded as u8
+    }
+
+    /// The 503 a refused tenant's requests get, saying why.
+    pub fn refusal(&self, tenant: &str) -> GatewayError {
+        let d = self.detail();
+        let why = match (self.state(), d.installation, d.error_code.as_deref()) {
+            (CheckState::Degraded, Some(status), Some(code)) => format!(
+                "Pleo reports the installation of tenant `{tenant}` as {} ({code}: {}).",
+                status.as_str(),
+                explain_error_code(code)
+            ),
+            (CheckState::Degraded, Some(status), None) => {
+                format!("Pleo reports the installation of tenant `{tenant}` as {}.", status.as_str())
+            }
+            _ => format!(
+                "Pleo rejected tenant `{tenant}`'s API key when the gateway checked it (GET /v1/installations/me)."
+            ),
+        };
+        GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(why)
     }
 
     pub fn detail(&self) -> Detail {
         self.detail.lock().expect("check lock").clone()
     }
 
+    /// The company id the last check found, if any.
+    pub fn company_id(&self) -> Option<Arc<String>> {
+        self.company_id.load_full()
+    }
+
     fn set(&self, state: CheckState, detail: Detail) {
+        if detail.company_id.is_some() || state == CheckState::Rejected {
+            self.company_id.store(detail.company_id.clone().map(Arc::new));
+        }
         *self.detail.lock().expect("check lock") = detail;
         self.state.store(state as u8, Ordering::Relaxed);
     }
@@ -101,6 +151,8 @@ pub struct Summary {
     pub connected: usize,
     /// Tenant names with what went wrong.
     pub failed: Vec<(String, String)>,
+    /// Connected tenants with something to say (installation not active yet).
+    pub notes: Vec<(String, String)>,
 }
 
 fn is_api_key(t: &Tenant) -> bool {
@@ -113,11 +165,13 @@ fn is_api_key(t: &Tenant) -> bool {
 pub fn spawn(
     routes: Arc<Routes>,
     shared: SharedRoutes,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> watch::Receiver<Option<Summary>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let first = pass(&routes, |_| true).await;
+        count_installations(&routes, &metrics);
         log(&first);
         let _ = tx.send(Some(first));
         loop {
@@ -133,6 +187,7 @@ pub fn spawn(
                 }
             }
             let again = pass(&routes, |t| t.check.state() != CheckState::Connected).await;
+            count_installations(&routes, &metrics);
             if !again.failed.is_empty() || again.connected > 0 {
                 log(&again);
             }
@@ -141,9 +196,19 @@ pub fn spawn(
     rx
 }
 
+/// `pleo_gateway_installations{status}`: the API-key tenants by what Pleo
+/// said about their installation.
+fn count_installations(routes: &Routes, metrics: &Metrics) {
+    let seen: Vec<Status> = routes.tenants.values().filter_map(|t| t.check.detail().installation).collect();
+    metrics.set_installations(|s| seen.iter().filter(|x| **x == s).count() as i64);
+}
+
 fn log(s: &Summary) {
     for (tenant, why) in &s.failed {
         tracing::warn!(tenant = %tenant, "credential check: {why}");
+    }
+    for (tenant, note) in &s.notes {
+        tracing::info!(tenant = %tenant, "credential check: {note}");
     }
     tracing::info!(connected = s.connected, failed = s.failed.len(), "credential check of API-key tenants done");
 }
@@ -164,24 +229,50 @@ pub async fn pass(routes: &Routes, which: impl Fn(&Tenant) -> bool) -> Summary {
     let mut summary = Summary::default();
     while let Some(Ok((tenant, state, detail))) = tasks.join_next().await {
         match state {
-            CheckState::Connected => summary.connected += 1,
-            CheckState::Rejected => {
-                summary.failed.push((tenant, format!("Pleo rejected the key ({})", detail.status.unwrap_or_default())))
+            CheckState::Connected => {
+                summary.connected += 1;
+                if let Some(note) = detail.note {
+                    summary.notes.push((tenant, note));
+                }
             }
-            _ => summary
-                .failed
-                .push((tenant, format!("could not verify the key: {}", detail.reason.unwrap_or_default()))),
+            _ => summary.failed.push((tenant, describe(state, &detail))),
         }
     }
     summary.failed.sort();
+    summary.notes.sort();
     summary
+}
+
+/// One line on a tenant that is not connected, for the log and `check --online`.
+pub fn describe(state: CheckState, d: &Detail) -> String {
+    match state {
+        CheckState::Rejected => format!("Pleo rejected the key ({})", d.status.unwrap_or_default()),
+        CheckState::Degraded => {
+            let status = d.installation.map_or("unknown", Status::as_str);
+            match d.error_code.as_deref() {
+                Some(code) => format!("installation {status} ({code}: {})", explain_error_code(code)),
+                None => format!("installation {status}"),
+            }
+        }
+        _ => {
+            let mut why = format!("could not verify the key: {}", d.reason.as_deref().unwrap_or("not checked"));
+            if let Some(note) = &d.note {
+                why.push_str(&format!(" ({note})"));
+            }
+            why
+        }
+    }
 }
 
 async fn check(t: &Tenant) -> (CheckState, Detail) {
     let crate::credential::Credential::Static { authorization, .. } = &t.credential else {
         return (CheckState::Pending, Detail::default());
     };
-    let up = &t.upstream;
+    check_key(authorization, &t.upstream).await
+}
+
+/// `GET /v1/installations/me` with `authorization` in `up`'s environment.
+pub async fn check_key(authorization: &HeaderValue, up: &Upstream) -> (CheckState, Detail) {
     let uri = format!("{}/v1/installations/me", up.base);
     let mut req = Request::new(RequestBody::empty());
     *req.method_mut() = Method::GET;
@@ -214,25 +305,40 @@ async fn check(t: &Tenant) -> (CheckState, Detail) {
     if !status.is_success() {
         return (CheckState::Unverified, Detail { reason: Some(format!("Pleo answered {status}")), ..detail });
     }
-    // Small JSON; a body that will not read is still a yes from Pleo.
-    let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await;
-    let company_id = body.ok().and_then(|b| b.ok()).and_then(|b| company_id(&b.to_bytes()));
-    (CheckState::Connected, Detail { company_id, ..detail })
-}
-
-/// The company id from an installation document: `companyId`, or `company.id`.
-fn company_id(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let id = v.get("companyId").or_else(|| v.get("company_id")).or_else(|| v.get("company")?.get("id"))?;
-    id.as_str().map(str::to_string)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn company_id_shapes() {
-        assert_eq!(super::company_id(br#"{"companyId":"c1"}"#).as_deref(), Some("c1"));
-        assert_eq!(super::company_id(br#"{"company":{"id":"c2"}}"#).as_deref(), Some("c2"));
-        assert_eq!(super::company_id(b"not json"), None);
-    }
+    // Small JSON: the installation document decides.
+    let body = match tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => {
+            let reason = Some("Pleo's answer could not be read".into());
+            return (CheckState::Unverified, Detail { reason, ..detail });
+        }
+    };
+    let inst = installation::parse(&body);
+    let mut detail = Detail {
+        company_id: inst.company_id,
+        installation: Some(inst.status),
+        error_code: inst.error_code,
+        note: inst.note,
+        ..detail
+    };
+    let state = match inst.status {
+        Status::Activated => CheckState::Connected,
+        Status::Authorized | Status::PendingIntegration => {
+            let waiting = format!(
+                "the installation is not active yet ({}): activate it with `pleo-gateway installation <tenant> activate`",
+                inst.status.as_str()
+            );
+            detail.note = Some(match detail.note.take() {
+                Some(n) => format!("{waiting}; {n}"),
+                None => waiting,
+            });
+            CheckState::Connected
+        }
+        Status::Inactive | Status::Error => CheckState::Degraded,
+        Status::Unknown => {
+            detail.reason = Some("Pleo's installation document has no status the gateway knows".into());
+            CheckState::Unverified
+        }
+    };
+    (state, detail)
 }

@@ -9,6 +9,7 @@
 mod api_key;
 mod attach;
 pub mod check;
+pub mod installation;
 mod oauth2;
 pub mod refresh;
 mod sessions;

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
-use super::{oauth, Recorded, Shared, TokenFault};
+use super::{installation, oauth, Recorded, Shared, TokenFault};
 use crate::secret::Secret;
 
 pub type SandboxBody = Either<Full<Bytes>, Zeros>;
@@ -75,11 +75,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         return Ok(json(status, body));
     }
 
-    // Read the whole body as a stream (never buffered), so the echo can say
-    // how many bytes arrived and what they hash to.
-    let (len, sha) = match drain(body).await {
-        Ok(r) => r,
-        Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "body_read_failed"}))),
+    // The installation resource reads its (small JSON) body; everything
+    // else is read as a stream (never buffered), so the echo can say how
+    // many bytes arrived and what they hash to.
+    let installation_call = parts.uri.path().starts_with("/v1/installations/me");
+    let (len, sha, kept) = if installation_call {
+        match Limited::new(body, 64 * 1024).collect().await {
+            Ok(b) => {
+                let b = b.to_bytes();
+                (b.len() as u64, hex::encode(Sha256::digest(&b)), b)
+            }
+            Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "body_read_failed"}))),
+        }
+    } else {
+        match drain(body).await {
+            Ok((len, sha)) => (len, sha, Bytes::new()),
+            Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "body_read_failed"}))),
+        }
     };
     // The gateway's own credential checks are counted apart from the
     // traffic it proxies, so tests can see each kind exactly.
@@ -96,8 +108,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     };
     let path = parts.uri.path();
     let env = shared.spec.environment.as_str();
-    if path == "/v1/installations/me" && parts.method == Method::GET {
-        return Ok(json(StatusCode::OK, serde_json::json!({ "companyId": company, "environment": env })));
+    if installation_call {
+        let mut all = shared.installations.lock().expect("sandbox lock");
+        let (status, doc) = installation::handle(&mut all, env, &company, &parts.method, path, &kept);
+        return Ok(json(status, doc));
     }
     if path == "/sandbox/reset" {
         // Pleo (or a balancer) dropping the connection halfway through an answer.

@@ -1,7 +1,7 @@
 //! The sandbox: an offline stand-in for one Pleo environment (External API and
 //! `/oauth/token`), strict the way Pleo is. It accepts only the credentials it
-//! was given, rejects legacy tokens with Pleo-like errors, answers
-//! `GET /v1/installations/me` with the installation's company, and echoes any
+//! was given, rejects legacy tokens with Pleo-like errors, serves the
+//! installation resource (`/v1/installations/me`, as Pleo documents it), and echoes any
 //! other request (method, path, query, headers, body size and hash) as JSON,
 //! with `Authorization` masked. It records what it received so tests can see
 //! exactly what left the gateway; the gateway's own credential checks
@@ -14,6 +14,7 @@
 //! 1 MiB answer.
 
 mod api;
+mod installation;
 mod oauth;
 
 use std::collections::VecDeque;
@@ -170,6 +171,8 @@ struct Shared {
     /// `GET /v1/installations/me` calls from the gateway's credential check
     /// (not in `recorded`, which is the traffic the gateway proxied).
     credential_checks: std::sync::atomic::AtomicUsize,
+    /// Installations by company (`/v1/installations/me`).
+    installations: Mutex<std::collections::HashMap<String, installation::Installation>>,
 }
 
 /// A running sandbox.
@@ -194,6 +197,7 @@ impl Sandbox {
             presented: Mutex::new(VecDeque::new()),
             connections: Default::default(),
             credential_checks: Default::default(),
+            installations: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tls, stopped));
@@ -246,6 +250,31 @@ impl Sandbox {
     /// The refresh tokens presented to the token endpoint, oldest first.
     pub fn presented_refresh_tokens(&self) -> Vec<Secret> {
         self.shared.presented.lock().expect("sandbox lock").iter().cloned().collect()
+    }
+
+    /// Sets a company's installation status and error code (test hook: as
+    /// Pleo would after the customer's entitlement changed).
+    pub fn set_installation(&self, company_id: &str, status: &str, error_code: Option<&str>) {
+        let mut all = self.shared.installations.lock().expect("sandbox lock");
+        let env = self.shared.spec.environment.as_str();
+        let inst =
+            all.entry(company_id.to_string()).or_insert_with(|| installation::Installation::new(company_id, env));
+        inst.status = status.to_string();
+        inst.error_code = error_code.map(str::to_string);
+    }
+
+    /// Replaces a company's installation `resource` (test hook: a malformed one).
+    pub fn set_installation_resource(&self, company_id: &str, resource: &str) {
+        let mut all = self.shared.installations.lock().expect("sandbox lock");
+        let env = self.shared.spec.environment.as_str();
+        let inst =
+            all.entry(company_id.to_string()).or_insert_with(|| installation::Installation::new(company_id, env));
+        inst.resource = resource.to_string();
+    }
+
+    /// A company's installation document, as GET would answer it.
+    pub fn installation(&self, company_id: &str) -> Option<serde_json::Value> {
+        self.shared.installations.lock().expect("sandbox lock").get(company_id).map(|i| i.to_json())
     }
 
     /// How much OAuth state the sandbox holds, and how many connection tasks.

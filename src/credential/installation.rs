@@ -1,0 +1,183 @@
+//! Pleo's installation document (`GET /v1/installations/me`), as the API
+//! reference defines it:
+//!
+//! ```json
+//! { "id": "<uuid>", "applicationId": "<uuid>",
+//!   "resource": "urn:pleo:company:<company uuid>",
+//!   "status": "ACTIVATED | INACTIVE | AUTHORIZED | PENDING_INTEGRATION | ERROR",
+//!   "errorCode": "NOT_ENTITLED | AUTH_ERROR", "metadata": { }, ... }
+//! ```
+//!
+//! The company id comes from the `resource` URN and nowhere else; anything
+//! unexpected there is reported in a note, never guessed at. The status
+//! decides what the gateway makes of the tenant (`check`).
+
+/// Pleo's installation statuses, and `unknown` for anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Activated,
+    Inactive,
+    Authorized,
+    PendingIntegration,
+    Error,
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Activated,
+        Status::Inactive,
+        Status::Authorized,
+        Status::PendingIntegration,
+        Status::Error,
+        Status::Unknown,
+    ];
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "ACTIVATED" => Status::Activated,
+            "INACTIVE" => Status::Inactive,
+            "AUTHORIZED" => Status::Authorized,
+            "PENDING_INTEGRATION" => Status::PendingIntegration,
+            "ERROR" => Status::Error,
+            _ => Status::Unknown,
+        }
+    }
+
+    /// As Pleo spells it (and `/tenants` shows it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Activated => "ACTIVATED",
+            Status::Inactive => "INACTIVE",
+            Status::Authorized => "AUTHORIZED",
+            Status::PendingIntegration => "PENDING_INTEGRATION",
+            Status::Error => "ERROR",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The `pleo_gateway_installations{status}` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Activated => "activated",
+            Status::Inactive => "inactive",
+            Status::Authorized => "authorized",
+            Status::PendingIntegration => "pending_integration",
+            Status::Error => "error",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the gateway takes from an installation document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installation {
+    pub company_id: Option<String>,
+    pub status: Status,
+    /// `errorCode`, as Pleo sent it (only for an installation that is not active).
+    pub error_code: Option<String>,
+    /// What did not look as documented, in words an operator can act on.
+    pub note: Option<String>,
+}
+
+const URN: &str = "urn:pleo:company:";
+
+/// A value from Pleo fit for a log line or a page: printable, bounded.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+pub fn parse(body: &[u8]) -> Installation {
+    let unknown =
+        |note: String| Installation { company_id: None, status: Status::Unknown, error_code: None, note: Some(note) };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return unknown("Pleo's answer is not JSON, so not an installation document".into());
+    };
+    if !doc.is_object() {
+        return unknown("Pleo's answer is not an installation document (not a JSON object)".into());
+    }
+    let mut notes = Vec::new();
+    let company_id = match doc.get("resource").and_then(|r| r.as_str()) {
+        Some(r) => match r.strip_prefix(URN) {
+            Some(id)
+                if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Some(id.to_string())
+            }
+            _ => {
+                notes.push(format!(
+                    "the installation's resource `{}` is not a company URN (expected {URN}<company id>); the company id is unknown",
+                    shown(r)
+                ));
+                None
+            }
+        },
+        None => {
+            notes.push("the installation document has no resource; the company id is unknown".into());
+            None
+        }
+    };
+    let status = match doc.get("status").and_then(|s| s.as_str()) {
+        Some(s) => {
+            let status = Status::parse(s);
+            if status == Status::Unknown {
+                notes.push(format!("Pleo reports an installation status the gateway does not know: `{}`", shown(s)));
+            }
+            status
+        }
+        None => {
+            notes.push("the installation document has no status".into());
+            Status::Unknown
+        }
+    };
+    let error_code = doc.get("errorCode").and_then(|c| c.as_str()).map(shown);
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    Installation { company_id, status, error_code, note }
+}
+
+/// What an error code means, for the operator.
+pub fn explain_error_code(code: &str) -> &'static str {
+    match code {
+        "NOT_ENTITLED" => "the company is not entitled to the integration",
+        "AUTH_ERROR" => "Pleo reported an authentication problem for the installation",
+        _ => "see Pleo's documentation for this error code",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_shape() {
+        let i = parse(
+            br#"{"id":"a","applicationId":"b","resource":"urn:pleo:company:0b9c6a1e-1111-4c2d-9e8f-123456789abc","status":"ACTIVATED","metadata":{}}"#,
+        );
+        assert_eq!(i.company_id.as_deref(), Some("0b9c6a1e-1111-4c2d-9e8f-123456789abc"));
+        assert_eq!((i.status, i.error_code, i.note), (Status::Activated, None, None));
+        let i = parse(br#"{"resource":"urn:pleo:company:c1","status":"INACTIVE","errorCode":"NOT_ENTITLED"}"#);
+        assert_eq!((i.status, i.error_code.as_deref()), (Status::Inactive, Some("NOT_ENTITLED")));
+    }
+
+    #[test]
+    fn what_does_not_fit_is_reported_not_guessed() {
+        for body in [
+            &br#"{"resource":"urn:pleo:employee:e1","status":"ACTIVATED"}"#[..],
+            br#"{"resource":"urn:pleo:company:","status":"ACTIVATED"}"#,
+            br#"{"resource":"urn:pleo:company:a/b","status":"ACTIVATED"}"#,
+            br#"{"companyId":"c1","status":"ACTIVATED"}"#,
+        ] {
+            let i = parse(body);
+            assert_eq!(i.company_id, None, "{}", String::from_utf8_lossy(body));
+            assert!(i.note.unwrap().contains("company id is unknown"));
+        }
+        let i = parse(br#"{"resource":"urn:pleo:company:c1","status":"SOMETHING_NEW"}"#);
+        assert_eq!(i.status, Status::Unknown);
+        assert!(i.note.unwrap().contains("SOMETHING_NEW"));
+        assert_eq!(parse(b"not json").status, Status::Unknown);
+    }
+}
