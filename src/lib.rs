@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod guard;
 pub mod legacy;
 pub mod listener;
+pub mod manage;
 pub mod metrics;
 pub mod observe;
 pub mod reload;

@@ -36,7 +36,20 @@ enum Command {
     /// Run the gateway (the default).
     Run,
     /// Validate the config and print the tenants with masked credentials.
-    Check,
+    Check {
+        /// Also ask Pleo about every API-key tenant: the key, the company and
+        /// the installation's status (exit 69 unless all are connected).
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show a tenant's Pleo installation, or activate it
+    /// (POST /v1/installations/me:activate). API-key tenants (or unmanaged oauth2).
+    Installation {
+        /// The tenant, as named in the config.
+        tenant: String,
+        #[arg(value_enum)]
+        action: pleo_gateway::manage::InstallationAction,
+    },
     /// Connect an oauth2 tenant: authorization-code flow with PKCE; stores
     /// the tokens in state_dir.
     Connect {
@@ -90,9 +103,23 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+        Command::Check { online } => {
             print!("{}", pleo_gateway::config::check_report(&config));
-            ExitCode::SUCCESS
+            if !online {
+                return ExitCode::SUCCESS;
+            }
+            println!();
+            match block_on(pleo_gateway::manage::check_online(&config, &mut std::io::stdout())) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EX_UNAVAILABLE),
+                Err(e) => manage_failed(e),
+            }
+        }
+        Command::Installation { tenant, action } => {
+            match block_on(pleo_gateway::manage::installation(&config, &tenant, action, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => manage_failed(e),
+            }
         }
         Command::Run => run(config, cli.strict),
         Command::HashKey { .. } => unreachable!("handled before the config is loaded"),
@@ -118,6 +145,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Runs an operator command's future on a small runtime of its own.
+fn block_on<T>(
+    f: impl std::future::Future<Output = Result<T, pleo_gateway::manage::ManageError>>,
+) -> Result<T, pleo_gateway::manage::ManageError> {
+    init_logging(Format::Off);
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => Err(pleo_gateway::manage::ManageError::Failed(format!("cannot start the async runtime: {e}"))),
+    }
+}
+
+fn manage_failed(e: pleo_gateway::manage::ManageError) -> ExitCode {
+    eprintln!("{e}");
+    match e {
+        pleo_gateway::manage::ManageError::Usage(_) => ExitCode::from(EX_CONFIG),
+        pleo_gateway::manage::ManageError::Failed(_) => ExitCode::from(EX_UNAVAILABLE),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Tenant {
     pub body_read_timeout: std::time::Duration,
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
     pub check: KeyCheck,
+    /// Opt-in: the company id goes on each request as this header / query parameter.
+    pub company_id_header: Option<HeaderName>,
+    pub company_id_query: Option<Box<str>>,
     /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
     pub in_flight: crate::share::Share,
 }
@@ -89,6 +92,8 @@ impl Routes {
                     max_request_body_bytes: config.limits.max_request_body_bytes,
                     body_read_timeout: config.limits.body_read_timeout,
                     check: KeyCheck::default(),
+                    company_id_header: t.company_id_header.clone(),
+                    company_id_query: t.company_id_query.as_deref().map(Into::into),
                     in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
                 };
                 (id.as_str().into(), Arc::new(tenant))

@@ -158,3 +158,35 @@ async fn the_sandbox_keeps_bounded_state_so_the_demo_runs_for_weeks() {
     assert_eq!(sb.token_stats().reuse_detected, 1);
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_installation_resource_has_pleos_shape_and_verbs() {
+    let staging = sandbox(staging_spec()).await;
+    let key = basic(GLOBEX_KEY);
+    let (s, j) = call(staging.addr, "GET", "/v1/installations/me", Some(&key), "").await;
+    assert_eq!(s, 200);
+    for field in ["id", "applicationId", "resource", "status", "metadata", "createdAt", "updatedAt"] {
+        assert!(j.get(field).is_some(), "{field} missing: {j}");
+    }
+    assert_eq!(
+        (j["resource"].as_str(), j["status"].as_str()),
+        (Some("urn:pleo:company:company-globex"), Some("ACTIVATED"))
+    );
+    assert!(j.get("errorCode").is_none(), "only for an installation that is not active");
+
+    let (s, j) =
+        call(staging.addr, "POST", "/v1/installations/me", Some(&key), r#"{"status":"AUTHORIZED","metadata":{"a":1}}"#)
+            .await;
+    assert_eq!((s, j["status"].as_str(), j["metadata"]["a"].as_i64()), (201, Some("AUTHORIZED"), Some(1)));
+    let body = r#"{"status":"INACTIVE","errorCode":"NOT_ENTITLED"}"#;
+    let (s, j) = call(staging.addr, "PUT", "/v1/installations/me", Some(&key), body).await;
+    assert_eq!((s, j["status"].as_str(), j["errorCode"].as_str()), (200, Some("INACTIVE"), Some("NOT_ENTITLED")));
+    let (s, j) = call(staging.addr, "POST", "/v1/installations/me:activate", Some(&key), "").await;
+    assert_eq!((s, j["status"].as_str()), (200, Some("ACTIVATED")));
+    assert!(j.get("errorCode").is_none());
+    let (s, _) = call(staging.addr, "PUT", "/v1/installations/me", Some(&key), r#"{"status":"BOGUS"}"#).await;
+    assert_eq!(s, 400);
+    let (s, _) = call(staging.addr, "GET", "/v1/installations/me", None, "").await;
+    assert_eq!(s, 401, "behind the same authentication");
+    staging.shutdown().await;
+}

@@ -113,6 +113,9 @@ pub enum Selector {
 pub struct TenantConfig {
     pub environment: Environment,
     pub auth: AuthConfig,
+    /// Opt-in: where to add the company id to each request (API-key tenants).
+    pub company_id_header: Option<HeaderName>,
+    pub company_id_query: Option<String>,
 }
 
 /// A tenant's credential, by auth model. Secrets are already resolved.

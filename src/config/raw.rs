@@ -149,6 +149,10 @@ impl TryFrom<SelectorForm> for RawSelector {
 pub struct RawTenant {
     pub environment: Environment,
     pub auth: RawAuth,
+    /// Add the company id (from the installation) to each request as this header.
+    pub company_id_header: Option<String>,
+    /// ... or as this query parameter.
+    pub company_id_query: Option<String>,
 }
 
 /// Flat on purpose: which fields a model allows is checked in `validate`, so

@@ -322,6 +322,37 @@ pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl
 
 // === tenants ===
 
+/// `company_id_header` / `company_id_query`: API-key tenants only (the
+/// company id comes from their key check), a name that cannot carry or
+/// replace anything else.
+fn company_id_to(t: &super::raw::RawTenant, at: &[Seg], found: &mut Found) -> (Option<HeaderName>, Option<String>) {
+    let field = |k: &str| with(at.to_vec(), Seg::Key(k.into()));
+    let api_key = matches!(t.auth.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey);
+    let header = t.company_id_header.as_deref().and_then(|h| {
+        let reserved = ["authorization", "proxy-authorization", "host", "cookie", "connection", "x-request-id"];
+        match HeaderName::try_from(h) {
+            Ok(name) if !reserved.contains(&name.as_str()) => Some(name),
+            _ => {
+                found.push((field("company_id_header"), format!("`{h}` cannot be used (expected a header name such as X-Pleo-Company-Id, not a credential or hop-by-hop header)")));
+                None
+            }
+        }
+    });
+    let query = t.company_id_query.as_deref().and_then(|q| {
+        if !q.is_empty() && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            Some(q.to_string())
+        } else {
+            found.push((field("company_id_query"), format!("`{q}` is not a query parameter name (expected letters, digits, '-', '_' or '.', such as companyId)")));
+            None
+        }
+    });
+    if (header.is_some() || query.is_some()) && !api_key {
+        let k = if header.is_some() { "company_id_header" } else { "company_id_query" };
+        found.push((field(k), "only API-key tenants can add the company id (the gateway learns it from their key check, GET /v1/installations/me)".into()));
+    }
+    (header, query)
+}
+
 fn tenant_name_ok(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
@@ -346,8 +377,12 @@ fn tenants(
             ));
             continue;
         }
+        let (company_id_header, company_id_query) = company_id_to(t, &at, found);
         if let Some(auth) = auth(&t.auth, with(at, Seg::Key("auth".into())), base_dir, found, warnings) {
-            out.insert(name.clone(), TenantConfig { environment: t.environment, auth });
+            out.insert(
+                name.clone(),
+                TenantConfig { environment: t.environment, auth, company_id_header, company_id_query },
+            );
         }
     }
     out

@@ -64,6 +64,9 @@ where
             }
             Credential::Static { authorization, .. } => {
                 req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
+                if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
+                    add_company_id(&tenant, &mut req);
+                }
                 let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
                 Either::Left(self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))))
             }
@@ -72,6 +75,37 @@ where
                 let inner = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, inner);
                 Either::Right(Box::pin(with_session(inner, session.clone(), req)))
+            }
+        }
+    }
+}
+
+/// The operator's opt-in (`company_id_header`, `company_id_query`): the
+/// company id the key check found, for apps that do not know it. Without a
+/// known id the request goes as it is (Pleo then says what is missing).
+/// A query parameter the app already sent is left alone.
+fn add_company_id<B>(tenant: &Tenant, req: &mut Request<B>) {
+    let Some(id) = tenant.check.company_id() else {
+        tracing::debug!(tenant = %tenant.id, "company id not known yet; not added");
+        return;
+    };
+    if let (Some(name), Ok(value)) = (&tenant.company_id_header, HeaderValue::from_str(&id)) {
+        req.headers_mut().insert(name.clone(), value);
+    }
+    if let Some(param) = &tenant.company_id_query {
+        let uri = req.uri();
+        let query = uri.query().unwrap_or("");
+        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == **param) {
+            return;
+        }
+        // The id was checked to be [A-Za-z0-9-] when parsed: no escaping needed.
+        let sep = if query.is_empty() { "" } else { "&" };
+        let pq = format!("{}?{query}{sep}{param}={id}", uri.path());
+        if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
             }
         }
     }

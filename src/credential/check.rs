@@ -97,6 +97,7 @@ impl KeyCheck {
             1 => CheckState::Connected,
             2 => CheckState::Rejected,
             3 => CheckState::Unverified,
+            4 => CheckState::Degraded,
             _ => CheckState::Pending,
         }
     }

@@ -1,0 +1,158 @@
+//! Operator commands that talk to Pleo with a tenant's credential:
+//! `check --online` (every API-key tenant's key and installation, as the
+//! running gateway would see them) and `installation TENANT show|activate`.
+//! They use the tenant's static credential (API key, or an unmanaged
+//! `access_token`); a managed OAuth tenant's tokens belong to the running
+//! gateway, which must stay their only user (every refresh rotates them).
+
+use std::io::Write;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::BodyExt;
+
+use crate::body::RequestBody;
+use crate::config::{AuthModel, Config};
+use crate::credential::check::{check_key, describe, CheckState};
+use crate::credential::static_authorization;
+use crate::upstream::{Upstream, Upstreams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The command cannot be done as asked (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// Pleo could not be asked, or said no (exit 69).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// `check --online`: one line per API-key tenant. `Ok(true)` when every one
+/// is connected.
+pub async fn check_online(config: &Config, out: &mut impl Write) -> Result<bool, ManageError> {
+    let upstreams = Upstreams::build(config).map_err(|e| ManageError::Failed(e.to_string()))?;
+    let mut all_connected = true;
+    let mut rows =
+        vec![["TENANT".to_string(), "KEY CHECK".into(), "COMPANY".into(), "INSTALLATION".into(), "NOTE".into()]];
+    for (name, t) in &config.tenants {
+        if !matches!(t.auth.model(), AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey) {
+            continue;
+        }
+        let Some(authorization) = static_authorization(&t.auth) else { continue };
+        let (state, d) = check_key(&authorization, &upstreams.get(t.environment)).await;
+        all_connected &= state == CheckState::Connected;
+        let note = match state {
+            CheckState::Connected => d.note.clone().unwrap_or_default(),
+            _ => describe(state, &d),
+        };
+        rows.push([
+            name.clone(),
+            state.as_str().into(),
+            d.company_id.clone().unwrap_or_else(|| "-".into()),
+            d.installation.map_or("-", |s| s.as_str()).into(),
+            note,
+        ]);
+    }
+    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i < 4 {
+                line.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count() + 2));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    Ok(all_connected)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstallationAction {
+    /// Print the installation document (metadata values that look secret masked).
+    Show,
+    /// `POST /v1/installations/me:activate`.
+    Activate,
+}
+
+/// `installation TENANT show|activate`.
+pub async fn installation(
+    config: &Config,
+    tenant: &str,
+    action: InstallationAction,
+    out: &mut impl Write,
+) -> Result<(), ManageError> {
+    let t = config.tenants.get(tenant).ok_or_else(|| {
+        ManageError::Usage(format!(
+            "no tenant `{tenant}` in {} (expected one of: {})",
+            config.source.display(),
+            config.tenants.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let authorization = static_authorization(&t.auth).ok_or_else(|| {
+        ManageError::Usage(format!(
+            "tenant `{tenant}` is a managed OAuth tenant: its tokens belong to the running gateway (every refresh \
+             rotates them), so this command does not use them. Use an API-key tenant, or call the API through the gateway"
+        ))
+    })?;
+    let upstreams = Upstreams::build(config).map_err(|e| ManageError::Failed(e.to_string()))?;
+    let up = upstreams.get(t.environment);
+    let (method, path) = match action {
+        InstallationAction::Show => (Method::GET, "/v1/installations/me"),
+        InstallationAction::Activate => (Method::POST, "/v1/installations/me:activate"),
+    };
+    let (status, body) = call(&up, method, path, &authorization).await?;
+    if !status.is_success() {
+        return Err(ManageError::Failed(format!(
+            "Pleo answered {status} to {path} for tenant `{tenant}`: {}",
+            error_text(&body)
+        )));
+    }
+    let mut doc: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| ManageError::Failed(format!("Pleo's answer to {path} is not JSON")))?;
+    if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for (k, v) in meta.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            if ["secret", "token", "key", "password"].iter().any(|s| k.contains(s)) {
+                *v = "••••".into();
+            }
+        }
+    }
+    if action == InstallationAction::Activate {
+        let _ = writeln!(out, "Tenant `{tenant}`: installation is now {}", doc["status"].as_str().unwrap_or("?"));
+    }
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    Ok(())
+}
+
+async fn call(
+    up: &Upstream,
+    method: Method,
+    path: &str,
+    authorization: &HeaderValue,
+) -> Result<(http::StatusCode, Bytes), ManageError> {
+    let uri = format!("{}{path}", up.base).parse().map_err(|_| ManageError::Failed("bad base URL".into()))?;
+    let mut req = Request::new(RequestBody::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
+    req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    if req.method() == Method::POST {
+        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    let failed = |what: &str| ManageError::Failed(format!("{what} (is Pleo reachable at {}?)", up.base));
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(15), up.client().request(req))
+        .await
+        .map_err(|_| failed("Pleo did not answer in time"))?
+        .map_err(|_| failed("the request to Pleo failed"))?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|_| failed("Pleo's answer could not be read"))?.to_bytes();
+    Ok((status, body))
+}
+
+/// Pleo's error in a line (its own words, bounded; never a credential of ours).
+fn error_text(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = v.get("message").or_else(|| v.get("error")).and_then(|m| m.as_str()).unwrap_or("no details");
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
