@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-fn manifest(name: &str) -> Vec<serde_yaml::Value> {
+fn manifest(name: &str) -> Vec<yaml_serde::Value> {
     let text = std::fs::read_to_string(format!("{}/deploy/kubernetes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    serde_yaml::Deserializer::from_str(&text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect()
+    yaml_serde::Deserializer::from_str(&text).map(|d| yaml_serde::Value::deserialize(d).unwrap()).collect()
 }
 
 use serde::Deserialize;

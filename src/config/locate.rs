@@ -1,5 +1,5 @@
 //! Finds the line of a key path (`tenants.acme.auth.key`) in the YAML text, so
-//! that errors found after parsing can still say where to look. serde_yaml
+//! that errors found after parsing can still say where to look. yaml_serde
 //! already locates its own errors; this covers the checks done in `validate`.
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};

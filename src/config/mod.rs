@@ -311,7 +311,7 @@ impl Config {
     /// relative paths (secret files, state_dir, ca_file).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let raw: raw::RawConfig = serde_yaml::from_str(text)
+        let raw: raw::RawConfig = yaml_serde::from_str(text)
             .map_err(|e| ConfigError { file: file.clone(), issues: vec![serde_issue(&e)] })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         validate::validate(raw, path, &base_dir).map_err(|found| ConfigError {
@@ -327,9 +327,9 @@ impl Config {
     }
 }
 
-/// serde_yaml's message is "<path>: <what> at line L column C"; split it so
+/// yaml_serde's message is "<path>: <what> at line L column C"; split it so
 /// the output has the same shape as our own issues.
-fn serde_issue(e: &serde_yaml::Error) -> ConfigIssue {
+fn serde_issue(e: &yaml_serde::Error) -> ConfigIssue {
     let mut text = e.to_string();
     if let Some(cut) = text.rfind(" at line ") {
         text.truncate(cut);

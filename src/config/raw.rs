@@ -112,7 +112,7 @@ pub enum RawSelector {
     ClientKey,
 }
 
-/// serde_yaml 0.9 reads externally tagged enums as YAML tags (`!header X`);
+/// yaml_serde (like serde_yaml 0.9 before it) reads externally tagged enums as YAML tags (`!header X`);
 /// the contract's form is a one-key map or a bare word, read here.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
