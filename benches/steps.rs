@@ -13,13 +13,13 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use pleo_gateway::client_auth::{Client, ClientIdentity};
+use pleo_gateway::clients::{Client, ClientIdentity};
 use pleo_gateway::config::Config;
 use pleo_gateway::credential::store::FileStore;
 use pleo_gateway::credential::Sessions;
 use pleo_gateway::metrics::Metrics;
 use pleo_gateway::routes::{Routes, Snapshot};
-use pleo_gateway::tenant::ResolveTenant;
+use pleo_gateway::steps::tenant::ResolveTenant;
 use pleo_gateway::upstream::{strip_hop_by_hop, Upstreams};
 use tower::filter::Predicate;
 

@@ -19,35 +19,33 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Uri};
 
-use crate::client_auth::Client;
-use crate::routes::Tenant;
+pub use crate::config::model::{AccessLogConfig, Format};
+use crate::config::model::{AuthModel, Environment};
 
-/// `access_log` from the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Text,
-    Off,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct AccessLogConfig {
-    pub format: Format,
-    pub include_query: bool,
-}
-
-impl Default for AccessLogConfig {
-    fn default() -> Self {
-        AccessLogConfig { format: Format::Json, include_query: false }
-    }
-}
-
-/// What the inner steps learn about a request, for its access line.
+/// What the inner steps learn about a request, for its access line: labels
+/// only, so this module depends on nothing of theirs.
 #[derive(Debug, Default)]
 pub struct AccessSlot {
-    pub tenant: OnceLock<Arc<Tenant>>,
-    pub client: OnceLock<Arc<Client>>,
-    pub upstream: OnceLock<Duration>,
+    pub tenant: OnceLock<TenantLabels>,
+    pub client: OnceLock<Arc<str>>,
+    /// Time to Pleo's response head, summed over the attempts (the OAuth 401 retry).
+    pub upstream: std::sync::Mutex<Option<Duration>>,
+}
+
+/// The tenant as an access line names it.
+#[derive(Clone, Debug)]
+pub struct TenantLabels {
+    pub name: Arc<str>,
+    pub model: AuthModel,
+    pub environment: Environment,
+}
+
+impl AccessSlot {
+    /// Adds one attempt's time to Pleo's response head.
+    pub fn add_upstream(&self, took: Duration) {
+        let mut up = self.upstream.lock().unwrap_or_else(|p| p.into_inner());
+        *up = Some(up.unwrap_or_default() + took);
+    }
 }
 
 /// One request's access line, filled as the request travels and written on drop.
@@ -89,8 +87,8 @@ impl Drop for AccessLine {
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or("-"),
-            client = self.slot.client.get().map(|c| &*c.name),
-            tenant = tenant.map(|t| &*t.id),
+            client = self.slot.client.get().map(|c| &**c),
+            tenant = tenant.map(|t| &*t.name),
             auth_model = tenant.map(|t| t.model.as_str()),
             environment = tenant.map(|t| t.environment.as_str()),
             method = self.method.as_str(),
@@ -99,7 +97,7 @@ impl Drop for AccessLine {
             error = self.error.as_ref().and_then(|e| e.to_str().ok()),
             bytes = self.bytes,
             duration_ms = ms(self.started.elapsed()),
-            upstream_ms = self.slot.upstream.get().map(|d| ms(*d)),
+            upstream_ms = self.slot.upstream.lock().ok().and_then(|u| *u).map(ms),
         );
     }
 }

@@ -46,7 +46,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     let routes = state.routes.load();
     // DNS rebinding and cross-site reads apply here too: /tenants lists
     // company ids and masked credentials. No browser origin is allowed.
-    if let Err(e) = crate::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+    if let Err(e) = crate::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
         return e.to_response();
     }
     match req.uri().path() {

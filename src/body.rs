@@ -1,6 +1,9 @@
-//! Response bodies. Pleo's body streams through untouched (`Incoming`); the
-//! gateway's own answers are small JSON (`Full`). `Tracked` ties the in-flight
-//! gauge to the body's life, so a long download counts until it has streamed.
+//! Bodies. [`RequestBody`] is an app's body on its way to Pleo (streamed,
+//! or kept for the OAuth retry), held to the size and pause limits.
+//! [`Tracked`] wraps a response body and ties the in-flight gauge, the
+//! request's share slots and its access line to the body's life, so a long
+//! download counts until it has streamed. (The response body type itself,
+//! Pleo's or the gateway's own JSON, lives in `upstream`, which makes it.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use prometheus::IntGauge;
 use tokio::time::Sleep;
@@ -17,17 +19,6 @@ use tokio::time::Sleep;
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLine;
-use crate::upstream::PooledBody;
-
-pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
-
-pub fn local(body: Full<Bytes>) -> ResponseBody {
-    Either::Right(body)
-}
-
-pub fn upstream(body: PooledBody) -> ResponseBody {
-    Either::Left(body)
-}
 
 /// Counts one request in flight from its creation until it is dropped, with
 /// the tenant's and client's in-flight slots (`admit::Slots`) it holds.

@@ -3,21 +3,12 @@
 //! body plus `x-pleo-gateway-error`. The service hyper sees never fails: an
 //! error reaching hyper would reset the connection without a response.
 
-use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use pin_project_lite::pin_project;
-use tower::{Layer, Service};
 
-use crate::body::{self, ResponseBody};
-use crate::metrics::Metrics;
 use crate::BoxError;
 
 /// Name of the header that marks an answer as the gateway's, not Pleo's.
@@ -196,98 +187,6 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     out
-}
-
-// === impl Rescue ===
-
-/// Outermost step below `observe`: errors become the contract's JSON answer,
-/// are counted in `pleo_gateway_refused_total` and logged once.
-#[derive(Clone, Debug)]
-pub struct RescueLayer {
-    metrics: Arc<Metrics>,
-}
-
-impl RescueLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        RescueLayer { metrics }
-    }
-}
-
-impl<S> Layer<S> for RescueLayer {
-    type Service = Rescue<S>;
-    fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner, metrics: self.metrics.clone() }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Rescue<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B> Service<Request<B>> for Rescue<S>
-where
-    S: Service<Request<B>, Response = Response<ResponseBody>, Error = BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = RescueFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Our services are always ready (no backpressure below this point).
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        RescueFuture { inner: self.inner.call(req), metrics: self.metrics.clone() }
-    }
-}
-
-pin_project! {
-    #[derive(Debug)]
-    pub struct RescueFuture<F> {
-        #[pin]
-        inner: F,
-        metrics: Arc<Metrics>,
-    }
-}
-
-impl<F> Future for RescueFuture<F>
-where
-    F: Future<Output = Result<Response<ResponseBody>, BoxError>>,
-{
-    type Output = Result<Response<ResponseBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let err = match ready!(this.inner.poll(cx)) {
-            Ok(resp) => return Poll::Ready(Ok(resp)),
-            Err(err) => err,
-        };
-        let resp = match err.downcast_ref::<GatewayError>() {
-            Some(e) => {
-                this.metrics.refused(e.code);
-                match e.code {
-                    ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTimeout | ErrorCode::CredentialUnavailable => {
-                        tracing::warn!(code = e.code.as_str(), error = %chain(e), "request failed")
-                    }
-                    _ => tracing::info!(code = e.code.as_str(), "request refused"),
-                }
-                e.to_response()
-            }
-            None => {
-                let e = GatewayError::new(ErrorCode::UpstreamUnavailable);
-                this.metrics.refused(e.code);
-                tracing::error!(error = %chain(&*err), "unexpected error");
-                e.to_response()
-            }
-        };
-        Poll::Ready(Ok(resp.map(body::local)))
-    }
 }
 
 #[cfg(test)]

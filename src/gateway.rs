@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
-use crate::credential::check::Summary;
 use crate::credential::store::FileStore;
 use crate::credential::Sessions;
+use crate::key_checks::Summary;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError, Reloader};

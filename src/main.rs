@@ -168,7 +168,7 @@ fn manage_failed(e: pleo_gateway::manage::ManageError) -> ExitCode {
 }
 
 fn hash_key(stdin: bool, name: &str, tenants: &[String], admin: bool) -> ExitCode {
-    use pleo_gateway::client_auth::{generate_key, key_sha256};
+    use pleo_gateway::clients::{generate_key, key_sha256};
     if stdin {
         let mut line = String::new();
         if let Err(e) = std::io::stdin().read_line(&mut line) {

@@ -4,31 +4,33 @@
 //! (`metrics.per_tenant`) because tenants are unbounded in number.
 //! Handles are looked up once per tenant when the config loads, not per request.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::sync::OnceLock;
 
-use http::{Request, Response};
-use pin_project_lite::pin_project;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
-use tower::{Layer, Service};
 
-use crate::access_log::AccessSlot;
 use crate::config::{AuthModel, Environment};
-use crate::error::{code_of, ErrorCode};
-use crate::routes::Tenant;
-use crate::BoxError;
+use crate::error::ErrorCode;
 
 const BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// Statuses common enough to keep a ready counter handle for.
 const COMMON_STATUSES: [u16; 14] = [200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503];
+
+/// One OAuth session's refresh counters (`refresh.rs` counts into them).
+#[derive(Debug)]
+pub struct RefreshMetrics {
+    pub success: IntCounter,
+    pub failure: IntCounter,
+    pub duration: Histogram,
+    /// 401s that did not force a refresh: the token was just obtained, or
+    /// the tenant had a forced refresh within `forced_refresh_interval`.
+    pub suppressed_fresh: IntCounter,
+    pub suppressed_rate: IntCounter,
+}
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -145,7 +147,7 @@ impl Metrics {
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         registry.register(Box::new(installations.clone()))?;
-        for s in crate::credential::installation::Status::ALL {
+        for s in crate::config::model::InstallationStatus::ALL {
             installations.with_label_values(&[s.label()]);
         }
         registry.register(Box::new(in_flight.clone()))?;
@@ -184,8 +186,8 @@ impl Metrics {
     }
 
     /// Sets `pleo_gateway_installations{status}` from a count per status.
-    pub fn set_installations(&self, count: impl Fn(crate::credential::installation::Status) -> i64) {
-        for s in crate::credential::installation::Status::ALL {
+    pub fn set_installations(&self, count: impl Fn(crate::config::model::InstallationStatus) -> i64) {
+        for s in crate::config::model::InstallationStatus::ALL {
             self.installations.with_label_values(&[s.label()]).set(count(s));
         }
     }
@@ -197,8 +199,8 @@ impl Metrics {
     }
 
     /// The handles one OAuth session reports its refreshes with.
-    pub fn refresh_metrics(&self) -> crate::credential::refresh::RefreshMetrics {
-        crate::credential::refresh::RefreshMetrics {
+    pub fn refresh_metrics(&self) -> RefreshMetrics {
+        RefreshMetrics {
             success: self.token_refresh_total.with_label_values(&["success"]),
             failure: self.token_refresh_total.with_label_values(&["failure"]),
             duration: self.token_refresh_duration.clone(),
@@ -274,77 +276,5 @@ impl TenantMetrics {
         let mut labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
         labels.push(&text);
         self.requests.with_label_values(&labels)
-    }
-}
-
-// === impl Record ===
-
-/// Counts `requests_total` and `request_duration_seconds` for requests whose
-/// tenant is known; sits right after tenant resolution for that reason.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RecordLayer;
-
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
-    fn layer(&self, inner: S) -> Record<S> {
-        Record { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Record<S> {
-    inner: S,
-}
-
-impl<S, B, RB> Service<Request<B>> for Record<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
-{
-    type Response = Response<RB>;
-    type Error = BoxError;
-    type Future = RecordFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let tenant = req.extensions().get::<Arc<Tenant>>().cloned();
-        // The access line (when on) learns the tenant here.
-        if let (Some(slot), Some(t)) = (req.extensions().get::<Arc<AccessSlot>>(), &tenant) {
-            let _ = slot.tenant.set(t.clone());
-        }
-        RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now() }
-    }
-}
-
-pin_project! {
-    #[derive(Debug)]
-    pub struct RecordFuture<F> {
-        #[pin]
-        inner: F,
-        tenant: Option<Arc<Tenant>>,
-        started: Instant,
-    }
-}
-
-impl<F, RB> Future for RecordFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, BoxError>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Some(t) = this.tenant {
-            let status = match &result {
-                Ok(resp) => resp.status().as_u16(),
-                Err(e) => code_of(e).status().as_u16(),
-            };
-            t.metrics.count(status);
-            t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
-        }
-        Poll::Ready(result)
     }
 }

@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
 use crate::config::{AuthConfig, Config, ConfigError};
-use crate::credential::check::{self, Summary};
 use crate::credential::Sessions;
+use crate::key_checks::{self, Summary};
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes};
@@ -132,7 +132,7 @@ impl Reloader {
         tls: Option<SharedTls>,
         stop: watch::Receiver<bool>,
     ) -> Reloader {
-        let checked = check::spawn(routes.load_full(), routes.clone(), metrics.clone(), stop.clone());
+        let checked = key_checks::spawn(routes.load_full(), routes.clone(), metrics.clone(), stop.clone());
         Reloader {
             source: config.source.clone(),
             routes,
@@ -204,7 +204,7 @@ impl Reloader {
         let routes = Arc::new(Routes::build(&config, &upstreams, &self.metrics, &self.sessions));
         self.routes.store(routes.clone());
         *self.checked.lock().expect("reloader lock") =
-            check::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone());
+            key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone());
         self.sessions.retire_all_but(|t| {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
         });

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, Request};
 
 use crate::access_log::AccessLogConfig;
-use crate::client_auth::{ClientKeys, LegacyTokens};
+use crate::clients::{ClientKeys, LegacyTokens};
 use crate::config::{AuthConfig, TenantConfig};
 use crate::config::{AuthModel, BrowserPolicy, Config, Environment, Selector};
 use crate::credential::check::KeyCheck;
@@ -28,6 +28,8 @@ use crate::BoxError;
 #[derive(Debug)]
 pub struct Tenant {
     pub id: Box<str>,
+    /// How the access log names it (built once, cloned per request).
+    pub labels: crate::access_log::TenantLabels,
     pub environment: Environment,
     pub model: AuthModel,
     pub credential: Credential,
@@ -84,6 +86,11 @@ impl Routes {
                 let upstream = upstreams.get(t.environment);
                 let tenant = Tenant {
                     id: id.as_str().into(),
+                    labels: crate::access_log::TenantLabels {
+                        name: id.as_str().into(),
+                        model,
+                        environment: t.environment,
+                    },
                     environment: t.environment,
                     model,
                     credential: credential(config, id, t, &upstream, sessions),

@@ -6,18 +6,19 @@ use std::sync::Arc;
 use tower::filter::{Filter, FilterLayer};
 use tower::ServiceBuilder;
 
-use crate::admit::{Admit, ShareLayer, Shares};
-use crate::client_auth::AuthenticateClient;
-use crate::credential::{Attach, AttachLayer};
-use crate::error::{Rescue, RescueLayer};
-use crate::guard::GuardBrowsers;
-use crate::legacy::RefuseLegacy;
-use crate::metrics::{Metrics, Record, RecordLayer};
-use crate::observe::{Observe, ObserveLayer};
+use crate::metrics::Metrics;
 use crate::routes::SharedRoutes;
-use crate::scrub::ScrubHeaders;
-use crate::tenant::ResolveTenant;
-use crate::upstream::Proxy;
+use crate::steps::admit::{Admit, ShareLayer, Shares};
+use crate::steps::attach::{Attach, AttachLayer};
+use crate::steps::client_auth::AuthenticateClient;
+use crate::steps::guard::GuardBrowsers;
+use crate::steps::legacy::RefuseLegacy;
+use crate::steps::observe::{Observe, ObserveLayer};
+use crate::steps::proxy::Proxy;
+use crate::steps::record::{Record, RecordLayer};
+use crate::steps::rescue::{Rescue, RescueLayer};
+use crate::steps::scrub::ScrubHeaders;
+use crate::steps::tenant::ResolveTenant;
 
 type Inner = Record<Shares<Filter<Attach<Proxy>, ScrubHeaders>>>;
 

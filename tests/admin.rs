@@ -25,7 +25,7 @@ async fn admin(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> (u
 
 #[tokio::test]
 async fn tenants_needs_the_admin_token_and_probes_stay_open() {
-    let digest = pleo_gateway::client_auth::key_sha256(ADMIN_TOKEN.as_bytes());
+    let digest = pleo_gateway::clients::key_sha256(ADMIN_TOKEN.as_bytes());
     let kit = Kit::start(&format!("admin:\n  tokens:\n    - {{ name: oncall, sha256: \"{digest}\" }}\n")).await;
     let a = kit.gw.admin_addr;
     let (status, body) = admin(a, "/tenants", None).await;
@@ -57,7 +57,7 @@ fn check_refuses_a_public_admin_listener_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("admin_listen") && stderr.contains("hash-key --admin"), "{stderr}");
-    let digest = pleo_gateway::client_auth::key_sha256(ADMIN_TOKEN.as_bytes());
+    let digest = pleo_gateway::clients::key_sha256(ADMIN_TOKEN.as_bytes());
     let with_token = format!("{base}admin:\n  tokens:\n    - {{ name: oncall, sha256: \"{digest}\" }}\n");
     assert!(check(&with_token).status.success());
     let opted_out = format!("{base}admin: {{ allow_unauthenticated: true }}\n");
@@ -73,6 +73,6 @@ fn hash_key_makes_an_admin_token_entry() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     let key = stdout.lines().next().unwrap().strip_prefix("key: ").unwrap();
-    let digest = pleo_gateway::client_auth::key_sha256(key.as_bytes());
+    let digest = pleo_gateway::clients::key_sha256(key.as_bytes());
     assert!(stdout.contains(&format!("- {{ name: oncall, sha256: \"{digest}\" }}")), "{stdout}");
 }

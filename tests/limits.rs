@@ -236,7 +236,7 @@ async fn connections_past_max_connections_are_closed_at_once() {
 #[tokio::test]
 async fn one_tenant_or_client_cannot_take_every_slot() {
     let key = |n: &str| format!("pgw_share_test_key_{n}_0123456789abcdef");
-    let digest = |n: &str| pleo_gateway::client_auth::key_sha256(key(n).as_bytes());
+    let digest = |n: &str| pleo_gateway::clients::key_sha256(key(n).as_bytes());
     // max_in_flight 16: each tenant and each client gets 8 by default.
     let kit = Kit::start(&format!(
         "limits: {{ max_in_flight: 16 }}\nclients:\n  - {{ name: noisy, key_sha256: \"{}\", tenants: [globex, initech] }}\n  - {{ name: quiet, key_sha256: \"{}\", tenants: [globex, initech] }}\n",

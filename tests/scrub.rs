@@ -46,7 +46,7 @@ async fn forwarding_headers_pass_only_when_trusted() {
 
 #[tokio::test]
 async fn legacy_tokens_in_the_query_are_refused_and_counted() {
-    let digest = pleo_gateway::client_auth::key_sha256(LEGACY_TOKEN.as_bytes());
+    let digest = pleo_gateway::clients::key_sha256(LEGACY_TOKEN.as_bytes());
     let kit = Kit::start(&format!("legacy_tokens:\n  - {{ name: old-erp, sha256: \"{digest}\" }}\n")).await;
     for q in [format!("access_token={LEGACY_TOKEN}"), format!("x=1&API_KEY={LEGACY_TOKEN}"), "apikey=zzz".into()] {
         let r = kit.get(&format!("/v2/x?{q}"), &[("x-pleo-tenant", "acme")]).await;
@@ -101,7 +101,7 @@ async fn methods_pleo_does_not_use_get_405_and_are_never_forwarded() {
 #[tokio::test]
 async fn a_key_holder_cannot_tell_unknown_tenants_from_forbidden_ones() {
     let key = "pgw_test_client_key_for_scrub_tests_0123456789";
-    let digest = pleo_gateway::client_auth::key_sha256(key.as_bytes());
+    let digest = pleo_gateway::clients::key_sha256(key.as_bytes());
     let kit =
         Kit::start(&format!("clients:\n  - {{ name: erp, key_sha256: \"{digest}\", tenants: [globex] }}\n")).await;
     let auth = format!("Bearer {key}");

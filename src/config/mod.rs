@@ -41,7 +41,7 @@ pub struct Config {
     /// Legacy openapi tokens still in use, by app name and SHA-256.
     pub legacy_tokens: Vec<LegacyToken>,
     pub limits: Limits,
-    pub access_log: crate::access_log::AccessLogConfig,
+    pub access_log: model::AccessLogConfig,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
     /// `sandbox.access_token_ttl`: short tokens make refreshes frequent (benchmarks, demos).

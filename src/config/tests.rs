@@ -173,7 +173,7 @@ metrics: { per_tenant: false }
     assert_eq!(c.limits.idle_timeout, std::time::Duration::from_secs(60));
     let warnings = c.warnings.join("\n");
     assert_eq!(c.legacy_tokens[0].name, "old-erp");
-    assert_eq!(c.access_log.format, crate::access_log::Format::Json);
+    assert_eq!(c.access_log.format, crate::config::model::Format::Json);
     assert!(!warnings.contains("-value-0123456789"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -302,7 +302,7 @@ pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl
         found.push(bad("must not carry credentials or a query string"));
         return None;
     }
-    if crate::legacy::is_legacy_host(&host) {
+    if super::model::is_legacy_host(&host) {
         found.push(bad("is the legacy API, which is deprecated and does not accept External API credentials \
              (expected https://external.pleo.io or https://external.staging.pleo.io)"));
         return None;
@@ -605,8 +605,8 @@ fn named_digests(list: &[super::raw::RawLegacyToken], at_key: &[&str], found: &m
     out
 }
 
-fn access_log(raw: &RawConfig, found: &mut Found) -> crate::access_log::AccessLogConfig {
-    use crate::access_log::{AccessLogConfig, Format};
+fn access_log(raw: &RawConfig, found: &mut Found) -> super::model::AccessLogConfig {
+    use super::model::{AccessLogConfig, Format};
     let mut out = AccessLogConfig::default();
     let Some(a) = &raw.access_log else { return out };
     match a.format.as_deref() {

@@ -1,6 +1,8 @@
-//! Credential validation for API-key tenants: `GET /v1/installations/me`
-//! in the tenant's environment, at start and after every reload (the new
-//! routing table's tenants are checked afresh), concurrently but bounded.
+//! One API-key tenant's credential check, as Pleo answers it:
+//! `GET /v1/installations/me` in the tenant's environment ([`check_key`]),
+//! and what the gateway makes of the answer ([`KeyCheck`], [`CheckState`]).
+//! `key_checks` runs it over a routing table, at start, after each reload and
+//! again for tenants that are not connected.
 //!
 //! - 2xx: Pleo's installation document (`installation`) decides. The
 //!   company id comes from its `resource` URN. `ACTIVATED`: `connected`;
@@ -13,9 +15,6 @@
 //!   Pleo. Other tenants are untouched.
 //! - anything else (timeout, 5xx, connection): `unverified`. The tenant
 //!   keeps serving; Pleo being down is not the key's fault.
-//!
-//! Tenants that are not connected are checked again every [`RECHECK`], so a
-//! key the customer re-enables, or a Pleo outage that ends, heals itself.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,20 +22,12 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::{watch, Semaphore};
 
 use super::installation::{self, explain_error_code, Status};
 use crate::body::RequestBody;
-use crate::config::AuthModel;
 use crate::error::{ErrorCode, GatewayError};
-use crate::metrics::Metrics;
-use crate::routes::{Routes, SharedRoutes, Tenant};
 use crate::upstream::Upstream;
 
-/// How often tenants that are not connected are checked again.
-pub const RECHECK: Duration = Duration::from_secs(60);
-/// Checks in flight at once (a config may have thousands of tenants).
-const CONCURRENCY: usize = 16;
 const USER_AGENT: &str = concat!("pleo-gateway-credential-check/", env!("CARGO_PKG_VERSION"));
 /// One check may take this long.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,111 +128,13 @@ impl KeyCheck {
         self.company_id.load_full()
     }
 
-    fn set(&self, state: CheckState, detail: Detail) {
+    pub fn set(&self, state: CheckState, detail: Detail) {
         if detail.company_id.is_some() || state == CheckState::Rejected {
             self.company_id.store(detail.company_id.clone().map(Arc::new));
         }
         *self.detail.lock().expect("check lock") = detail;
         self.state.store(state as u8, Ordering::Relaxed);
     }
-}
-
-/// What one pass over a routing table found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub connected: usize,
-    /// Tenant names with what went wrong.
-    pub failed: Vec<(String, String)>,
-    /// Connected tenants with something to say (installation not active yet).
-    pub notes: Vec<(String, String)>,
-}
-
-fn is_api_key(t: &Tenant) -> bool {
-    matches!(t.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey)
-}
-
-/// Checks `routes`' API-key tenants now and then keeps re-checking the ones
-/// not connected, until `routes` is replaced by a reload or `stop` is set.
-/// The receiver gets the first pass's summary.
-pub fn spawn(
-    routes: Arc<Routes>,
-    shared: SharedRoutes,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) -> watch::Receiver<Option<Summary>> {
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let first = pass(&routes, |_| true).await;
-        count_installations(&routes, &metrics);
-        log(&first);
-        let _ = tx.send(Some(first));
-        loop {
-            // Look every second whether a reload replaced these routes, so
-            // an old table is not kept alive for a whole RECHECK.
-            for _ in 0..RECHECK.as_secs() {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
-                }
-                if !Arc::ptr_eq(&shared.load(), &routes) {
-                    return;
-                }
-            }
-            let again = pass(&routes, |t| t.check.state() != CheckState::Connected).await;
-            count_installations(&routes, &metrics);
-            if !again.failed.is_empty() || again.connected > 0 {
-                log(&again);
-            }
-        }
-    });
-    rx
-}
-
-/// `pleo_gateway_installations{status}`: the API-key tenants by what Pleo
-/// said about their installation.
-fn count_installations(routes: &Routes, metrics: &Metrics) {
-    let seen: Vec<Status> = routes.tenants.values().filter_map(|t| t.check.detail().installation).collect();
-    metrics.set_installations(|s| seen.iter().filter(|x| **x == s).count() as i64);
-}
-
-fn log(s: &Summary) {
-    for (tenant, why) in &s.failed {
-        tracing::warn!(tenant = %tenant, "credential check: {why}");
-    }
-    for (tenant, note) in &s.notes {
-        tracing::info!(tenant = %tenant, "credential check: {note}");
-    }
-    tracing::info!(connected = s.connected, failed = s.failed.len(), "credential check of API-key tenants done");
-}
-
-/// Checks the API-key tenants `which` selects, at most CONCURRENCY at a time.
-pub async fn pass(routes: &Routes, which: impl Fn(&Tenant) -> bool) -> Summary {
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in routes.tenants.values().filter(|t| is_api_key(t) && which(t)) {
-        let (t, permits) = (t.clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let (state, detail) = check(&t).await;
-            t.check.set(state, detail.clone());
-            (t.id.to_string(), state, detail)
-        });
-    }
-    let mut summary = Summary::default();
-    while let Some(Ok((tenant, state, detail))) = tasks.join_next().await {
-        match state {
-            CheckState::Connected => {
-                summary.connected += 1;
-                if let Some(note) = detail.note {
-                    summary.notes.push((tenant, note));
-                }
-            }
-            _ => summary.failed.push((tenant, describe(state, &detail))),
-        }
-    }
-    summary.failed.sort();
-    summary.notes.sort();
-    summary
 }
 
 /// One line on a tenant that is not connected, for the log and `check --online`.
@@ -263,13 +156,6 @@ pub fn describe(state: CheckState, d: &Detail) -> String {
             why
         }
     }
-}
-
-async fn check(t: &Tenant) -> (CheckState, Detail) {
-    let crate::credential::Credential::Static { authorization, .. } = &t.credential else {
-        return (CheckState::Pending, Detail::default());
-    };
-    check_key(authorization, &t.upstream).await
 }
 
 /// `GET /v1/installations/me` with `authorization` in `up`'s environment.

@@ -12,62 +12,7 @@
 //! unexpected there is reported in a note, never guessed at. The status
 //! decides what the gateway makes of the tenant (`check`).
 
-/// Pleo's installation statuses, and `unknown` for anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Activated,
-    Inactive,
-    Authorized,
-    PendingIntegration,
-    Error,
-    Unknown,
-}
-
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Activated,
-        Status::Inactive,
-        Status::Authorized,
-        Status::PendingIntegration,
-        Status::Error,
-        Status::Unknown,
-    ];
-
-    fn parse(s: &str) -> Status {
-        match s {
-            "ACTIVATED" => Status::Activated,
-            "INACTIVE" => Status::Inactive,
-            "AUTHORIZED" => Status::Authorized,
-            "PENDING_INTEGRATION" => Status::PendingIntegration,
-            "ERROR" => Status::Error,
-            _ => Status::Unknown,
-        }
-    }
-
-    /// As Pleo spells it (and `/tenants` shows it).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Activated => "ACTIVATED",
-            Status::Inactive => "INACTIVE",
-            Status::Authorized => "AUTHORIZED",
-            Status::PendingIntegration => "PENDING_INTEGRATION",
-            Status::Error => "ERROR",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// The `pleo_gateway_installations{status}` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Status::Activated => "activated",
-            Status::Inactive => "inactive",
-            Status::Authorized => "authorized",
-            Status::PendingIntegration => "pending_integration",
-            Status::Error => "error",
-            Status::Unknown => "unknown",
-        }
-    }
-}
+pub use crate::config::model::InstallationStatus as Status;
 
 /// What the gateway takes from an installation document.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 //! their session (`refresh`), which keeps a fresh token on hand.
 
 mod api_key;
-mod attach;
 pub mod check;
 pub mod installation;
 mod oauth2;
@@ -22,7 +21,6 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-pub use attach::{Attach, AttachLayer};
 pub use sessions::Sessions;
 
 use crate::config::AuthConfig;

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use prometheus::{Histogram, IntCounter};
 use tokio::sync::{watch, Mutex, Notify};
 
 use super::oauth2::bearer;
@@ -31,21 +30,11 @@ use super::store::{fingerprint, unix_now_ms, StoredToken, TokenStore};
 use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
 pub use super::token_state::{Current, Status};
 use crate::error::{ErrorCode, GatewayError};
+pub use crate::metrics::RefreshMetrics;
 use crate::secret::Secret;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-pub struct RefreshMetrics {
-    pub success: IntCounter,
-    pub failure: IntCounter,
-    pub duration: Histogram,
-    /// 401s that did not force a refresh: the token was just obtained, or
-    /// the tenant had a forced refresh within `forced_refresh_interval`.
-    pub suppressed_fresh: IntCounter,
-    pub suppressed_rate: IntCounter,
-}
 
 /// What only the refresh in flight touches.
 #[derive(Debug, Default)]

@@ -1,4 +1,5 @@
-//! Step 5: send the request to the tenant's Pleo environment.
+//! The upstreams: each Pleo environment, its connections, and how a request
+//! is rewritten for it. The `proxy` step sends through them.
 //!
 //! Rewrites the target to the environment's base URL (path and query kept
 //! byte for byte), sets `Host` to the upstream's, removes hop-by-hop headers in
@@ -11,29 +12,33 @@ mod pool;
 
 pub use pool::{Pool, PooledBody};
 
+/// What goes back to the app: Pleo's body streaming through, or the
+/// gateway's own small JSON answer.
+pub type ResponseBody = http_body_util::Either<PooledBody, http_body_util::Full<bytes::Bytes>>;
+
+pub fn local(body: http_body_util::Full<bytes::Bytes>) -> ResponseBody {
+    http_body_util::Either::Right(body)
+}
+
+pub fn upstream(body: PooledBody) -> ResponseBody {
+    http_body_util::Either::Left(body)
+}
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tower::Service;
 
-use crate::access_log::AccessSlot;
-use crate::body::{self, RequestBody, ResponseBody};
+use crate::body::RequestBody;
 use crate::config::{BaseUrl, Config, Environment, EnvironmentConfig};
-use crate::error::{ErrorCode, GatewayError};
-use crate::routes::Tenant;
-use crate::BoxError;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
@@ -44,10 +49,10 @@ pub struct Upstream {
     pub base: BaseUrl,
     host: HeaderValue,
     /// The request path's connections.
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// For the gateway's own calls (token endpoint, credential check).
     client: HttpClient,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The upstreams of a config, one per environment.
@@ -212,63 +217,6 @@ impl Upstream {
     /// endpoint, credential check); requests from apps use the pool.
     pub fn client(&self) -> &HttpClient {
         &self.client
-    }
-}
-
-// === impl Proxy ===
-
-/// The innermost service: forwards to Pleo and streams the answer back.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Proxy;
-
-impl Service<Request<RequestBody>> for Proxy {
-    type Response = Response<ResponseBody>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        let Some(tenant) = req.extensions_mut().remove::<Arc<Tenant>>() else {
-            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
-            return Box::pin(std::future::ready(Err(err.into())));
-        };
-        let up = &tenant.upstream;
-        if let Err(e) = up.prepare(&mut req) {
-            let err = GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e);
-            return Box::pin(std::future::ready(Err(err.into())));
-        }
-
-        let access = req.extensions().get::<Arc<AccessSlot>>().cloned();
-        let timeout = up.timeout;
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = tokio::time::timeout(timeout, tenant.upstream.pool.send(req)).await;
-            let took = started.elapsed();
-            tenant.metrics.upstream.observe(took.as_secs_f64());
-            if let Some(slot) = access {
-                let _ = slot.upstream.set(took);
-            }
-            let mut resp = match result {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(e)) if body::is_too_large(&*e) => {
-                    return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).with_source(e).into())
-                }
-                Ok(Err(e)) if body::is_timed_out(&*e) => {
-                    return Err(GatewayError::new(ErrorCode::RequestBodyTimeout).with_source(e).into())
-                }
-                Ok(Err(e)) => return Err(GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e).into()),
-                Err(elapsed) => return Err(GatewayError::new(ErrorCode::UpstreamTimeout).with_source(elapsed).into()),
-            };
-            if matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                tenant.metrics.rejected.inc();
-                tracing::warn!(tenant = %tenant.id, status = resp.status().as_u16(), "Pleo rejected the tenant's credential");
-            }
-            strip_hop_by_hop(resp.headers_mut());
-            Ok(resp.map(body::upstream))
-        })
     }
 }
 

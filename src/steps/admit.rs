@@ -1,4 +1,4 @@
-//! Admission: what the gateway agrees to work on.
+//! Steps 3 and 9 of 12: admission, what the gateway agrees to work on.
 //!
 //! First of all ([`Admit`]): sheds load with 503 `overloaded` once
 //! `limits.max_in_flight` requests are being handled (queuing without bound
@@ -27,7 +27,7 @@ use prometheus::IntGauge;
 use tower::filter::Predicate;
 use tower::{Layer, Service};
 
-use crate::client_auth::ClientIdentity;
+use crate::clients::ClientIdentity;
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::{snapshot_ref, Tenant};
 use crate::share::Slots;

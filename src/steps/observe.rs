@@ -1,4 +1,4 @@
-//! Step 0, outermost: what every request gets, refused or not.
+//! Step 1 of 12, outermost: what every request gets, refused or not.
 //!
 //! Loads the current routes snapshot once (every later step reads the same
 //! one, so a reload never splits a request), sets or propagates
@@ -20,10 +20,11 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::access_log::{AccessLine, Format};
-use crate::body::{InFlight, ResponseBody, Tracked};
+use crate::body::{InFlight, Tracked};
 use crate::error::ERROR_HEADER;
 use crate::metrics::Metrics;
 use crate::routes::{SharedRoutes, Snapshot};
+use crate::upstream::ResponseBody;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

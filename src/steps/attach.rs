@@ -1,4 +1,4 @@
-//! The credential step as a tower service. API keys and unmanaged tokens: one
+//! Step 11 of 12: attach the tenant's Pleo credential. API keys and unmanaged tokens: one
 //! header clone, then straight on (no allocation, no await). Managed OAuth:
 //! ask the session for a token (lock-free unless a refresh is needed), and if
 //! Pleo answers 401, refresh once and retry once, when the request body was
@@ -15,11 +15,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use super::refresh::OAuthSession;
-use super::Credential;
-use crate::body::{self, Kept, RequestBody, ResponseBody};
+use crate::body::{self, Kept, RequestBody};
+use crate::credential::refresh::OAuthSession;
+use crate::credential::Credential;
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::Tenant;
+use crate::upstream::ResponseBody;
 use crate::BoxError;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -141,17 +142,15 @@ where
         Kept::Whole(bytes) => bytes,
     };
 
-    // Keep what a second attempt needs: the head and the tenant (the next
-    // step reads nothing else from the extensions).
+    // Keep what a second attempt needs: the whole head, extensions included
+    // (the tenant, and the access slot so the retry's upstream time counts).
     let retry_head = {
         let mut r = Request::new(());
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = parts.uri.clone();
         *r.version_mut() = parts.version;
         *r.headers_mut() = parts.headers.clone();
-        if let Some(t) = parts.extensions.get::<Arc<Tenant>>() {
-            r.extensions_mut().insert(t.clone());
-        }
+        *r.extensions_mut() = parts.extensions.clone();
         r
     };
     let first = inner.call(Request::from_parts(parts, RequestBody::kept(bytes.clone()))).await?;

@@ -1,4 +1,4 @@
-//! Step 3: which tenant is this request for?
+//! Step 7 of 12: which tenant is this request for?
 //!
 //! Tries `tenant_from` in order (header, path prefix, host suffix, client key),
 //! first match wins, then `default_tenant`. Adds the `Arc<Tenant>` to the
@@ -13,7 +13,7 @@ use http::uri::PathAndQuery;
 use http::{header, Request, Uri};
 use tower::filter::Predicate;
 
-use crate::client_auth::ClientIdentity;
+use crate::clients::ClientIdentity;
 use crate::config::Selector;
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::{snapshot, Routes, Tenant};
@@ -83,7 +83,7 @@ fn unknown(name: &str) -> GatewayError {
 fn find<'r, B>(
     routes: &Routes,
     req: &'r Request<B>,
-    client: Option<&'r Arc<crate::client_auth::Client>>,
+    client: Option<&'r Arc<crate::clients::Client>>,
 ) -> Result<Option<Match<'r>>, GatewayError> {
     for selector in &routes.selectors {
         let found = match selector {

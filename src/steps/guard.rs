@@ -1,4 +1,4 @@
-//! Step 1b: what a browser could be made to send is refused.
+//! Step 5 of 12: what a browser could be made to send is refused.
 //!
 //! The gateway holds every tenant's Pleo credential, and on loopback it needs
 //! no client key. So a web page must not be able to use it:

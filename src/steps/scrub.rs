@@ -1,4 +1,4 @@
-//! Step 3b: only the gateway decides what Pleo sees.
+//! Step 10 of 12: only the gateway decides what Pleo sees.
 //!
 //! Runs after the tenant is known and before its credential is attached, so
 //! nothing a client sends can remove or replace that credential. (It used to
@@ -20,8 +20,8 @@
 use http::{header, HeaderMap, HeaderName, Request};
 use tower::filter::Predicate;
 
-use crate::observe::REQUEST_ID;
 use crate::routes::snapshot_ref;
+use crate::steps::observe::REQUEST_ID;
 use crate::upstream::{connection_named, HOP_BY_HOP};
 use crate::BoxError;
 

@@ -1,36 +1,24 @@
-//! Step 2: client authentication with gateway client keys.
-//!
-//! Reads `Authorization`. A `Bearer <key>` whose SHA-256 matches a configured
-//! client is accepted: the header is removed (a gateway key never goes to
-//! Pleo) and the client's identity is put in the request's extensions. Any
-//! other Authorization (legacy openapi tokens, Pleo keys, typos) is refused
-//! with 401 `legacy_token_refused` and never forwarded. No Authorization is
-//! fine unless clients are configured; then a client certificate verified
-//! against `client_ca` may name the client instead (its DNS name is the
-//! client's `name`), and without one the answer is 401
-//! `client_unauthenticated`.
+//! Gateway clients: the configured client keys (SHA-256, compared in
+//! constant time) and client certificate names, the named legacy tokens
+//! with their refusal counters, and making new keys. The
+//! `steps::client_auth` step authenticates requests with them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request};
+use http::HeaderValue;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower::filter::Predicate;
 
-use crate::access_log::AccessSlot;
 use crate::config::{ClientConfig, LegacyToken};
-use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::Metrics;
-use crate::routes::snapshot;
 use crate::tls::ClientCertNames;
-use crate::BoxError;
 
 /// A client the request was authenticated as.
 #[derive(Debug)]
 pub struct Client {
-    pub name: Box<str>,
+    pub name: std::sync::Arc<str>,
     pub tenants: HashSet<Box<str>>,
     /// The tenant `tenant_from: client_key` picks: set when the client lists exactly one.
     pub bound_tenant: Option<Box<str>>,
@@ -59,29 +47,17 @@ impl LegacyTokens {
 
     /// Counts a refused credential under its app's name. Only on the refusal
     /// path, so the hash costs nothing on accepted requests.
-    fn count(&self, value: Option<&HeaderValue>) {
+    pub fn count(&self, value: Option<&HeaderValue>) {
         self.count_token(value.map(|v| credential_part(v.as_bytes())));
     }
 
-    fn count_token(&self, token: Option<&[u8]>) {
+    pub fn count_token(&self, token: Option<&[u8]>) {
         let digest: Option<[u8; 32]> = token.map(|t| Sha256::digest(t).into());
         match digest.and_then(|d| self.by_digest.get(&d)) {
             Some(counter) => counter.inc(),
             None => self.unnamed.inc(),
         }
     }
-}
-
-/// Query parameters that carry a legacy token (old openapi apps and API
-/// clients put them there). Such a request is refused like a foreign
-/// `Authorization`: forwarding it would send the token to Pleo.
-const QUERY_CREDENTIALS: [&str; 4] = ["access_token", "api_key", "apikey", "api-key"];
-
-/// The value of the first credential-bearing query parameter, if any.
-fn query_credential(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| QUERY_CREDENTIALS.iter().any(|c| k.eq_ignore_ascii_case(c)))
-        .map(|(_, v)| v.into_owned())
 }
 
 /// The credential in an Authorization value: what follows the scheme word
@@ -128,7 +104,7 @@ impl ClientKeys {
     }
 
     /// The client a verified certificate names (first matching DNS name).
-    fn by_certificate(&self, names: &ClientCertNames) -> Option<&Arc<Client>> {
+    pub fn by_certificate(&self, names: &ClientCertNames) -> Option<&Arc<Client>> {
         names.0.iter().find_map(|n| self.by_name.get(n))
     }
 
@@ -141,50 +117,6 @@ impl ClientKeys {
         let digest: [u8; 32] = Sha256::digest(key).into();
         let (stored, client) = self.by_digest.get_key_value(&digest)?;
         bool::from(stored.ct_eq(&digest)).then_some(client)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AuthenticateClient;
-
-impl<B> Predicate<Request<B>> for AuthenticateClient {
-    type Request = Request<B>;
-
-    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
-        let routes = snapshot(&req)?;
-        if let Some(token) = req.uri().query().and_then(query_credential) {
-            routes.legacy_tokens.count_token(Some(token.as_bytes()));
-            return Err(GatewayError::new(ErrorCode::LegacyTokenRefused)
-                .with_detail("The query string carries a credential (access_token or api_key).")
-                .into());
-        }
-        let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-        let (first, second) = (values.next(), values.next());
-        let cert = req.extensions().get::<ClientCertNames>();
-        let found = match first {
-            None if routes.clients.is_empty() => return Ok(req),
-            // No key, but maybe a certificate the handshake verified against client_ca.
-            None => cert.and_then(|names| routes.clients.by_certificate(names)).ok_or(ErrorCode::ClientUnauthenticated),
-            // Two Authorization headers: never guess which one was meant.
-            Some(v) => {
-                second.is_none().then(|| routes.clients.identify(v)).flatten().ok_or(ErrorCode::LegacyTokenRefused)
-            }
-        };
-        let client = match found {
-            Ok(client) => client.clone(),
-            Err(code) => {
-                if code == ErrorCode::LegacyTokenRefused {
-                    routes.legacy_tokens.count(first);
-                }
-                return Err(GatewayError::new(code).into());
-            }
-        };
-        req.headers_mut().remove(header::AUTHORIZATION);
-        if let Some(slot) = req.extensions().get::<Arc<AccessSlot>>() {
-            let _ = slot.client.set(client.clone());
-        }
-        req.extensions_mut().insert(ClientIdentity(client));
-        Ok(req)
     }
 }
 
