@@ -57,7 +57,8 @@ pub struct AccessLine {
     request_id: HeaderValue,
     pub slot: Arc<AccessSlot>,
     pub status: u16,
-    pub error: Option<HeaderValue>,
+    /// The gateway's error code, when it answered itself (rescue puts it on the response).
+    pub error: Option<crate::error::ErrorCode>,
     pub bytes: u64,
 }
 
@@ -94,7 +95,7 @@ impl Drop for AccessLine {
             method = self.method.as_str(),
             path = self.path.as_str(),
             status = self.status,
-            error = self.error.as_ref().and_then(|e| e.to_str().ok()),
+            error = self.error.map(|e| e.as_str()),
             bytes = self.bytes,
             duration_ms = ms(self.started.elapsed()),
             upstream_ms = self.slot.upstream.lock().ok().and_then(|u| *u).map(ms),

@@ -24,6 +24,9 @@ pub struct AdminState {
     pub routes: SharedRoutes,
     pub sessions: Arc<Sessions>,
     pub ready: AtomicBool,
+    /// Requests in flight; `pleo_gateway_in_flight_requests` reports it.
+    pub in_flight: crate::share::InFlightCount,
+    pub in_flight_gauge: prometheus::IntGauge,
 }
 
 /// The admin service, ready for `listener::serve`.
@@ -39,6 +42,14 @@ where
     })
 }
 
+impl AdminState {
+    /// The in-flight gauge, set from the count admission uses (at scrape time,
+    /// so the request path touches one counter, not two).
+    fn metrics_in_flight(&self) {
+        self.in_flight_gauge.set(self.in_flight.get() as i64);
+    }
+}
+
 fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -52,6 +63,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             state.sessions.update_gauges();
+            state.metrics_in_flight();
             let encoder = TextEncoder::new();
             let mut buf = Vec::new();
             if let Err(e) = encoder.encode(&state.registry.gather(), &mut buf) {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use prometheus::IntGauge;
 use tokio::time::Sleep;
 
 use hyper::body::Incoming;
@@ -21,25 +20,18 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLine;
 
 /// Counts one request in flight from its creation until it is dropped, with
-/// the tenant's and client's in-flight slots (`admit::Slots`) it holds.
+/// the tenant's and client's in-flight slots (`share::Slots`) it holds.
 #[derive(Debug)]
-pub struct InFlight(IntGauge, Option<crate::share::Slots>);
+pub struct InFlight(#[allow(dead_code)] crate::share::Entered, Option<crate::share::Slots>);
 
 impl InFlight {
-    pub fn start(gauge: &IntGauge) -> Self {
-        gauge.inc();
-        InFlight(gauge.clone(), None)
+    pub fn start(count: &crate::share::InFlightCount) -> Self {
+        InFlight(count.enter(), None)
     }
 
     /// Keeps the request's share slots until the response body is done.
     pub fn hold(&mut self, slots: Option<crate::share::Slots>) {
         self.1 = slots;
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -120,11 +120,14 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         source,
     })?;
 
+    let in_flight = crate::share::InFlightCount::default();
     let admin = Arc::new(AdminState {
         registry,
         routes: routes.clone(),
         sessions: sessions.clone(),
         ready: Default::default(),
+        in_flight: in_flight.clone(),
+        in_flight_gauge: metrics.in_flight.clone(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
     let tls: Option<SharedTls> = match &config.tls {
@@ -148,7 +151,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             return Err(StartError::Strict(checked.failed));
         }
     }
-    let service = stack::build(routes, metrics.clone());
+    let service = stack::build(routes, metrics.clone(), in_flight);
     let tasks = vec![
         tokio::spawn(listener::serve(gateway_listener, service, options.clone(), tls, stopped.clone())),
         tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, None, stopped.clone())),

@@ -60,6 +60,33 @@ impl Slots {
     }
 }
 
+/// Requests being handled by the whole gateway, bodies included: what
+/// `admit` compares with `max_in_flight`. The gauge
+/// `pleo_gateway_in_flight_requests` reports it at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct InFlightCount(Arc<AtomicUsize>);
+
+/// One request counted in an [`InFlightCount`] until dropped.
+#[derive(Debug)]
+pub struct Entered(InFlightCount);
+
+impl InFlightCount {
+    pub fn enter(&self) -> Entered {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Entered(self.clone())
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use tower::ServiceBuilder;
 
 use crate::metrics::Metrics;
 use crate::routes::SharedRoutes;
+use crate::share::InFlightCount;
 use crate::steps::admit::{Admit, ShareLayer, Shares};
 use crate::steps::attach::{Attach, AttachLayer};
 use crate::steps::client_auth::AuthenticateClient;
@@ -32,14 +33,14 @@ pub type GatewayService = Observe<
     >,
 >;
 
-pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>) -> GatewayService {
+pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>, in_flight: InFlightCount) -> GatewayService {
     ServiceBuilder::new()
         // Outermost: snapshot, request id and in-flight count for every request, refusals included.
-        .layer(ObserveLayer::new(routes, metrics.clone()))
+        .layer(ObserveLayer::new(routes, in_flight.clone()))
         // Every error below becomes the contract's JSON answer; nothing reaches hyper as an error.
         .layer(RescueLayer::new(metrics.clone()))
         // Shed load, refuse unused methods and oversized bodies before doing any work for them.
-        .layer(FilterLayer::new(Admit::new(metrics.in_flight.clone())))
+        .layer(FilterLayer::new(Admit::new(in_flight)))
         // Legacy host/credentials first: they are refused whatever else is wrong.
         .layer(FilterLayer::new(RefuseLegacy))
         // Then what a browser could be tricked into sending (DNS rebinding, cross-site).

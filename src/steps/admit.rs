@@ -23,24 +23,23 @@ use std::task::{ready, Context, Poll};
 
 use http::{header, Method, Request, Response};
 use pin_project_lite::pin_project;
-use prometheus::IntGauge;
 use tower::filter::Predicate;
 use tower::{Layer, Service};
 
 use crate::clients::ClientIdentity;
 use crate::error::{ErrorCode, GatewayError};
 use crate::routes::{snapshot_ref, Tenant};
-use crate::share::Slots;
+use crate::share::{InFlightCount, Slots};
 use crate::BoxError;
 
 #[derive(Clone, Debug)]
 pub struct Admit {
-    /// `pleo_gateway_in_flight_requests`: `observe` has already counted this request.
-    in_flight: IntGauge,
+    /// Requests in flight: `observe` has already counted this one.
+    in_flight: InFlightCount,
 }
 
 impl Admit {
-    pub fn new(in_flight: IntGauge) -> Self {
+    pub fn new(in_flight: InFlightCount) -> Self {
         Admit { in_flight }
     }
 }
@@ -59,7 +58,7 @@ impl<B> Predicate<Request<B>> for Admit {
     fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
         // Borrowed, not cloned: this step only reads two numbers.
         let routes = snapshot_ref(&req)?;
-        if self.in_flight.get() > routes.max_in_flight as i64 {
+        if self.in_flight.get() > routes.max_in_flight {
             return Err(GatewayError::new(ErrorCode::Overloaded).into());
         }
         if !forwarded_method(req.method()) {

@@ -21,9 +21,9 @@ use tower::{Layer, Service};
 
 use crate::access_log::{AccessLine, Format};
 use crate::body::{InFlight, Tracked};
-use crate::error::ERROR_HEADER;
-use crate::metrics::Metrics;
+use crate::error::ErrorCode;
 use crate::routes::{SharedRoutes, Snapshot};
+use crate::share::InFlightCount;
 use crate::upstream::ResponseBody;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -72,13 +72,13 @@ fn usable(v: &HeaderValue) -> bool {
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
     routes: SharedRoutes,
-    metrics: Arc<Metrics>,
+    in_flight: InFlightCount,
     ids: Arc<RequestIds>,
 }
 
 impl ObserveLayer {
-    pub fn new(routes: SharedRoutes, metrics: Arc<Metrics>) -> Self {
-        ObserveLayer { routes, metrics, ids: Arc::new(RequestIds::new()) }
+    pub fn new(routes: SharedRoutes, in_flight: InFlightCount) -> Self {
+        ObserveLayer { routes, in_flight, ids: Arc::new(RequestIds::new()) }
     }
 }
 
@@ -108,7 +108,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let in_flight = InFlight::start(&self.layer.metrics.in_flight);
+        let in_flight = InFlight::start(&self.layer.in_flight);
         let routes = self.layer.routes.load_full();
         let id = match req.headers().get(&REQUEST_ID) {
             Some(v) if usable(v) => v.clone(),
@@ -158,7 +158,7 @@ where
         in_flight.hold(resp.extensions_mut().remove::<crate::share::Slots>());
         let access = this.access.take().map(|mut line| {
             line.status = resp.status().as_u16();
-            line.error = resp.headers().get(ERROR_HEADER).cloned();
+            line.error = resp.extensions().get::<ErrorCode>().copied();
             line
         });
         Poll::Ready(Ok(resp.map(|b| Tracked::new(b, in_flight, access))))

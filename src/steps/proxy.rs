@@ -34,7 +34,7 @@ impl Service<Request<RequestBody>> for Proxy {
     }
 
     fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        let Some(tenant) = req.extensions_mut().remove::<Arc<Tenant>>() else {
+        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
             let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
             return Box::pin(std::future::ready(Err(err.into())));
         };

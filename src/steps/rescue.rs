@@ -104,6 +104,10 @@ where
                 e.to_response()
             }
         };
-        Poll::Ready(Ok(resp.map(upstream::local)))
+        // The code travels with the answer, for the access line (observe).
+        let code = crate::error::code_of(&err);
+        let mut resp = resp.map(upstream::local);
+        resp.extensions_mut().insert(code);
+        Poll::Ready(Ok(resp))
     }
 }
