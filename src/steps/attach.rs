@@ -10,9 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::Either;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{self, Kept, RequestBody};
@@ -40,6 +40,32 @@ pub struct Attach<S> {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
+pin_project! {
+    /// Static credentials go straight on (the inner future, no allocation);
+    /// managed OAuth and refusals are boxed.
+    #[project = EitherProj]
+    #[derive(Debug)]
+    pub enum Either<L, R> {
+        Left { #[pin] inner: L },
+        Right { #[pin] inner: R },
+    }
+}
+
+impl<L, R, T> Future for Either<L, R>
+where
+    L: Future<Output = T>,
+    R: Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            EitherProj::Left { inner } => inner.poll(cx),
+            EitherProj::Right { inner } => inner.poll(cx),
+        }
+    }
+}
+
 impl<S> Service<Request<Incoming>> for Attach<S>
 where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + 'static,
@@ -56,12 +82,12 @@ where
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
             let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
-            return Either::Right(Box::pin(std::future::ready(Err(err.into()))));
+            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
         };
         match &tenant.credential {
             Credential::Static { .. } if tenant.check.refuses() => {
                 let err = tenant.check.refusal(&tenant.id);
-                Either::Right(Box::pin(std::future::ready(Err(err.into()))))
+                Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) }
             }
             Credential::Static { authorization, .. } => {
                 req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
@@ -69,13 +95,13 @@ where
                     add_company_id(&tenant, &mut req);
                 }
                 let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
-                Either::Left(self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))))
+                Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
             }
             Credential::OAuth { session, .. } => {
                 // Take the service that was made ready; leave a clone behind.
                 let inner = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, inner);
-                Either::Right(Box::pin(with_session(inner, session.clone(), req)))
+                Either::Right { inner: Box::pin(with_session(inner, session.clone(), req)) }
             }
         }
     }
