@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use support::*;
@@ -28,11 +28,7 @@ async fn a_stalled_download_does_not_stop_other_tenants_on_the_shared_h2_connect
         stalled.push(s);
     }
     // Let their streams fill whatever the gateway lets them fill.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while secure.requests().len() < 8 {
-        assert!(Instant::now() < deadline, "the downloads never reached the sandbox");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the downloads reaching the sandbox", Duration::from_secs(5), || secure.requests().len() >= 8).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Another tenant on the same environment (and connection) downloads 8 MiB.

@@ -127,14 +127,6 @@ impl OAuthKit {
     }
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // === tests ===
 
 #[tokio::test]
@@ -185,7 +177,7 @@ async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
     // 4 s tokens: refreshed 3.0-3.2 s after issue, unusable from 3.6 s.
     let kit = OAuthKit::start(Duration::from_secs(4), "").await;
     // The first token: fetched at start by the background task.
-    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     let issued = Instant::now();
     // The next refresh is slow, so it is still in flight when the token
     // stops being usable and requests must wait for it. Its token then lives
@@ -214,7 +206,7 @@ async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
 #[tokio::test]
 async fn thirty_seconds_of_load_on_two_second_tokens_never_fails() {
     let kit = Arc::new(OAuthKit::start(Duration::from_secs(2), "").await);
-    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     let t0 = Instant::now();
     let refreshes0 = kit.sandbox.token_stats().refreshes;
     let run = Duration::from_secs(30);
@@ -255,11 +247,11 @@ async fn thirty_seconds_of_load_on_two_second_tokens_never_fails() {
 #[tokio::test]
 async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     let kit = OAuthKit::start(Duration::from_secs(2), "").await;
-    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     assert_eq!(kit.get("/v2/x").await.status, 200);
     // The customer disconnects the app: the next refresh gets invalid_grant.
     kit.sandbox.revoke_authorisations();
-    wait_until("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
+    eventually("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = kit.get("/v2/x").await;
     let j = r.assert_refused(503, "credential_unavailable");
@@ -324,7 +316,7 @@ async fn transient_token_endpoint_failures_back_off_while_the_token_is_still_val
     // 20 s tokens: the refresh starts 4-5 s before expiry, leaving room for
     // a 5xx, a timeout and their backoff while the old token still works.
     let kit = Arc::new(OAuthKit::start(Duration::from_secs(20), "limits: { token_timeout: 300ms }\n").await);
-    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     kit.sandbox.inject_token_faults([TokenFault::Status(503), TokenFault::Stall(Duration::from_millis(800))]);
     let load = {
         let kit = kit.clone();
@@ -340,9 +332,9 @@ async fn transient_token_endpoint_failures_back_off_while_the_token_is_still_val
             failed
         })
     };
-    wait_until("the 503", Duration::from_secs(20), || kit.token_calls() >= 2).await;
+    eventually("the 503", Duration::from_secs(20), || kit.token_calls() >= 2).await;
     let first_failure = Instant::now();
-    wait_until("recovery", Duration::from_secs(10), || kit.sandbox.token_stats().refreshes == 2).await;
+    eventually("recovery", Duration::from_secs(10), || kit.sandbox.token_stats().refreshes == 2).await;
     assert!(load.await.unwrap().is_empty(), "requests kept succeeding on the still-valid token");
     assert!(first_failure.elapsed() >= Duration::from_millis(300), "backoff, not a tight loop");
     assert_eq!(kit.token_calls(), 4, "initial, 503, stalled, success");
@@ -479,11 +471,10 @@ async fn a_reload_that_removes_the_tenant_mid_refresh_and_a_shutdown_lose_no_rot
         let req = Request::get(url).header("x-pleo-tenant", "hooli").body(Full::default()).unwrap();
         client.request(req).await.map(|r| r.status().as_u16())
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while kit.sandbox.token_stats().refreshes < 2 {
-        assert!(Instant::now() < deadline, "the forced refresh never reached the token endpoint");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the forced refresh at the token endpoint", Duration::from_secs(5), || {
+        kit.sandbox.token_stats().refreshes >= 2
+    })
+    .await;
     // While the answer is on its way: the tenant leaves the config, then the gateway stops.
     let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
     let without = yaml[..yaml.find("tenants:").unwrap()].to_string() + "tenants: {}\n";
@@ -541,7 +532,7 @@ async fn a_tenant_without_tokens_says_to_run_connect() {
 #[tokio::test]
 async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at_once() {
     let kit = OAuthKit::start(Duration::from_secs(3), "").await;
-    wait_until("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
+    eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
     assert_eq!(kit.get("/v2/x").await.status, 200);
     let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
 
@@ -570,14 +561,14 @@ async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at
     // The customer revokes; the operator puts a new consent's refresh token
     // in the config's file: the reload imports it now, no restart, no wait.
     kit.sandbox.revoke_authorisations();
-    wait_until("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
+    eventually("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
     const THIRD_CONSENT_RT: &str = "rt_hooli_third_consent_5a6b7c8d";
     kit.sandbox.consent_again(CLIENT_ID, THIRD_CONSENT_RT);
     std::fs::write(kit.dir.path().join("hooli.refresh"), THIRD_CONSENT_RT).unwrap();
     kit.gw().reload().await.unwrap();
-    wait_until("the new consent is used", Duration::from_secs(3), || {
+    eventually("the new consent is used", Duration::from_secs(3), || {
         kit.sandbox.presented_refresh_tokens().last().is_some_and(|t| t.expose_secret() == THIRD_CONSENT_RT)
     })
     .await;

@@ -151,11 +151,7 @@ async fn sigterm_during_a_refresh_waits_for_it_and_the_restart_presents_the_newe
     sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_secs(2))]);
     let first = Process::spawn(&args, &[("RUST_LOG", "debug")]);
     first.listening().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sandbox.token_stats().refreshes == 0 {
-        assert!(Instant::now() < deadline, "no refresh started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("a refresh committed", Duration::from_secs(10), || sandbox.token_stats().refreshes > 0).await;
     // A routine rollout's SIGTERM lands while the answer is still on its way.
     first.signal(Signal::SIGTERM);
     let (status, log1) = tokio::task::spawn_blocking(move || first.wait()).await.unwrap();
@@ -168,11 +164,8 @@ async fn sigterm_during_a_refresh_waits_for_it_and_the_restart_presents_the_newe
     // The restart refreshes (3 s tokens) with the newest token: no replay, consent intact.
     let second = Process::spawn(&args, &[("RUST_LOG", "debug")]);
     let (addr, _) = second.listening().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sandbox.token_stats().refreshes < 2 {
-        assert!(Instant::now() < deadline, "the restarted gateway never refreshed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the restarted gateway's refresh", Duration::from_secs(10), || sandbox.token_stats().refreshes >= 2)
+        .await;
     assert_eq!(sandbox.presented_refresh_tokens()[1].expose_secret(), stored);
     assert_eq!(get_hooli(addr).await, 200);
     let stats = sandbox.token_stats();

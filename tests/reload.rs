@@ -14,14 +14,6 @@ use support::*;
 
 const GLOBEX_ROTATED: &str = "ik_globex_staging_rotated_9f8e7d";
 
-async fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rotating_an_api_key_file_under_load_fails_no_request() {
     // During a rotation the customer's old and new key both work at Pleo.
@@ -51,7 +43,7 @@ async fn rotating_an_api_key_file_under_load_fails_no_request() {
     std::fs::write(&tmp, format!("{GLOBEX_ROTATED}\n")).unwrap();
     std::fs::rename(&tmp, kit.dir.path().join("globex.key")).unwrap();
     let rotated = basic(GLOBEX_ROTATED);
-    wait_for("the rotated key upstream", Duration::from_secs(10), || {
+    eventually("the rotated key upstream", Duration::from_secs(10), || {
         kit.staging.requests().last().is_some_and(|r| r.headers["authorization"] == rotated.as_str())
     })
     .await;

@@ -300,6 +300,16 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     0.0
 }
 
+/// Polls `cond` every 10 ms until it holds, failing the test with `what`
+/// after `within`: the one wait-loop of the test kit.
+pub async fn eventually(what: &str, within: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// A `pleo-gateway` process whose stdout and stderr are collected together.
 pub struct Process {
     pub child: std::process::Child,
@@ -372,5 +382,15 @@ impl Process {
             r.join().unwrap();
         }
         (status, self.log())
+    }
+}
+
+/// A failing test (a panic before `wait`) must not leave a gateway running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

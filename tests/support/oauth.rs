@@ -20,7 +20,6 @@ pub fn assert_no_secret_in(text: &str, sandbox: &Sandbox) {
     let mut secrets: Vec<String> = sandbox.issued_tokens().iter().map(|s| s.expose_secret().to_string()).collect();
     secrets.extend([CLIENT_SECRET, INITIAL_RT, SECOND_CONSENT_RT].map(String::from));
     secrets.push(base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}")));
-    assert!(secrets.len() > 3);
     for s in &secrets {
         assert!(!text.contains(s.as_str()), "a secret leaked into the output");
     }
