@@ -1,4 +1,4 @@
-//! The gateway's own answers: DESIGN.md's error table written once, as data,
+//! The gateway's own answers: the error table (docs/errors.md) written once, as data,
 //! and the rescue layer that turns any error from the stack into that JSON
 //! body plus `x-pleo-gateway-error`. The service hyper sees never fails: an
 //! error reaching hyper would reset the connection without a response.
@@ -57,7 +57,7 @@ impl ErrorCode {
         ErrorCode::AdminUnauthenticated,
     ];
 
-    /// Status, code and message side by side: DESIGN.md's table.
+    /// Status, code and message side by side: docs/errors.md.
     fn spec(self) -> (StatusCode, &'static str, &'static str) {
         use ErrorCode::*;
         match self {

@@ -1,8 +1,7 @@
 //! pleo-gateway: an authenticating reverse proxy in front of Pleo's External API.
 //!
 //! `steps/` holds the request's path, one file per step in the order a
-//! request travels (`stack.rs` assembles them; DESIGN.md "The request's
-//! path"). Below the steps, in layers that only import downwards
+//! request travels (`stack.rs` assembles them; docs/architecture.md). Below the steps, in layers that only import downwards
 //! (`tests/module_layers.rs` keeps it so; docs/architecture.md explains
 //! them): types (`secret`, `share`, `tls`, `error`), `config`, `access_log`
 //! and `metrics`, `body` and `clients`, `upstream`, `credential`, `routes`.

@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN.md's table). Every family is created up front on
+//! Prometheus metrics (docs/errors.md). Every family is created up front on
 //! a Registry the caller owns (no global registry: tests each make their own).
 //! Label values come from closed enums; the `tenant` label is opt-in
 //! (`metrics.per_tenant`) because tenants are unbounded in number.

@@ -1,5 +1,5 @@
 //! The one place the request path is assembled, top-down in the order a
-//! request travels (DESIGN.md "The request's path").
+//! request travels (docs/architecture.md).
 
 use std::sync::Arc;
 
