@@ -154,13 +154,13 @@ fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, 
         unreachable!("every other model has a static credential")
     };
     let env = &config.environments[&t.environment];
-    let endpoint = TokenEndpoint::new(
+    let endpoint = std::sync::Arc::new(TokenEndpoint::new(
         env.token_url.clone(),
         client_id,
         client_secret,
         upstream.client().clone(),
         config.limits.token_timeout,
-    );
+    ));
     let session = sessions.get_or_start(SessionConfig {
         tenant: id.to_string(),
         endpoint,

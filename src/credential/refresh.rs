@@ -27,7 +27,7 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use super::oauth2::bearer;
 use super::store::{fingerprint, unix_now_ms, StoredToken, TokenStore};
-use super::token_endpoint::{Grant, TokenEndpoint, TokenError};
+use super::token_endpoint::{Exchange, Grant, TokenError};
 pub use super::token_state::{Current, Status};
 use crate::error::{ErrorCode, GatewayError};
 pub use crate::metrics::RefreshMetrics;
@@ -51,7 +51,7 @@ struct Flight {
 /// refresh reads it once, so it never mixes two configs.
 #[derive(Debug)]
 struct Settings {
-    endpoint: TokenEndpoint,
+    endpoint: Arc<dyn Exchange>,
     /// The config's `refresh_token` and its fingerprint.
     initial: Option<(Secret, String)>,
     /// Request bodies up to this size are kept for one retry after a 401.
@@ -79,7 +79,7 @@ impl Settings {
 
     /// Whether the credentials differ: another token endpoint or client, or a new consent.
     fn credentials_differ(&self, other: &Settings) -> bool {
-        !self.endpoint.same_client(&other.endpoint)
+        self.endpoint.client_identity() != other.endpoint.client_identity()
             || self.initial.as_ref().map(|i| &i.1) != other.initial.as_ref().map(|i| &i.1)
     }
 }
@@ -116,7 +116,7 @@ impl std::fmt::Debug for OAuthSession {
 #[derive(Debug)]
 pub struct SessionConfig {
     pub tenant: String,
-    pub endpoint: TokenEndpoint,
+    pub endpoint: Arc<dyn Exchange>,
     pub initial_refresh_token: Option<Secret>,
     pub retry_body_bytes: usize,
     pub wait: Duration,
@@ -324,67 +324,85 @@ impl OAuthSession {
         }
     }
 
-    /// The refresh state machine, under the flight lock.
+    /// The refresh state machine, under the flight lock, in four phases:
+    /// tokens rotated but not yet saved go first; then the chain to refresh
+    /// (stored, or a new consent from the config); a stored access token that
+    /// is still good is used as it is; otherwise the token endpoint.
     async fn step(&self, flight: &mut Flight, cur: &Current, rejected: Option<&HeaderValue>) -> Current {
-        let now = Instant::now();
-        let tenant = &*self.tenant;
         let settings = self.settings.load_full();
-
-        // 1. Tokens already rotated but not yet saved go first: the old
-        //    refresh token they replaced is retired and must not be sent.
+        // Phase 1: the old refresh token these replaced is retired; never send it again.
         if let Some(pending) = flight.pending.take() {
             return self.save_then_use(flight, cur, pending).await;
         }
+        let chain = match self.chain(flight, &settings).await {
+            Ok(chain) => chain,
+            Err(blocked) => return blocked,
+        };
+        if let Some(view) = self.stored_still_good(flight, &chain, cur, rejected) {
+            return view;
+        }
+        self.refresh_chain(flight, cur, chain, &settings).await
+    }
 
-        // 2. Start from what is stored: it may have changed under us
-        //    (`connect`, an operator restoring a backup, another release).
+    /// Phase 2, the chain to continue: what is stored (it may have changed
+    /// under us through `connect`, an operator restoring a backup, another
+    /// release), unless the config holds a refresh token the stored chain was
+    /// not imported from, which is a new consent that replaces it.
+    async fn chain(&self, flight: &Flight, settings: &Settings) -> Result<StoredToken, Current> {
+        let (tenant, now) = (&*self.tenant, Instant::now());
         let stored = match self.store.load(tenant).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(tenant, error = %e, "cannot read the OAuth token state");
-                return Current::blocked(Status::StateError, now);
+                return Err(Current::blocked(Status::StateError, now));
             }
         };
-        // The config holds a refresh token this chain was not imported from:
-        // a new consent, which replaces whatever was stored.
-        let import = match (&settings.initial, &stored) {
-            (Some((_, fp)), s) => s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()),
-            (None, _) => false,
-        };
         let chain = match (&settings.initial, stored) {
-            (Some((rt, fp)), _) if import => {
+            (Some((rt, fp)), s) if s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()) => {
                 // Names the key, never its value (tests/oauth.rs searches the
                 // captured logs for INITIAL_RT and SECOND_CONSENT_RT).
                 tracing::info!(tenant, "importing the refresh_token from the config (new consent)");
-                StoredToken {
-                    refresh_token: rt.clone(),
-                    access_token: None,
-                    access_issued_at_ms: None,
-                    access_expires_at_ms: None,
-                    imported_from: Some(fp.clone()),
-                    reauthorization_required: false,
-                }
+                StoredToken::imported(rt.clone(), fp.clone())
             }
             (_, Some(s)) => s,
-            (_, None) => return Current::blocked(Status::NotConnected, now),
+            (_, None) => return Err(Current::blocked(Status::NotConnected, now)),
         };
-        if chain.reauthorization_required || flight.dead.as_deref() == Some(fingerprint(&chain.refresh_token).as_str())
-        {
-            return Current::blocked(Status::ReauthorizationRequired, now);
+        let dead = flight.dead.as_deref() == Some(fingerprint(&chain.refresh_token).as_str());
+        if chain.reauthorization_required || dead {
+            return Err(Current::blocked(Status::ReauthorizationRequired, now));
         }
+        Ok(chain)
+    }
 
-        // 3. A stored access token other than the one in hand, still good, is
-        //    used as is (after a restart, or tokens `connect` just stored),
-        //    unless Pleo has just rejected that very token.
-        let stored_view = self.connected(&chain, now);
-        if let Some(v) = stored_view.usable(now) {
-            if now < stored_view.next_at && Some(v) != cur.authorization.as_ref() && Some(v) != rejected {
-                flight.failures = 0;
-                return stored_view;
-            }
+    /// Phase 3: a stored access token other than the one in hand, still good, is
+    /// used as is (after a restart, or tokens `connect` just stored), unless
+    /// Pleo has just rejected that very token.
+    fn stored_still_good(
+        &self,
+        flight: &mut Flight,
+        chain: &StoredToken,
+        cur: &Current,
+        rejected: Option<&HeaderValue>,
+    ) -> Option<Current> {
+        let now = Instant::now();
+        let view = self.connected(chain, now);
+        let v = view.usable(now)?;
+        if now < view.next_at && Some(v) != cur.authorization.as_ref() && Some(v) != rejected {
+            flight.failures = 0;
+            return Some(view);
         }
+        None
+    }
 
-        // 4. Refresh.
+    /// Phase 4: ask the token endpoint, and act on its answer.
+    async fn refresh_chain(
+        &self,
+        flight: &mut Flight,
+        cur: &Current,
+        chain: StoredToken,
+        settings: &Settings,
+    ) -> Current {
+        let tenant = &*self.tenant;
         let issued_ms = unix_now_ms();
         let started = Instant::now();
         let result = settings.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
@@ -393,28 +411,13 @@ impl OAuthSession {
         match result {
             Ok(tokens) => {
                 self.metrics.success.inc();
-                let next = StoredToken {
-                    refresh_token: tokens.refresh_token.unwrap_or(chain.refresh_token),
-                    access_token: Some(tokens.access_token),
-                    access_issued_at_ms: Some(issued_ms),
-                    access_expires_at_ms: Some(issued_ms + tokens.expires_in.as_millis() as u64),
-                    imported_from: chain.imported_from,
-                    reauthorization_required: false,
-                };
                 tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
-                self.save_then_use(flight, cur, next).await
+                self.save_then_use(flight, cur, chain.rotated(tokens, issued_ms)).await
             }
             Err(TokenError::InvalidGrant) => {
                 self.metrics.failure.inc();
                 flight.dead = Some(fingerprint(&chain.refresh_token));
-                let dead = StoredToken {
-                    access_token: None,
-                    access_issued_at_ms: None,
-                    access_expires_at_ms: None,
-                    reauthorization_required: true,
-                    ..chain
-                };
-                if let Err(e) = self.store.save(tenant, &dead).await {
+                if let Err(e) = self.store.save(tenant, &chain.needing_reauthorization()).await {
                     tracing::error!(tenant, error = %e, "cannot record reauthorization_required in the token state");
                 }
                 Current::blocked(Status::ReauthorizationRequired, now)
@@ -568,8 +571,13 @@ mod tests {
         let config = Config::from_yaml(&yaml, &dir.path().join("g.yaml")).unwrap();
         let client = Upstreams::build(&config).unwrap().get(Environment::Production).client().clone();
         let token_url = config.environments[&Environment::Production].token_url.clone();
-        let endpoint =
-            TokenEndpoint::new(token_url, "c1", &Secret::new("client-secret-value"), client, Duration::from_secs(5));
+        let endpoint = Arc::new(crate::credential::token_endpoint::TokenEndpoint::new(
+            token_url,
+            "c1",
+            &Secret::new("client-secret-value"),
+            client,
+            Duration::from_secs(5),
+        ));
         let store = Arc::new(Flaky { inner: FileStore::new(dir.path()), fail: AtomicBool::new(true) });
         let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false).unwrap();
         let cfg = SessionConfig {
@@ -598,6 +606,118 @@ mod tests {
         assert_eq!(v.to_str().unwrap(), format!("Bearer {}", stored.access_token.unwrap().expose_secret()));
         assert_eq!(sandbox.token_stats().reuse_detected, 0);
         sandbox.shutdown().await;
+    }
+
+    // === the state machine against a scripted token endpoint ===
+
+    use super::super::token_endpoint::Tokens;
+    use std::sync::Mutex as StdMutex;
+
+    /// A token endpoint that answers from a script and records what it was sent.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        answers: StdMutex<Vec<Result<Tokens, TokenError>>>,
+        presented: StdMutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn answering(answers: Vec<Result<Tokens, TokenError>>) -> Arc<Scripted> {
+            Arc::new(Scripted { answers: StdMutex::new(answers.into_iter().rev().collect()), ..Default::default() })
+        }
+        fn calls(&self) -> usize {
+            self.presented.lock().unwrap().len()
+        }
+    }
+
+    impl Exchange for Scripted {
+        fn exchange<'a>(
+            &'a self,
+            grant: Grant<'a>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tokens, TokenError>> + Send + 'a>> {
+            if let Grant::Refresh(rt) = grant {
+                self.presented.lock().unwrap().push(rt.expose_secret().to_string());
+            }
+            let next = self.answers.lock().unwrap().pop().unwrap_or(Err(TokenError::Transient("script ended".into())));
+            Box::pin(std::future::ready(next))
+        }
+        fn client_identity(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn tokens(n: u32) -> Result<Tokens, TokenError> {
+        Ok(Tokens {
+            access_token: Secret::new(format!("at_scripted_{n}")),
+            refresh_token: Some(Secret::new(format!("rt_scripted_{n}"))),
+            expires_in: Duration::from_secs(900),
+        })
+    }
+
+    fn session(endpoint: Arc<Scripted>, dir: &std::path::Path, interval: Duration) -> Arc<OAuthSession> {
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false).unwrap();
+        let cfg = SessionConfig {
+            tenant: "t1".into(),
+            endpoint,
+            initial_refresh_token: Some(Secret::new("rt_initial_scripted")),
+            retry_body_bytes: 0,
+            wait: Duration::from_secs(5),
+            forced_refresh_interval: interval,
+        };
+        OAuthSession::new(cfg, Arc::new(FileStore::new(dir)), metrics.refresh_metrics())
+    }
+
+    #[tokio::test]
+    async fn the_rotated_token_is_stored_before_its_access_token_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Scripted::answering(vec![tokens(1)]);
+        let s = session(endpoint.clone(), dir.path(), Duration::from_secs(10));
+        let v = s.authorization().await.unwrap();
+        assert_eq!(v, "Bearer at_scripted_1");
+        let stored = FileStore::new(dir.path()).load_blocking("t1").unwrap().unwrap();
+        assert_eq!(stored.refresh_token.expose_secret(), "rt_scripted_1");
+        assert_eq!(*endpoint.presented.lock().unwrap(), ["rt_initial_scripted"]);
+        // Still good: no second call.
+        s.authorization().await.unwrap();
+        assert_eq!(endpoint.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_marks_the_chain_and_the_endpoint_is_not_called_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Scripted::answering(vec![Err(TokenError::InvalidGrant)]);
+        let s = session(endpoint.clone(), dir.path(), Duration::from_secs(10));
+        let e = s.authorization().await.unwrap_err();
+        assert!(e.to_string().contains("consent must be"), "{e}");
+        assert_eq!(s.current().status, Status::ReauthorizationRequired);
+        assert!(FileStore::new(dir.path()).load_blocking("t1").unwrap().unwrap().reauthorization_required);
+        tokio::time::sleep(super::super::token_state::RECHECK + Duration::from_millis(50)).await;
+        let _ = s.authorization().await;
+        assert_eq!(endpoint.calls(), 1, "a dead chain is never presented again");
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_backs_off_instead_of_retrying_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Scripted::answering(vec![Err(TokenError::Transient("503".into())), tokens(2)]);
+        let s = session(endpoint.clone(), dir.path(), Duration::from_secs(10));
+        assert!(s.authorization().await.is_err());
+        assert_eq!(s.current().status, Status::RefreshFailing);
+        // Asked again at once: answered from the backoff, no second call.
+        assert!(s.authorization().await.is_err());
+        assert_eq!(endpoint.calls(), 1);
+        tokio::time::sleep(BACKOFF_BASE + Duration::from_millis(50)).await;
+        assert_eq!(s.authorization().await.unwrap(), "Bearer at_scripted_2");
+        assert_eq!(endpoint.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_401_for_a_fresh_token_does_not_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Scripted::answering(vec![tokens(1), tokens(2)]);
+        let s = session(endpoint.clone(), dir.path(), Duration::from_secs(10));
+        let v = s.authorization().await.unwrap();
+        assert_eq!(s.after_rejection(&v).await.unwrap(), None, "Pleo's 401 stands");
+        assert_eq!(endpoint.calls(), 1);
     }
 
     #[test]

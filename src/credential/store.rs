@@ -51,6 +51,45 @@ impl fmt::Debug for StoredToken {
     }
 }
 
+impl StoredToken {
+    /// A new consent's refresh token from the config, with its fingerprint.
+    pub fn imported(refresh_token: Secret, fingerprint: String) -> StoredToken {
+        StoredToken {
+            refresh_token,
+            access_token: None,
+            access_issued_at_ms: None,
+            access_expires_at_ms: None,
+            imported_from: Some(fingerprint),
+            reauthorization_required: false,
+        }
+    }
+
+    /// This chain after a refresh the endpoint answered with `tokens`
+    /// (asked at `issued_ms`); Pleo always rotates, but a server that kept
+    /// the refresh token (RFC 6749 6) keeps the old one.
+    pub fn rotated(self, tokens: super::token_endpoint::Tokens, issued_ms: u64) -> StoredToken {
+        StoredToken {
+            refresh_token: tokens.refresh_token.unwrap_or(self.refresh_token),
+            access_token: Some(tokens.access_token),
+            access_issued_at_ms: Some(issued_ms),
+            access_expires_at_ms: Some(issued_ms + tokens.expires_in.as_millis() as u64),
+            imported_from: self.imported_from,
+            reauthorization_required: false,
+        }
+    }
+
+    /// This chain, dead (`invalid_grant`): a new consent is needed.
+    pub fn needing_reauthorization(&self) -> StoredToken {
+        StoredToken {
+            access_token: None,
+            access_issued_at_ms: None,
+            access_expires_at_ms: None,
+            reauthorization_required: true,
+            ..self.clone()
+        }
+    }
+}
+
 /// A fingerprint of a refresh token, to recognise it later without keeping it.
 pub fn fingerprint(token: &Secret) -> String {
     hex::encode(&Sha256::digest(token.expose_secret().as_bytes())[..16])

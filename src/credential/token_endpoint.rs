@@ -48,6 +48,33 @@ pub enum TokenError {
     Transient(String),
 }
 
+/// What the refresh state machine needs of a token endpoint. The HTTP one
+/// is [`TokenEndpoint`]; unit tests of `refresh` script their own.
+pub trait Exchange: Send + Sync + std::fmt::Debug + 'static {
+    fn exchange<'a>(
+        &'a self,
+        grant: Grant<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tokens, TokenError>> + Send + 'a>>;
+
+    /// Equal for the same endpoint and client credentials (a digest, never
+    /// the credentials): a reload that changes them is a reason to retry.
+    fn client_identity(&self) -> String;
+}
+
+impl Exchange for TokenEndpoint {
+    fn exchange<'a>(
+        &'a self,
+        grant: Grant<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tokens, TokenError>> + Send + 'a>> {
+        Box::pin(TokenEndpoint::exchange(self, grant))
+    }
+
+    fn client_identity(&self) -> String {
+        use sha2::{Digest, Sha256};
+        format!("{} {}", self.url, hex::encode(Sha256::digest(self.client_auth.as_bytes())))
+    }
+}
+
 /// Where and as whom to ask for tokens.
 #[derive(Clone)]
 pub struct TokenEndpoint {
@@ -55,15 +82,6 @@ pub struct TokenEndpoint {
     client_auth: HeaderValue,
     http: HttpClient,
     timeout: Duration,
-}
-
-impl TokenEndpoint {
-    /// Same URL and same client credentials (the comparison is of the
-    /// prepared header, in constant time).
-    pub fn same_client(&self, other: &TokenEndpoint) -> bool {
-        use subtle::ConstantTimeEq;
-        self.url == other.url && bool::from(self.client_auth.as_bytes().ct_eq(other.client_auth.as_bytes()))
-    }
 }
 
 // The client authentication header is a secret.
