@@ -53,17 +53,7 @@ pub async fn check_online(config: &Config, out: &mut impl Write) -> Result<bool,
             note,
         ]);
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i < 4 {
-                line.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count() + 2));
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
+    let _ = write!(out, "{}", crate::config::table(&rows));
     Ok(all_connected)
 }
 

@@ -372,13 +372,21 @@ pub fn check_report(config: &Config) -> String {
         let base = config.environments.get(&t.environment).map(|e| e.base_url.to_string()).unwrap_or_default();
         rows.push([name.clone(), t.environment.as_str().into(), t.auth.model().as_str().into(), cred, base]);
     }
-    // Pad by characters, not bytes: masked credentials contain multi-byte dots.
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    out.push_str(&table(&rows));
+    out
+}
+
+/// Rows as aligned columns, one line each (for `check` and `check --online`).
+/// Padded by characters, not bytes: masked credentials contain multi-byte dots.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    use std::fmt::Write;
+    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
     for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             line.push_str(cell);
-            if i < 4 {
+            if i + 1 < N {
                 line.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count() + 2));
             }
         }
