@@ -1,9 +1,13 @@
 //! Finds the line of a key path (`tenants.acme.auth.key`) in the YAML text, so
 //! that errors found after parsing can still say where to look. yaml_serde
 //! already locates its own errors; this covers the checks done in `validate`.
+//!
+//! Positions come from the same parser as the values: a seed walks the path
+//! through yaml_serde's deserializer and stops with a marker error at the
+//! node it wants, and yaml_serde stamps that error with the node's position.
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::fmt;
 
 /// One step of a key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,89 +39,179 @@ pub fn render(path: &[Seg]) -> String {
     out
 }
 
-#[derive(Default)]
-struct Events(Vec<(Event, Marker)>);
-
-impl MarkedEventReceiver for Events {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
-        self.0.push((ev, mark));
-    }
-}
-
 /// Line and column (both 1-based) of the deepest part of `path` found in `src`:
 /// the key itself when it exists, else its closest existing parent.
 pub fn locate(src: &str, path: &[Seg]) -> Option<(usize, usize)> {
-    let mut events = Events::default();
-    Parser::new_from_str(src).load(&mut events, false).ok()?;
-    let ev = &events.0;
-    // Skip StreamStart and DocumentStart to reach the root node.
-    let root = ev
-        .iter()
-        .position(|(e, _)| matches!(e, Event::MappingStart(..) | Event::SequenceStart(..) | Event::Scalar(..)))?;
-    let mark = find(ev, root, path, None)?;
-    Some((mark.line(), mark.col() + 1))
+    // Config files are small and this runs only on an error path, so one
+    // parse per prefix (longest first) is simpler than tracking the best match.
+    (0..=path.len()).rev().find_map(|len| seek(src, &path[..len]))
 }
 
-fn find(ev: &[(Event, Marker)], at: usize, path: &[Seg], best: Option<Marker>) -> Option<Marker> {
-    let Some((seg, rest)) = path.split_first() else {
-        return best.or(Some(ev[at].1));
-    };
-    match (&ev[at].0, seg) {
-        (Event::MappingStart(..), Seg::Key(want)) => {
-            let mut i = at + 1;
-            while !matches!(ev.get(i)?.0, Event::MappingEnd) {
-                let key_mark = ev[i].1;
-                let value = skip(ev, i)?;
-                if matches!(&ev[i].0, Event::Scalar(k, ..) if k == want) {
-                    return find(ev, value, rest, Some(key_mark));
-                }
-                i = skip(ev, value)?;
-            }
-            best
+/// The message of the marker error; no YAML error text contains it.
+const FOUND: &str = "\u{0}pleo-gateway-locate";
+
+fn seek(src: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    let err = Seek(path).deserialize(yaml_serde::Deserializer::from_str(src)).err()?;
+    // yaml_serde prefixes the message with the path it was at.
+    if !err.to_string().contains(FOUND) {
+        return None;
+    }
+    let at = err.location()?;
+    Some((at.line(), at.column()))
+}
+
+/// Walks `self.0` through one node. `Ok(())` means the path is not there;
+/// `Err(FOUND)` carries the position of the node or key at its end.
+struct Seek<'p>(&'p [Seg]);
+
+impl<'de> DeserializeSeed<'de> for Seek<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.0.is_empty() {
+            // The node itself: any visit stops here with the node's position.
+            return d.deserialize_any(Here);
         }
-        (Event::SequenceStart(..), Seg::Index(want)) => {
-            let mut i = at + 1;
-            for _ in 0..*want {
-                if matches!(ev.get(i)?.0, Event::SequenceEnd) {
-                    return best;
-                }
-                i = skip(ev, i)?;
-            }
-            if matches!(ev.get(i)?.0, Event::SequenceEnd) {
-                return best;
-            }
-            // A block mapping's start is marked after its first key; point at that key instead.
-            let mark = match (&ev[i].0, ev.get(i + 1)) {
-                (Event::MappingStart(..), Some((Event::Scalar(..), key_mark))) => *key_mark,
-                _ => ev[i].1,
-            };
-            find(ev, i, rest, Some(mark))
-        }
-        _ => best,
+        d.deserialize_any(self)
     }
 }
 
-/// Index just past the node that starts at `at`.
-fn skip(ev: &[(Event, Marker)], at: usize) -> Option<usize> {
-    match ev.get(at)?.0 {
-        Event::MappingStart(..) | Event::SequenceStart(..) => {
-            let mut depth = 0usize;
-            let mut i = at;
-            loop {
-                match ev.get(i)?.0 {
-                    Event::MappingStart(..) | Event::SequenceStart(..) => depth += 1,
-                    Event::MappingEnd | Event::SequenceEnd => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
+impl<'de> Visitor<'de> for Seek<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Seg::Key(want), rest)) = self.0.split_first() else {
+            return Ok(());
+        };
+        while let Some(matched) = map.next_key_seed(Key { want, last: rest.is_empty() })? {
+            if matched {
+                return map.next_value_seed(Seek(rest));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((Seg::Index(want), rest)) = self.0.split_first() else {
+            return Ok(());
+        };
+        for _ in 0..*want {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
             }
         }
-        _ => Some(at + 1),
+        seq.next_element_seed(Seek(rest)).map(|_| ())
+    }
+
+    // A scalar where the path wants to go deeper: not there.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Reads one mapping key: `Ok(true)` when it is the wanted one, and the marker
+/// error (at the key's own position) when the path ends there.
+struct Key<'p> {
+    want: &'p str,
+    last: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        match (key == self.want, self.last) {
+            (true, true) => Err(E::custom(FOUND)),
+            (matched, _) => Ok(matched),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Stops at whatever node it is given.
+struct Here;
+
+impl<'de> Visitor<'de> for Here {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(FOUND))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(FOUND))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(FOUND))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(FOUND))
     }
 }
 
