@@ -319,8 +319,13 @@ impl Config {
             issues: found
                 .into_iter()
                 .map(|(key, message)| {
-                    let at = locate::locate(text, &key);
-                    ConfigIssue { line: at.map(|a| a.0), column: at.map(|a| a.1), key: locate::render(&key), message }
+                    let at = locate::locate(text, key.segs());
+                    ConfigIssue {
+                        line: at.map(|a| a.0),
+                        column: at.map(|a| a.1),
+                        key: locate::render(key.segs()),
+                        message,
+                    }
                 })
                 .collect(),
         })

@@ -41,6 +41,8 @@ fn errors_name_file_line_key_and_expectation() {
         ("tenant_from:\n  - client_key\n", &[":2:5", "client_key needs `clients`"]),
         ("clients:\n  - name: erp\n    key_sha256: abc\n    tenants: [t1]\n", &[":3:5", "clients[0].key_sha256", "64 hex"]),
         ("limits:\n  upstream_timeout: soon\n", &[":2:3", "limits.upstream_timeout", "not a duration"]),
+        ("limits:\n  token_timeout: 0s\n", &[":2:3", "limits.token_timeout", "not a duration"]),
+        ("limits: { drain_timeout: never }\n", &[":1:11", "limits.drain_timeout", "not a duration"]),
         ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
         ("tls: { cert: a, key: b }\n", &[":1:1", "tls", "cannot read TLS certificates from", "/etc/gw/a"]),
         ("client_ca: ca.pem\n", &[":1:1", "client_ca", "needs `tls`"]),

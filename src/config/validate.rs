@@ -14,16 +14,60 @@ use super::raw::{RawAuth, RawConfig, RawEnvironment, RawSelector};
 use super::*;
 use crate::secret::{Secret, SecretSource};
 
-type Found = Vec<(Vec<Seg>, String)>;
+type Found = Vec<(KeyPath, String)>;
 
-fn key(parts: &[&str]) -> Vec<Seg> {
-    parts.iter().map(|p| Seg::Key(p.to_string())).collect()
+/// A key path being built, for the problem list: `path("limits").key("token_timeout")`.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyPath(Vec<Seg>);
+
+fn path(first: &str) -> KeyPath {
+    KeyPath(vec![Seg::Key(first.to_string())])
 }
 
-fn with(mut path: Vec<Seg>, seg: Seg) -> Vec<Seg> {
-    path.push(seg);
-    path
+impl KeyPath {
+    fn key(&self, name: &str) -> KeyPath {
+        self.with(Seg::Key(name.to_string()))
+    }
+
+    fn index(&self, i: usize) -> KeyPath {
+        self.with(Seg::Index(i))
+    }
+
+    fn with(&self, seg: Seg) -> KeyPath {
+        let mut segs = self.0.clone();
+        segs.push(seg);
+        KeyPath(segs)
+    }
+
+    pub(crate) fn segs(&self) -> &[Seg] {
+        &self.0
+    }
 }
+
+/// The smallest duration a `limits` entry takes.
+const NONZERO: Duration = Duration::from_nanos(1);
+
+/// A duration such as `500ms`, `10s` or `15m`, at least `min`.
+fn duration(text: &str, min: Duration, at: KeyPath, found: &mut Found) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= min => Some(d),
+        _ if min > NONZERO => {
+            let min = humantime::format_duration(min);
+            found.push((at, format!("`{text}` is not a duration of at least {min} (such as 3s or 15m)")));
+            None
+        }
+        _ => {
+            found.push((at, format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)")));
+            None
+        }
+    }
+}
+
+/// Pleo's own endpoints, used when `environments` does not override them.
+const STAGING_BASE_URL: &str = "https://external.staging.pleo.io";
+const STAGING_TOKEN_URL: &str = "https://auth.staging.pleo.io/oauth/token";
+const PRODUCTION_BASE_URL: &str = "https://external.pleo.io";
+const PRODUCTION_TOKEN_URL: &str = "https://auth.pleo.io/oauth/token";
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
@@ -32,10 +76,10 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
     let mut found = Found::new();
     let mut warnings = Vec::new();
 
-    let listen = addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), key(&["listen"]), &mut found);
-    let admin_listen = addr(raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN), key(&["admin_listen"]), &mut found);
+    let listen = addr(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN), path("listen"), &mut found);
+    let admin_listen = addr(raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN), path("admin_listen"), &mut found);
     if let Some(0) | Some(1025..) = raw.workers {
-        found.push((key(&["workers"]), "expected a number of worker threads from 1 to 1024".into()));
+        found.push((path("workers"), "expected a number of worker threads from 1 to 1024".into()));
     }
 
     let environments = environments(&raw, base_dir, &mut found);
@@ -45,13 +89,13 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 
     if let Some(name) = &raw.default_tenant {
         if !tenants.contains_key(name) {
-            found.push((key(&["default_tenant"]), format!("names no tenant (expected one of: {})", names(&tenants))));
+            found.push((path("default_tenant"), format!("names no tenant (expected one of: {})", names(&tenants))));
         }
     }
     if let Some(listen) = listen {
         if !listen.ip().is_loopback() && clients.is_empty() && !raw.allow_unauthenticated_clients {
             found.push((
-                key(&["listen"]),
+                path("listen"),
                 format!(
                     "{listen} is not a loopback address and no `clients` are configured: anyone who can reach it \
                      could use every tenant's Pleo credential (an open relay). Configure `clients` with gateway \
@@ -63,15 +107,15 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 
     let watched_files = watched_files(&raw, source, base_dir);
     let limits = limits(&raw, &mut found);
-    let legacy_tokens = named_digests(&raw.legacy_tokens, &["legacy_tokens"], &mut found);
+    let legacy_tokens = named_digests(&raw.legacy_tokens, path("legacy_tokens"), &mut found);
     let admin = AdminConfig {
-        tokens: named_digests(&raw.admin.tokens, &["admin", "tokens"], &mut found),
+        tokens: named_digests(&raw.admin.tokens, path("admin").key("tokens"), &mut found),
         allow_unauthenticated: raw.admin.allow_unauthenticated,
     };
     if let Some(a) = admin_listen {
         if !a.ip().is_loopback() && admin.tokens.is_empty() && !admin.allow_unauthenticated {
             found.push((
-                key(&["admin_listen"]),
+                path("admin_listen"),
                 format!(
                     "{a} is not a loopback address and no `admin.tokens` are configured: anyone who can reach it \
                      could read /tenants (company ids, client ids, key suffixes). Add an admin token (`pleo-gateway \
@@ -82,26 +126,17 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         }
     }
     let browsers = BrowserPolicy {
-        hosts: host_patterns(&raw.allowed_hosts, &["allowed_hosts"], &mut found),
+        hosts: host_patterns(&raw.allowed_hosts, path("allowed_hosts"), &mut found),
         origins: origins(&raw.allowed_origins, &mut found),
-        admin_hosts: host_patterns(&raw.admin.allowed_hosts, &["admin", "allowed_hosts"], &mut found),
+        admin_hosts: host_patterns(&raw.admin.allowed_hosts, path("admin").key("allowed_hosts"), &mut found),
     };
     let access_log = access_log(&raw, &mut found);
     let tls = tls(&raw, base_dir, &mut found);
     let sandbox = sandbox(&raw, &mut found);
-    let sandbox_token_ttl = match raw.sandbox.as_ref().and_then(|s| s.access_token_ttl.as_deref()) {
-        None => None,
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            _ => {
-                found.push((
-                    key(&["sandbox", "access_token_ttl"]),
-                    format!("`{text}` is not a token lifetime (expected a duration of at least 1s, such as 3s or 15m)"),
-                ));
-                None
-            }
-        },
-    };
+    let sandbox_token_ttl =
+        raw.sandbox.as_ref().and_then(|s| s.access_token_ttl.as_deref()).and_then(|text| {
+            duration(text, Duration::from_secs(1), path("sandbox").key("access_token_ttl"), &mut found)
+        });
 
     if !found.is_empty() {
         return Err(found);
@@ -134,7 +169,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 }
 
 /// `allowed_hosts`: `name` or `*.suffix`, stored lowercase (`.suffix` for a pattern).
-fn host_patterns(list: &[String], at_key: &[&str], found: &mut Found) -> Vec<String> {
+fn host_patterns(list: &[String], at: KeyPath, found: &mut Found) -> Vec<String> {
     let mut out = Vec::new();
     for (i, h) in list.iter().enumerate() {
         let (wild, name) = match h.strip_prefix("*.") {
@@ -146,7 +181,7 @@ fn host_patterns(list: &[String], at_key: &[&str], found: &mut Found) -> Vec<Str
             && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if !ok {
             found.push((
-                with(key(at_key), Seg::Index(i)),
+                at.index(i),
                 format!("`{h}` is not a host name (expected a DNS name such as gateway.internal, or *.gw.internal; no port, no scheme)"),
             ));
             continue;
@@ -174,7 +209,7 @@ fn origins(list: &[String], found: &mut Found) -> Vec<String> {
             out.push(o.trim_end_matches('/').to_ascii_lowercase());
         } else {
             found.push((
-                with(key(&["allowed_origins"]), Seg::Index(i)),
+                path("allowed_origins").index(i),
                 format!("`{o}` is not an origin (expected scheme://host[:port], such as https://app.example.com)"),
             ));
         }
@@ -205,7 +240,7 @@ fn watched_files(raw: &RawConfig, source: &Path, base_dir: &Path) -> Vec<PathBuf
     files
 }
 
-fn addr(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<SocketAddr> {
+fn addr(text: &str, at: KeyPath, found: &mut Found) -> Option<SocketAddr> {
     match text.parse() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -228,24 +263,16 @@ fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap
     let mut out = BTreeMap::new();
     for env in Environment::ALL {
         let (given, base, token) = match env {
-            Environment::Staging => (
-                &raw.environments.staging,
-                "https://external.staging.pleo.io",
-                "https://auth.staging.pleo.io/oauth/token",
-            ),
-            Environment::Production => {
-                (&raw.environments.production, "https://external.pleo.io", "https://auth.pleo.io/oauth/token")
-            }
+            Environment::Staging => (&raw.environments.staging, STAGING_BASE_URL, STAGING_TOKEN_URL),
+            Environment::Production => (&raw.environments.production, PRODUCTION_BASE_URL, PRODUCTION_TOKEN_URL),
         };
         let default = RawEnvironment::default();
         let given = given.as_ref().unwrap_or(&default);
-        let at = key(&["environments", env.as_str()]);
-        let base_url =
-            url(given.base_url.as_deref().unwrap_or(base), with(at.clone(), Seg::Key("base_url".into())), found);
-        let token_url =
-            url(given.token_url.as_deref().unwrap_or(token), with(at.clone(), Seg::Key("token_url".into())), found);
+        let at = path("environments").key(env.as_str());
+        let base_url = url(given.base_url.as_deref().unwrap_or(base), at.key("base_url"), found);
+        let token_url = url(given.token_url.as_deref().unwrap_or(token), at.key("token_url"), found);
         let authorize_url = match &given.authorize_url {
-            Some(text) => url(text, with(at.clone(), Seg::Key("authorize_url".into())), found),
+            Some(text) => url(text, at.key("authorize_url"), found),
             // Pleo serves both on the auth host: /oauth/token and /oauth/authorize.
             None => token_url.as_ref().map(|t| BaseUrl {
                 path: match t.path.strip_suffix("/token") {
@@ -259,7 +286,7 @@ fn environments(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> BTreeMap
         if let Some(f) = &ca_file {
             if !f.is_file() {
                 found.push((
-                    with(at, Seg::Key("ca_file".into())),
+                    at.key("ca_file"),
                     format!("{} is not a readable file (expected a PEM file of CA certificates)", f.display()),
                 ));
             }
@@ -284,7 +311,7 @@ fn endpoint(u: BaseUrl) -> Uri {
 
 /// Parses an upstream URL: https anywhere, plain http only on loopback (the
 /// sandbox, tests), never the legacy API host, no query or credentials in it.
-pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl> {
+pub(crate) fn url(text: &str, at: KeyPath, found: &mut Found) -> Option<BaseUrl> {
     let bad = |why: &str| (at.clone(), format!("`{text}` {why}"));
     let uri: Uri = match text.parse() {
         Ok(u) => u,
@@ -325,8 +352,8 @@ pub(crate) fn url(text: &str, at: Vec<Seg>, found: &mut Found) -> Option<BaseUrl
 /// `company_id_header` / `company_id_query`: API-key tenants only (the
 /// company id comes from their key check), a name that cannot carry or
 /// replace anything else.
-fn company_id_to(t: &super::raw::RawTenant, at: &[Seg], found: &mut Found) -> (Option<HeaderName>, Option<String>) {
-    let field = |k: &str| with(at.to_vec(), Seg::Key(k.into()));
+fn company_id_to(t: &super::raw::RawTenant, at: &KeyPath, found: &mut Found) -> (Option<HeaderName>, Option<String>) {
+    let field = |k: &str| at.key(k);
     let api_key = matches!(t.auth.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey);
     let header = t.company_id_header.as_deref().and_then(|h| {
         let reserved = ["authorization", "proxy-authorization", "host", "cookie", "connection", "x-request-id"];
@@ -369,7 +396,7 @@ fn tenants(
 ) -> BTreeMap<String, TenantConfig> {
     let mut out = BTreeMap::new();
     for (name, t) in &raw.tenants {
-        let at = key(&["tenants", name]);
+        let at = path("tenants").key(name);
         if !tenant_name_ok(name) {
             found.push((
                 at.clone(),
@@ -378,7 +405,7 @@ fn tenants(
             continue;
         }
         let (company_id_header, company_id_query) = company_id_to(t, &at, found);
-        if let Some(auth) = auth(&t.auth, with(at, Seg::Key("auth".into())), base_dir, found, warnings) {
+        if let Some(auth) = auth(&t.auth, at.key("auth"), base_dir, found, warnings) {
             out.insert(
                 name.clone(),
                 TenantConfig { environment: t.environment, auth, company_id_header, company_id_query },
@@ -390,12 +417,12 @@ fn tenants(
 
 fn auth(
     raw: &RawAuth,
-    at: Vec<Seg>,
+    at: KeyPath,
     base_dir: &Path,
     found: &mut Found,
     warnings: &mut Vec<String>,
 ) -> Option<AuthConfig> {
-    let field = |name: &str| with(at.clone(), Seg::Key(name.into()));
+    let field = |name: &str| at.key(name);
     let model = raw.model.as_str();
     let mut secret = |src: &Option<SecretSource>, name: &str, found: &mut Found| -> Option<Secret> {
         let Some(src) = src else {
@@ -405,7 +432,7 @@ fn auth(
         if src.is_inline() {
             warnings.push(format!(
                 "{}: the secret is written inline in the config; prefer {{ env: NAME }} or {{ file: PATH }}",
-                super::locate::render(&field(name))
+                super::locate::render(field(name).segs())
             ));
         }
         src.resolve(base_dir).map_err(|e| found.push((field(name), e.to_string()))).ok()
@@ -482,8 +509,8 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, c) in raw.clients.iter().enumerate() {
-        let at = with(key(&["clients"]), Seg::Index(i));
-        let field = |name: &str| with(at.clone(), Seg::Key(name.into()));
+        let at = path("clients").index(i);
+        let field = |name: &str| at.key(name);
         if c.name.is_empty() || !seen.insert(c.name.clone()) {
             found.push((field("name"), "expected a unique, non-empty client name".into()));
         }
@@ -515,7 +542,7 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
         for (j, t) in c.tenants.iter().enumerate() {
             if !tenants.contains_key(t) && !raw.tenants.contains_key(t) {
                 found.push((
-                    with(field("tenants"), Seg::Index(j)),
+                    field("tenants").index(j),
                     format!("`{t}` names no tenant (expected one of: {})", names(tenants)),
                 ));
             }
@@ -534,7 +561,7 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
     };
     let mut out = Vec::new();
     for (i, form) in list.iter().enumerate() {
-        let at = with(key(&["tenant_from"]), Seg::Index(i));
+        let at = path("tenant_from").index(i);
         let s = match RawSelector::try_from(form.clone()) {
             Ok(s) => s,
             Err(e) => {
@@ -570,20 +597,18 @@ fn selectors(raw: &RawConfig, found: &mut Found) -> Vec<Selector> {
         }
     }
     if list.is_empty() && raw.default_tenant.is_none() {
-        found.push((
-            key(&["tenant_from"]),
-            "is empty and there is no default_tenant (expected at least one rule)".into(),
-        ));
+        found
+            .push((path("tenant_from"), "is empty and there is no default_tenant (expected at least one rule)".into()));
     }
     out
 }
 
 /// Names for the legacy tokens still in use. "unnamed" is where refusals of
 /// any other credential are counted, so no app may take it.
-fn named_digests(list: &[super::raw::RawLegacyToken], at_key: &[&str], found: &mut Found) -> Vec<NamedDigest> {
+fn named_digests(list: &[super::raw::RawLegacyToken], list_at: KeyPath, found: &mut Found) -> Vec<NamedDigest> {
     let mut out: Vec<NamedDigest> = Vec::new();
     for (i, t) in list.iter().enumerate() {
-        let at = with(key(at_key), Seg::Index(i));
+        let at = list_at.index(i);
         let mut sha256 = [0u8; 32];
         let name_ok = !t.name.is_empty()
             && t.name != "unnamed"
@@ -613,8 +638,10 @@ fn access_log(raw: &RawConfig, found: &mut Found) -> super::model::AccessLogConf
         None | Some("json") => out.format = Format::Json,
         Some("text") => out.format = Format::Text,
         Some("off") => out.format = Format::Off,
-        Some(other) => found
-            .push((key(&["access_log", "format"]), format!("`{other}` is not a format (expected json, text or off)"))),
+        Some(other) => found.push((
+            path("access_log").key("format"),
+            format!("`{other}` is not a format (expected json, text or off)"),
+        )),
     }
     out.include_query = a.include_query.unwrap_or(false);
     out
@@ -631,7 +658,7 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
             limits.max_header_bytes = n;
         } else {
             found.push((
-                key(&["limits", "max_header_bytes"]),
+                path("limits").key("max_header_bytes"),
                 format!("{n} is out of range (expected 8192 to 1048576)"),
             ));
         }
@@ -647,30 +674,20 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         ("response_write_timeout", &l.response_write_timeout, &mut limits.response_write_timeout),
         ("forced_refresh_interval", &l.forced_refresh_interval, &mut limits.forced_refresh_interval),
     ] {
-        if let Some(text) = given {
-            match humantime::parse_duration(text) {
-                Ok(d) if d > Duration::ZERO => *slot = d,
-                _ => found.push((
-                    key(&["limits", name]),
-                    format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
-                )),
-            }
+        if let Some(d) = given.as_deref().and_then(|text| duration(text, NONZERO, path("limits").key(name), found)) {
+            *slot = d;
         }
     }
-    if let Some(text) = &l.token_timeout {
-        match humantime::parse_duration(text) {
-            Ok(d) if d > Duration::ZERO => limits.token_timeout = d,
-            _ => found.push((
-                key(&["limits", "token_timeout"]),
-                format!("`{text}` is not a duration (expected e.g. 500ms, 10s, 1m)"),
-            )),
-        }
+    if let Some(d) =
+        l.token_timeout.as_deref().and_then(|t| duration(t, NONZERO, path("limits").key("token_timeout"), found))
+    {
+        limits.token_timeout = d;
     }
     if let Some(n) = l.max_request_body_bytes {
         limits.max_request_body_bytes = n;
     }
     match l.max_in_flight {
-        Some(0) => found.push((key(&["limits", "max_in_flight"]), "expected at least 1".into())),
+        Some(0) => found.push((path("limits").key("max_in_flight"), "expected at least 1".into())),
         Some(n) => limits.max_in_flight = n,
         None => {}
     }
@@ -685,7 +702,7 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         ("max_connections", l.max_connections, &mut limits.max_connections),
     ] {
         match given {
-            Some(0) => found.push((key(&["limits", name]), "expected at least 1".into())),
+            Some(0) => found.push((path("limits").key(name), "expected at least 1".into())),
             Some(n) => *slot = n,
             None => {}
         }
@@ -695,7 +712,10 @@ fn limits(raw: &RawConfig, found: &mut Found) -> Limits {
         if n <= 16 << 20 {
             limits.retry_body_bytes = n;
         } else {
-            found.push((key(&["limits", "retry_body_bytes"]), format!("{n} is out of range (expected 0 to 16777216)")));
+            found.push((
+                path("limits").key("retry_body_bytes"),
+                format!("{n} is out of range (expected 0 to 16777216)"),
+            ));
         }
     }
     limits
@@ -707,7 +727,7 @@ fn tls(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<crate::tls
     let client_ca = raw.client_ca.as_ref().map(|p| base_dir.join(p));
     let Some(t) = &raw.tls else {
         if client_ca.is_some() {
-            found.push((key(&["client_ca"]), "needs `tls` (client certificates are part of the TLS handshake)".into()));
+            found.push((path("client_ca"), "needs `tls` (client certificates are part of the TLS handshake)".into()));
         }
         return None;
     };
@@ -716,8 +736,8 @@ fn tls(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<crate::tls
         Ok(_) => Some(files),
         Err(e) => {
             let at = match e {
-                crate::tls::TlsError::ClientCa { .. } => key(&["client_ca"]),
-                _ => key(&["tls"]),
+                crate::tls::TlsError::ClientCa { .. } => path("client_ca"),
+                _ => path("tls"),
             };
             found.push((at, e.to_string()));
             None
@@ -730,7 +750,7 @@ fn sandbox(raw: &RawConfig, found: &mut Found) -> BTreeMap<Environment, SocketAd
     let Some(s) = &raw.sandbox else { return out };
     for (env, given) in [(Environment::Staging, &s.staging), (Environment::Production, &s.production)] {
         let Some(text) = given else { continue };
-        let at = key(&["sandbox", env.as_str()]);
+        let at = path("sandbox").key(env.as_str());
         match addr(text, at.clone(), found) {
             Some(a) if a.ip().is_loopback() => {
                 out.insert(env, a);
