@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,12 +19,16 @@ use pleo_gateway::sandbox::{Sandbox, TokenFault};
 use support::oauth::*;
 use support::*;
 
-// === log capture: every test in this binary logs into one buffer ===
+// === log capture: one buffer per test ===
 
+/// One test's log. Tests in this binary run in parallel, so each test's
+/// subscriber is the default only on the threads running that test: the
+/// test's own thread (all of a current-thread runtime) and, for the
+/// multi-thread tests, the workers of a runtime built by `runtime()`.
 #[derive(Clone)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
+struct Logs(Arc<Mutex<Vec<u8>>>);
 
-impl Write for LogBuf {
+impl Write for Logs {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);
         Ok(b.len())
@@ -34,30 +38,69 @@ impl Write for LogBuf {
     }
 }
 
-fn logs() -> &'static LogBuf {
-    static LOGS: OnceLock<LogBuf> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = LogBuf(Arc::new(Mutex::new(Vec::new())));
-        let writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("pleo_gateway=trace,hyper=debug,hyper_util=debug,info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init();
-        buf
-    })
+impl Logs {
+    /// A new log, made the default on the calling thread.
+    fn capture() -> Logs {
+        let logs = Logs(Arc::new(Mutex::new(Vec::new())));
+        logs.on_this_thread();
+        logs
+    }
+
+    fn dispatch(&self) -> tracing::Dispatch {
+        let writer = self.clone();
+        tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_env_filter("pleo_gateway=trace,hyper=debug,hyper_util=debug,info")
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        )
+    }
+
+    fn on_this_thread(&self) {
+        // Never restored: libtest gives each test its own thread, which ends
+        // with the test, and a later default on the same thread replaces it.
+        std::mem::forget(tracing::dispatcher::set_default(&self.dispatch()));
+    }
+
+    /// A two-worker runtime whose threads all log here.
+    fn runtime(&self) -> tokio::runtime::Runtime {
+        let logs = self.clone();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || logs.on_this_thread())
+            .build()
+            .unwrap()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// What was logged after `mark` (a `len()` taken earlier).
+    fn since(&self, mark: usize) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()[mark..]).into_owned()
+    }
+
+    fn text(&self) -> String {
+        self.since(0)
+    }
 }
 
-fn finish(sandbox: &Sandbox) {
+fn finish(sandbox: &Sandbox, logs: &Logs) {
     let stats = sandbox.token_stats();
     assert_eq!(stats.reuse_detected, 0, "the gateway replayed a rotated refresh token: {stats:?}");
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let text = logs.text();
+    // An empty capture would make the secrets check pass for nothing.
+    assert!(text.contains("pleo_gateway"), "this test's gateway logged into its own capture");
     assert_no_secret_in(&text, sandbox);
 }
 
 // === kit ===
 
 struct OAuthKit {
+    logs: Logs,
     sandbox: Sandbox,
     gw: Option<Running>,
     dir: tempfile::TempDir,
@@ -66,12 +109,15 @@ struct OAuthKit {
 
 impl OAuthKit {
     async fn start(ttl: Duration, extra: &str) -> OAuthKit {
-        logs();
+        Self::start_logging_to(Logs::capture(), ttl, extra).await
+    }
+
+    async fn start_logging_to(logs: Logs, ttl: Duration, extra: &str) -> OAuthKit {
         let sandbox = sandbox(spec(ttl, &[INITIAL_RT, SECOND_CONSENT_RT])).await;
         let dir = tempfile::tempdir().unwrap();
         let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), extra);
         let gw = start_gateway(&yaml, dir.path()).await;
-        OAuthKit { sandbox, gw: Some(gw), dir, client: http_client() }
+        OAuthKit { logs, sandbox, gw: Some(gw), dir, client: http_client() }
     }
 
     fn gw(&self) -> &Running {
@@ -105,6 +151,15 @@ impl OAuthKit {
         j["tenants"].as_array().unwrap().iter().find(|t| t["name"] == "hooli").unwrap().clone()
     }
 
+    /// Waits (up to 5 s) until `/tenants` shows the tenant in `state`.
+    async fn wait_for_state(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.tenant().await["state"] != state {
+            assert!(Instant::now() < deadline, "the tenant never reached {state}: {}", self.tenant().await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn state(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join("state/hooli.json")).expect("state file");
         serde_json::from_str(&text).unwrap()
@@ -122,7 +177,7 @@ impl OAuthKit {
 
     async fn stop(mut self) {
         self.gw.take().unwrap().shutdown().await;
-        finish(&self.sandbox);
+        finish(&self.sandbox, &self.logs);
         self.sandbox.shutdown().await;
     }
 }
@@ -161,14 +216,15 @@ async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_rest
     assert_eq!(kit.sandbox.token_stats().refreshes, 1, "restart reuses the stored token");
 
     // A new consent in the config (a different refresh_token) wins over the stored chain.
+    let before_new_consent = kit.logs.len();
     std::fs::write(kit.dir.path().join("hooli.refresh"), SECOND_CONSENT_RT).unwrap();
     kit.restart().await;
     assert_eq!(kit.get("/v1/installations/me").await.status, 200);
     assert_eq!(kit.sandbox.token_stats().refreshes, 2);
     assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), SECOND_CONSENT_RT);
     // The import is logged by key name; `finish` then proves neither token value was.
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
-    assert!(text.contains("importing the refresh_token from the config"), "the import was logged");
+    let text = kit.logs.since(before_new_consent);
+    assert!(text.contains("importing the refresh_token from the config"), "the new consent's import was logged");
     kit.stop().await;
 }
 
@@ -204,6 +260,7 @@ async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
 }
 
 #[tokio::test]
+#[ignore = "a 30 s statistical run: bench/oauth-schedule.sh runs it"]
 async fn thirty_seconds_of_load_on_two_second_tokens_never_fails() {
     let kit = Arc::new(OAuthKit::start(Duration::from_secs(2), "").await);
     eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
@@ -252,7 +309,7 @@ async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     // The customer disconnects the app: the next refresh gets invalid_grant.
     kit.sandbox.revoke_authorisations();
     eventually("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    kit.wait_for_state("reauthorization_required").await;
     let r = kit.get("/v2/x").await;
     let j = r.assert_refused(503, "credential_unavailable");
     assert!(j["message"].as_str().unwrap().contains("consent must be renewed"), "{j}");
@@ -273,7 +330,8 @@ async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     // Consent renewed with `connect` (in-process here; the CLI has its own
     // test): the running gateway picks the new tokens up from the state.
     let config = Config::load(&kit.dir.path().join("gateway.yaml")).unwrap();
-    let out = LogBuf(Arc::new(Mutex::new(Vec::new())));
+    // `connect` prints the consent URL; the "browser" reads it from there.
+    let out = Logs(Arc::new(Mutex::new(Vec::new())));
     let printed = out.clone();
     let opts = ConnectOptions {
         tenant: "hooli".into(),
@@ -283,7 +341,7 @@ async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     };
     let browser = tokio::spawn(async move {
         let url = loop {
-            let text = String::from_utf8_lossy(&printed.0.lock().unwrap()).into_owned();
+            let text = printed.text();
             if let Some(u) = text.split_whitespace().find(|w| w.contains("/oauth/authorize?")) {
                 break u.to_string();
             }
@@ -296,7 +354,7 @@ async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     assert_eq!(browser.await.unwrap(), 200);
     wait_until_ok(&kit).await;
     assert_eq!(kit.tenant().await["state"], "connected");
-    assert_no_secret_in(&String::from_utf8_lossy(&out.0.lock().unwrap()), &kit.sandbox);
+    assert_no_secret_in(&out.text(), &kit.sandbox);
     kit.stop().await;
 }
 
@@ -393,50 +451,60 @@ async fn a_401_is_retried_once_with_a_new_token_when_the_body_was_kept() {
     kit.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_401_cannot_burn_refresh_tokens() {
-    let kit = Arc::new(OAuthKit::start(Duration::from_secs(900), "limits: { forced_refresh_interval: 1s }\n").await);
-    assert_eq!(kit.get("/v2/x").await.status, 200);
-    assert_eq!(kit.sandbox.token_stats().refreshes, 1);
+#[test]
+fn a_401_cannot_burn_refresh_tokens() {
+    let logs = Logs::capture();
+    logs.runtime().block_on(async {
+        let kit = Arc::new(
+            OAuthKit::start_logging_to(
+                logs.clone(),
+                Duration::from_secs(900),
+                "limits: { forced_refresh_interval: 1s }\n",
+            )
+            .await,
+        );
+        assert_eq!(kit.get("/v2/x").await.status, 200);
+        assert_eq!(kit.sandbox.token_stats().refreshes, 1);
 
-    // A 401 for a token issued moments ago is about the request, not the
-    // token: Pleo's answer passes through and nothing rotates.
-    kit.sandbox.expire_access_tokens();
-    assert_eq!(kit.get("/v2/x").await.status, 401);
-    assert_eq!(kit.sandbox.token_stats().refreshes, 1, "no rotation for a fresh token");
-    let fresh = [("reason", "fresh_token")];
-    assert_eq!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await, 1.0);
+        // A 401 for a token issued moments ago is about the request, not the
+        // token: Pleo's answer passes through and nothing rotates.
+        kit.sandbox.expire_access_tokens();
+        assert_eq!(kit.get("/v2/x").await.status, 401);
+        assert_eq!(kit.sandbox.token_stats().refreshes, 1, "no rotation for a fresh token");
+        let fresh = [("reason", "fresh_token")];
+        assert_eq!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await, 1.0);
 
-    // Once the token is older than the interval, twenty requests that all see
-    // 401 at once make exactly one refresh and are retried with its token.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let all: Vec<_> = (0..20)
-        .map(|_| {
-            let k = kit.clone();
-            tokio::spawn(async move { k.get("/v2/x").await.status })
-        })
-        .collect();
-    for h in all {
-        assert_eq!(h.await.unwrap(), 200);
-    }
-    assert_eq!(kit.sandbox.token_stats().refreshes, 2, "one forced refresh for twenty 401s");
+        // Once the token is older than the interval, twenty requests that all see
+        // 401 at once make exactly one refresh and are retried with its token.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let all: Vec<_> = (0..20)
+            .map(|_| {
+                let k = kit.clone();
+                tokio::spawn(async move { k.get("/v2/x").await.status })
+            })
+            .collect();
+        for h in all {
+            assert_eq!(h.await.unwrap(), 200);
+        }
+        assert_eq!(kit.sandbox.token_stats().refreshes, 2, "one forced refresh for twenty 401s");
 
-    // An endpoint that answers 401 for its own reasons, called over and over
-    // (a client choosing what to call): at most one rotation per interval.
-    let started = Instant::now();
-    for _ in 0..30 {
-        assert_eq!(kit.get("/sandbox/status/401").await.status, 401);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let forced = kit.sandbox.token_stats().refreshes - 2;
-    let allowed = started.elapsed().as_secs() + 1;
-    assert!(forced <= allowed, "{forced} forced refreshes in {:?} (30 requests)", started.elapsed());
-    // Most of the 30 came within a second of a forced refresh: passed through, no rotation.
-    assert!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await >= 10.0);
-    let stats = kit.sandbox.token_stats();
-    assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0));
-    let kit = Arc::into_inner(kit).unwrap();
-    kit.stop().await;
+        // An endpoint that answers 401 for its own reasons, called over and over
+        // (a client choosing what to call): at most one rotation per interval.
+        let started = Instant::now();
+        for _ in 0..30 {
+            assert_eq!(kit.get("/sandbox/status/401").await.status, 401);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let forced = kit.sandbox.token_stats().refreshes - 2;
+        let allowed = started.elapsed().as_secs() + 1;
+        assert!(forced <= allowed, "{forced} forced refreshes in {:?} (30 requests)", started.elapsed());
+        // Most of the 30 came within a second of a forced refresh: passed through, no rotation.
+        assert!(kit.metric("pleo_gateway_forced_refresh_suppressed_total", &fresh).await >= 10.0);
+        let stats = kit.sandbox.token_stats();
+        assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0));
+        let kit = Arc::into_inner(kit).unwrap();
+        kit.stop().await;
+    })
 }
 
 #[tokio::test]
@@ -458,71 +526,79 @@ async fn a_body_kept_for_the_retry_is_bounded_by_body_read_timeout() {
     kit.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_removes_the_tenant_mid_refresh_and_a_shutdown_lose_no_rotation() {
-    use pleo_gateway::sandbox::TokenFault;
-    let mut kit = OAuthKit::start(Duration::from_secs(900), "limits: { forced_refresh_interval: 1ms }\n").await;
-    assert_eq!(kit.get("/v2/x").await.status, 200);
-    // Pleo commits the next rotation at once but answers 1.5 s later.
-    kit.sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_millis(1500))]);
-    kit.sandbox.expire_access_tokens();
-    let (client, url) = (kit.client.clone(), format!("http://{}/v2/x", kit.gw().addr));
-    let request = tokio::spawn(async move {
-        let req = Request::get(url).header("x-pleo-tenant", "hooli").body(Full::default()).unwrap();
-        client.request(req).await.map(|r| r.status().as_u16())
-    });
-    eventually("the forced refresh at the token endpoint", Duration::from_secs(5), || {
-        kit.sandbox.token_stats().refreshes >= 2
+#[test]
+fn a_reload_that_removes_the_tenant_mid_refresh_and_a_shutdown_lose_no_rotation() {
+    let logs = Logs::capture();
+    logs.runtime().block_on(async {
+        use pleo_gateway::sandbox::TokenFault;
+        let mut kit = OAuthKit::start_logging_to(
+            logs.clone(),
+            Duration::from_secs(900),
+            "limits: { forced_refresh_interval: 1ms }\n",
+        )
+        .await;
+        assert_eq!(kit.get("/v2/x").await.status, 200);
+        // Pleo commits the next rotation at once but answers 1.5 s later.
+        kit.sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_millis(1500))]);
+        kit.sandbox.expire_access_tokens();
+        let (client, url) = (kit.client.clone(), format!("http://{}/v2/x", kit.gw().addr));
+        let request = tokio::spawn(async move {
+            let req = Request::get(url).header("x-pleo-tenant", "hooli").body(Full::default()).unwrap();
+            client.request(req).await.map(|r| r.status().as_u16())
+        });
+        eventually("the forced refresh at the token endpoint", Duration::from_secs(5), || {
+            kit.sandbox.token_stats().refreshes >= 2
+        })
+        .await;
+        // While the answer is on its way: the tenant leaves the config, then the gateway stops.
+        let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
+        let without = yaml[..yaml.find("tenants:").unwrap()].to_string() + "tenants: {}\n";
+        std::fs::write(kit.dir.path().join("gateway.yaml"), &without).unwrap();
+        kit.gw().reload().await.unwrap();
+        kit.gw.take().unwrap().shutdown().await;
+        let _ = request.await;
+        let text = std::fs::read_to_string(kit.dir.path().join("state/hooli.json")).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let rt = stored["refresh_token"].as_str().unwrap();
+        assert!(kit.sandbox.is_live_refresh_token(rt), "the rotation Pleo committed was stored before the stop");
+        // Back with the tenant: the next refresh presents that token, no replay.
+        std::fs::write(kit.dir.path().join("gateway.yaml"), &yaml).unwrap();
+        let config = Config::load(&kit.dir.path().join("gateway.yaml")).unwrap();
+        kit.gw = Some(pleo_gateway::gateway::start(&config).await.unwrap());
+        kit.sandbox.expire_access_tokens();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(kit.get("/v2/x").await.status, 200);
+        assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), rt);
+        assert_eq!(kit.sandbox.token_stats().reuse_detected, 0);
+        kit.stop().await;
     })
-    .await;
-    // While the answer is on its way: the tenant leaves the config, then the gateway stops.
-    let yaml = std::fs::read_to_string(kit.dir.path().join("gateway.yaml")).unwrap();
-    let without = yaml[..yaml.find("tenants:").unwrap()].to_string() + "tenants: {}\n";
-    std::fs::write(kit.dir.path().join("gateway.yaml"), &without).unwrap();
-    kit.gw().reload().await.unwrap();
-    kit.gw.take().unwrap().shutdown().await;
-    let _ = request.await;
-    let text = std::fs::read_to_string(kit.dir.path().join("state/hooli.json")).unwrap();
-    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let rt = stored["refresh_token"].as_str().unwrap();
-    assert!(kit.sandbox.is_live_refresh_token(rt), "the rotation Pleo committed was stored before the stop");
-    // Back with the tenant: the next refresh presents that token, no replay.
-    std::fs::write(kit.dir.path().join("gateway.yaml"), &yaml).unwrap();
-    let config = Config::load(&kit.dir.path().join("gateway.yaml")).unwrap();
-    kit.gw = Some(pleo_gateway::gateway::start(&config).await.unwrap());
-    kit.sandbox.expire_access_tokens();
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(kit.get("/v2/x").await.status, 200);
-    assert_eq!(kit.sandbox.presented_refresh_tokens().last().unwrap().expose_secret(), rt);
-    assert_eq!(kit.sandbox.token_stats().reuse_detected, 0);
-    kit.stop().await;
 }
 
 #[tokio::test]
 async fn a_corrupt_state_file_degrades_the_tenant_and_never_falls_back() {
-    logs();
+    let logs = Logs::capture();
     let sandbox = sandbox(spec(Duration::from_secs(900), &[INITIAL_RT])).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("state")).unwrap();
     std::fs::write(dir.path().join("state/hooli.json"), "{\"version\": 1, \"tenant\": ").unwrap();
     let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), "");
-    let kit = OAuthKit { gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
+    let kit = OAuthKit { logs, gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
     let j = kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
     assert!(j["message"].as_str().unwrap().contains("stored OAuth state"), "{j}");
     assert_eq!(kit.tenant().await["state"], "state_error");
     assert_eq!(kit.token_calls(), 0, "the config's token is not used instead");
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let text = kit.logs.text();
     assert!(text.contains("corrupt"), "the log says what is wrong with the file");
     kit.stop().await;
 }
 
 #[tokio::test]
 async fn a_tenant_without_tokens_says_to_run_connect() {
-    logs();
+    let logs = Logs::capture();
     let sandbox = sandbox(spec(Duration::from_secs(900), &[])).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = config_yaml(dir.path(), &sandbox, None, "");
-    let kit = OAuthKit { gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
+    let kit = OAuthKit { logs, gw: Some(start_gateway(&yaml, dir.path()).await), sandbox, dir, client: http_client() };
     let j = kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
     assert!(j["message"].as_str().unwrap().contains("pleo-gateway connect hooli"), "{j}");
     assert_eq!(kit.tenant().await["state"], "not_connected");
@@ -562,7 +638,7 @@ async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at
     // in the config's file: the reload imports it now, no restart, no wait.
     kit.sandbox.revoke_authorisations();
     eventually("invalid_grant", Duration::from_secs(5), || kit.sandbox.token_stats().invalid_grant == 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    kit.wait_for_state("reauthorization_required").await;
     kit.get("/v2/x").await.assert_refused(503, "credential_unavailable");
     const THIRD_CONSENT_RT: &str = "rt_hooli_third_consent_5a6b7c8d";
     kit.sandbox.consent_again(CLIENT_ID, THIRD_CONSENT_RT);
