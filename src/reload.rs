@@ -273,3 +273,98 @@ async fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::store::FileStore;
+    use std::path::Path;
+
+    const TENANT: &str = "environments:\n  staging: { base_url: \"http://127.0.0.1:9\" }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: ik_unit_0123456789abcdef }\n";
+
+    fn config(text: &str) -> Config {
+        Config::from_yaml(text, Path::new("/tmp/unit.yaml")).unwrap()
+    }
+
+    #[test]
+    fn what_needs_a_restart_is_told_apart_from_what_a_reload_applies() {
+        let base = config(TENANT);
+        let more_tenants = config(&format!("{TENANT}  t2:\n    environment: staging\n    auth: {{ model: standalone_api_key, key: sk_unit_0123456789abcdef }}\n"));
+        let other_port = config(&format!("listen: 127.0.0.1:8081\n{TENANT}"));
+        let slower = config(&format!("limits: {{ upstream_timeout: 90s }}\n{TENANT}"));
+        assert_eq!(Fixed::of(&base), Fixed::of(&more_tenants), "tenants are applied by a reload");
+        assert_ne!(Fixed::of(&base), Fixed::of(&other_port), "a listen address needs a restart");
+        // Upstream pools are kept across a reload unless what they are built from changed.
+        assert_eq!(upstreams_key(&base), upstreams_key(&more_tenants));
+        assert_ne!(upstreams_key(&base), upstreams_key(&slower));
+    }
+
+    #[test]
+    fn the_upstreams_key_never_holds_a_secret() {
+        let c = config(TENANT);
+        assert!(!upstreams_key(&c).contains("ik_unit_0123456789abcdef"));
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_follows_edits_renames_and_removals_but_not_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+        std::fs::write(&a, "one").unwrap();
+        std::fs::write(&b, "two").unwrap();
+        let files = [a.clone(), b.clone()];
+        let first = fingerprint(&files).await;
+        let _ = std::fs::read(&a).unwrap();
+        assert_eq!(fingerprint(&files).await, first, "reading changes nothing");
+        // A same-size edit still moves the modification time or the inode.
+        let swapped = dir.path().join("a.key.new");
+        std::fs::write(&swapped, "ONE").unwrap();
+        std::fs::rename(&swapped, &a).unwrap();
+        let renamed = fingerprint(&files).await;
+        assert_ne!(renamed, first, "a file renamed over the watched one");
+        std::fs::remove_file(&b).unwrap();
+        assert_ne!(fingerprint(&files).await, renamed, "a removed file");
+    }
+
+    /// A reloader over a config file in a temporary directory, serving it.
+    async fn reloader(text: &str) -> (Reloader, SharedRoutes, prometheus::Registry, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry, true).unwrap());
+        let upstreams = Upstreams::build(&config).unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let store = Arc::new(FileStore::new(dir.path().join("state")));
+        let sessions = Arc::new(Sessions::new(store, metrics.clone(), stopped.clone()));
+        let routes: SharedRoutes =
+            Arc::new(ArcSwap::from_pointee(Routes::build(&config, &upstreams, &metrics, &sessions)));
+        let options = Arc::new(ArcSwap::from_pointee(serve_options(&config)));
+        let r = Reloader::new(&config, upstreams, routes.clone(), sessions, metrics, options, None, stopped);
+        (r, routes, registry, dir)
+    }
+
+    fn reloads(registry: &prometheus::Registry, result: &str) -> f64 {
+        crate::routes::counter(registry, "pleo_gateway_config_reloads_total", &[("result", result)])
+    }
+
+    #[tokio::test]
+    async fn a_bad_config_keeps_the_old_routes_and_a_good_one_swaps_them_at_once() {
+        let (r, routes, registry, dir) = reloader(TENANT).await;
+        let before = routes.load_full();
+        std::fs::write(dir.path().join("gateway.yaml"), format!("{TENANT}    bogus: 1\n")).unwrap();
+        let err = r.reload().await.unwrap_err();
+        assert!(matches!(err, ReloadError::Config(_)), "{err}");
+        assert!(Arc::ptr_eq(&before, &routes.load_full()), "the old routing table keeps serving");
+        assert_eq!((reloads(&registry, "failure"), reloads(&registry, "success")), (1.0, 0.0));
+
+        let two = format!("{TENANT}  t2:\n    environment: staging\n    auth: {{ model: standalone_api_key, key: sk_unit_0123456789abcdef }}\n");
+        std::fs::write(dir.path().join("gateway.yaml"), two).unwrap();
+        r.reload().await.unwrap();
+        let after = routes.load_full();
+        assert!(after.tenants.contains_key("t2"), "the new tenant is routed");
+        // The unchanged tenant keeps its upstream pool: nothing was rebuilt for it.
+        assert!(Arc::ptr_eq(&after.tenants["t1"].upstream, &before.tenants["t1"].upstream));
+        assert_eq!(reloads(&registry, "success"), 1.0);
+    }
+}

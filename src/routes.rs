@@ -187,3 +187,29 @@ pub fn snapshot_ref<B>(req: &Request<B>) -> Result<&Arc<Routes>, BoxError> {
             .into()),
     }
 }
+
+/// Routes built from a YAML config, for the steps' unit tests, with the
+/// registry their counters live in. API-key tenants only: no session starts.
+#[cfg(test)]
+pub(crate) fn for_tests(yaml: &str) -> (Arc<Routes>, prometheus::Registry) {
+    let config = Config::from_yaml(yaml, std::path::Path::new("/tmp/unit.yaml")).expect("a valid test config");
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::register(&registry, true).unwrap());
+    let upstreams = Upstreams::build(&config).unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let store = Arc::new(crate::credential::store::FileStore::new("/nonexistent/unit"));
+    let sessions = Sessions::new(store, metrics.clone(), stopped);
+    (Arc::new(Routes::build(&config, &upstreams, &metrics, &sessions)), registry)
+}
+
+/// A counter's value in `registry`, for the steps' unit tests.
+#[cfg(test)]
+pub(crate) fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .find(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .map_or(0.0, |m| m.get_counter().get_value())
+}

@@ -143,3 +143,71 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::code_of;
+    use crate::routes::{for_tests, Routes, Snapshot};
+    use tower::ServiceExt;
+
+    const CONFIG: &str = "limits: { max_in_flight: 2, max_in_flight_per_tenant: 1, max_request_body_bytes: 100 }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: ik_unit_0123456789abcdef }\n";
+
+    fn request(routes: &Arc<Routes>, method: Method, content_length: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/v2/x").extension(Snapshot(routes.clone()));
+        if let Some(n) = content_length {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn sheds_load_past_max_in_flight_counting_this_request() {
+        let (routes, _) = for_tests(CONFIG);
+        let count = InFlightCount::default();
+        let mut admit = Admit::new(count.clone());
+        // `observe` has entered this request already: 2 of 2 is admitted...
+        let (_a, _b) = (count.enter(), count.enter());
+        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
+        // ...a third is not, and is admitted again once one finishes.
+        let c = count.enter();
+        assert_eq!(code_of(&admit.check(request(&routes, Method::GET, None)).unwrap_err()), ErrorCode::Overloaded);
+        drop(c);
+        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
+    }
+
+    #[test]
+    fn refuses_methods_pleo_does_not_use_and_declared_bodies_over_the_limit() {
+        let (routes, _) = for_tests(CONFIG);
+        let mut admit = Admit::new(InFlightCount::default());
+        for m in [Method::TRACE, Method::CONNECT, Method::from_bytes(b"PROPFIND").unwrap()] {
+            let err = admit.check(request(&routes, m.clone(), None)).unwrap_err();
+            assert_eq!(code_of(&err), ErrorCode::MethodNotAllowed, "{m}");
+        }
+        assert!(admit.check(request(&routes, Method::POST, Some("100"))).is_ok(), "at the limit");
+        let over = admit.check(request(&routes, Method::POST, Some("101"))).unwrap_err();
+        assert_eq!(code_of(&over), ErrorCode::RequestBodyTooLarge);
+        // An unreadable length is left to the streaming limit in `body`.
+        assert!(admit.check(request(&routes, Method::POST, Some("lots"))).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_holds_its_share_until_the_response_is_dropped() {
+        let (routes, _) = for_tests(CONFIG);
+        let tenant = routes.tenants.get("t1").unwrap().clone();
+        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) });
+        let shares = ShareLayer.layer(inner);
+        let call = |shares: Shares<_>| {
+            let req = Request::builder().extension(tenant.clone()).body(()).unwrap();
+            shares.oneshot(req)
+        };
+        let held = call(shares.clone()).await.unwrap();
+        assert!(held.extensions().get::<Slots>().is_some(), "the slot travels with the response");
+        assert_eq!(tenant.in_flight.used(), 1);
+        // The share is 1: a second request for the tenant is refused while the first is held.
+        assert_eq!(code_of(&call(shares.clone()).await.unwrap_err()), ErrorCode::Overloaded);
+        drop(held);
+        assert_eq!(tenant.in_flight.used(), 0);
+        assert!(call(shares).await.is_ok());
+    }
+}

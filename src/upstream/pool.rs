@@ -166,13 +166,15 @@ impl Pool {
                 }
                 Err(err) => err,
             };
-            let again = match err.take_message() {
-                Some(unsent) if reused => unsent,
-                None if reused && err.error().is_incomplete_message() => match replay.take() {
-                    Some(head) => head,
-                    None => return Err(err.into_error().into()),
-                },
-                _ => return Err(err.into_error().into()),
+            let unsent = err.take_message();
+            let closed_before_answer = err.error().is_incomplete_message();
+            let again = match (retry(reused, unsent.is_some(), closed_before_answer, replay.is_some()), unsent) {
+                (Retry::Unsent, Some(unsent)) => Some(unsent),
+                (Retry::KeptCopy, _) => replay.take(),
+                _ => None,
+            };
+            let Some(again) = again else {
+                return Err(err.into_error().into());
             };
             tracing::debug!(error = %err.error(), "kept-alive upstream connection was closed; sending on a new one");
             req = again;
@@ -262,6 +264,28 @@ impl Pool {
     }
 }
 
+/// What to do when a send failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    /// hyper handed the request back: it never left, so send it as it is.
+    Unsent,
+    /// The kept-alive connection closed before any answer: send the copy
+    /// kept for a replayable request.
+    KeptCopy,
+    /// Report the failure. A fresh connection's failure is the upstream's
+    /// answer, and a request that may have been seen is never sent twice.
+    No,
+}
+
+fn retry(reused: bool, handed_back: bool, closed_before_answer: bool, copy_kept: bool) -> Retry {
+    match (reused, handed_back, closed_before_answer && copy_kept) {
+        (false, _, _) => Retry::No,
+        (true, true, _) => Retry::Unsent,
+        (true, false, true) => Retry::KeptCopy,
+        (true, false, false) => Retry::No,
+    }
+}
+
 /// Safe to send twice: idempotent and nothing to lose in a body.
 fn replayable(req: &Request<RequestBody>) -> bool {
     req.method().is_idempotent() && req.body().is_end_stream()
@@ -346,5 +370,60 @@ impl Drop for PooledBody {
         if self.inner.is_end_stream() {
             self.give_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn request(method: Method, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        req
+    }
+
+    #[test]
+    fn only_bodiless_idempotent_requests_are_replayable() {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            assert!(replayable(&request(m.clone(), RequestBody::empty())), "{m}");
+        }
+        assert!(!replayable(&request(Method::POST, RequestBody::empty())), "POST is never sent twice");
+        assert!(!replayable(&request(Method::PATCH, RequestBody::empty())));
+        assert!(!replayable(&request(Method::PUT, RequestBody::kept(Bytes::from_static(b"x")))), "a body to lose");
+        assert!(replayable(&request(Method::GET, RequestBody::kept(Bytes::new()))), "an empty kept body");
+    }
+
+    #[test]
+    fn retries_only_on_a_reused_connection_and_never_what_may_have_been_seen() {
+        // (reused, handed back, closed before any answer, copy kept) -> decision
+        let table = [
+            ((false, true, false, false), Retry::No),
+            ((false, false, true, true), Retry::No),
+            ((true, true, false, false), Retry::Unsent),
+            ((true, true, true, true), Retry::Unsent),
+            ((true, false, true, true), Retry::KeptCopy),
+            ((true, false, true, false), Retry::No),
+            ((true, false, false, true), Retry::No),
+        ];
+        for ((reused, back, closed, kept), want) in table {
+            assert_eq!(
+                retry(reused, back, closed, kept),
+                want,
+                "reused={reused} back={back} closed={closed} kept={kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_kept_copy_is_the_same_request_without_a_body() {
+        let mut req = request(Method::GET, RequestBody::empty());
+        *req.uri_mut() = Uri::from_static("/v2/expenses?page=2");
+        req.headers_mut().insert("authorization", http::HeaderValue::from_static("Basic abc"));
+        let copy = head_of(&req);
+        assert_eq!((copy.method(), copy.uri(), copy.version()), (req.method(), req.uri(), req.version()));
+        assert_eq!(copy.headers(), req.headers());
+        assert!(copy.body().is_end_stream());
     }
 }
