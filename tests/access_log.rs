@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
 const CLIENT_KEY: &str = "gw_access_log_client_key_4f3e2d1c";
