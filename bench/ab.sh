@@ -5,9 +5,11 @@
 # request from /proc/stat. Quicker and less noisy than bench/load.sh when
 # runs of two builds are alternated:
 #   for b in old new old new; do PLEO_GATEWAY_BIN=/tmp/pgw-$b bench/ab.sh gateway http; done
-# usage: bench/ab.sh gateway|nginx http|https [connections=32] [seconds=4]
+# A delay gives the harness' paced load: each connection waits that many ms
+# between requests (its "paced" row is 32 connections and 2 ms).
+# usage: bench/ab.sh gateway|nginx http|https [connections=32] [seconds=4] [delay_ms=0]
 set -euo pipefail
-who=${1:?gateway|nginx} origin=${2:?http|https} conns=${3:-32} secs=${4:-4}
+who=${1:?gateway|nginx} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${BENCH_HARNESS:-$here/../shared/bench}
 w=$here/bench-results/ab
@@ -59,7 +61,7 @@ for t in $(cut -f1 "$w/tenants.tsv"); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Pleo-Tenant: $t" "http://127.0.0.1:18190/bench/$t")
   [[ $code == 200 ]] || { echo "preflight: $t got $code" >&2; exit 1; }
 done
-wrk_run() { taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
+wrk_run() { WRK_DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
 busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wrk_run 2s >/dev/null
 read -r b0 _ < <(busy)
@@ -68,4 +70,4 @@ read -r b1 _ < <(busy)
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
-  'BEGIN { printf "%s %s c%d: %s req/s, p50 %s, CPU 0 %.1f us/req\n", who, o, c, rps, p50, b * 1e6 / hz / r }'
+  -v d="$delay" 'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r }'
