@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::config::{AuthConfig, Config};
-use crate::credential::store::{self, fingerprint, unix_now_ms, FileStore, StoredToken};
+use crate::config::{AuthConfig, Config, StoreConfig};
+use crate::credential::postgres::PostgresStore;
+use crate::credential::store::{self, fingerprint, unix_now_ms, FileStore, StoredToken, TokenStore};
 use crate::credential::token_endpoint::{Grant, TokenEndpoint};
 use crate::upstream::Upstreams;
 
@@ -84,8 +85,10 @@ pub async fn connect(config: &Config, opts: &ConnectOptions, out: &mut impl Writ
     let path = redirect.path().to_string();
     let redirect_uri = format!("http://{}:{port}{path}", redirect.host().unwrap_or_default());
 
-    store::prepare_dir(&config.state_dir)
-        .map_err(|e| failed(format!("state_dir {} is not writable: {e}", config.state_dir.display())))?;
+    if let StoreConfig::File = config.store {
+        store::prepare_dir(&config.state_dir)
+            .map_err(|e| failed(format!("state_dir {} is not writable: {e}", config.state_dir.display())))?;
+    }
 
     let verifier = random_b64(32);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -139,19 +142,26 @@ pub async fn connect(config: &Config, opts: &ConnectOptions, out: &mut impl Writ
         imported_from: refresh_token.as_ref().map(fingerprint),
         reauthorization_required: false,
     };
-    let store = FileStore::new(&config.state_dir);
-    let name = opts.tenant.clone();
-    tokio::task::spawn_blocking(move || store.save_blocking(&name, &stored))
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = writeln!(
-        out,
-        "Tenant `{}` is connected. Its tokens are saved in {}; a running gateway picks them up at the tenant's \
-         next request.",
-        opts.tenant,
-        FileStore::new(&config.state_dir).path(&opts.tenant).display()
-    );
+    let saved_in = match &config.store {
+        StoreConfig::File => {
+            let store = FileStore::new(&config.state_dir);
+            let name = opts.tenant.clone();
+            tokio::task::spawn_blocking(move || store.save_blocking(&name, &stored))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+            let path = FileStore::new(&config.state_dir).path(&opts.tenant);
+            format!("{}; a running gateway picks them up at the tenant's next request", path.display())
+        }
+        StoreConfig::Postgres(pg) => {
+            let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
+                .map_err(|e| failed(e.to_string()))?;
+            let shared = PostgresStore::new(pg, metrics.store.clone()).map_err(failed)?;
+            shared.save(&opts.tenant, &stored).await.map_err(|e| failed(e.to_string()))?;
+            "the shared token store (PostgreSQL); running replicas take them up at once".to_string()
+        }
+    };
+    let _ = writeln!(out, "Tenant `{}` is connected. Its tokens are saved in {saved_in}.", opts.tenant);
     Ok(())
 }
 

@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
-use crate::credential::store::FileStore;
 use crate::credential::Sessions;
 use crate::key_checks::Summary;
 use crate::listener;
@@ -44,6 +43,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("--strict: {} tenant credential(s) did not check out: {}", .0.len(), strict_list(.0))]
     Strict(Vec<(String, String)>),
+    #[error("store: {0}")]
+    Store(String),
     #[error("state_dir {path} cannot hold OAuth token state: {source}")]
     StateDir {
         path: std::path::PathBuf,
@@ -87,11 +88,13 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
     let (stop, stopped) = watch::channel(false);
-    let sessions =
-        Arc::new(Sessions::new(Arc::new(FileStore::new(&config.state_dir)), metrics.clone(), stopped.clone()));
+    let store = crate::credential::open_store(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
+    let sessions = Arc::new(Sessions::new(store, metrics.clone(), stopped.clone()));
     // Rotated OAuth tokens must be writable before the first refresh needs
-    // it, and no other process may refresh the same chains.
-    if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+    // it, and no other process may refresh the same chains (the shared
+    // store has its own lock per refresh instead).
+    let file_store = matches!(config.store, crate::config::StoreConfig::File);
+    if file_store && config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
         sessions
             .lock_state(&config.state_dir)
             .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;

@@ -32,8 +32,36 @@ pub struct RefreshMetrics {
     pub suppressed_rate: IntCounter,
 }
 
+/// The shared store's health (`store.kind: postgres`): whether it answers,
+/// and each operation's time and failures. The file store reports nothing.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+}
+
+/// The store's operations, the `op` label's closed set.
+pub const STORE_OPS: [&str; 8] = ["load", "lease", "mark", "commit", "release", "save", "poll", "migrate"];
+
+impl StoreMetrics {
+    pub fn observe(&self, op: &'static str, seconds: f64, ok: bool) {
+        self.duration.with_label_values(&[op]).observe(seconds);
+        if !ok {
+            self.errors.with_label_values(&[op]).inc();
+        }
+        self.up.set(i64::from(ok));
+    }
+
+    /// Store operations made so far, all kinds together (tests count them around proxied requests).
+    pub fn operations(&self) -> u64 {
+        STORE_OPS.iter().map(|op| self.duration.with_label_values(&[op]).get_sample_count()).sum()
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    pub store: StoreMetrics,
     per_tenant: bool,
     requests_total: IntCounterVec,
     request_duration: HistogramVec,
@@ -152,6 +180,31 @@ impl Metrics {
         }
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(config_reloads_total.clone()))?;
+        let store = StoreMetrics {
+            up: IntGauge::new(
+                "pleo_gateway_store_up",
+                "1 when the shared token store (store.kind: postgres) answered its last operation, else 0.",
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "pleo_gateway_store_operation_duration_seconds",
+                    "Time of each shared token store operation, by operation.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["op"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new("pleo_gateway_store_errors_total", "Failed shared token store operations, by operation."),
+                &["op"],
+            )?,
+        };
+        for op in STORE_OPS {
+            store.duration.with_label_values(&[op]);
+            store.errors.with_label_values(&[op]);
+        }
+        registry.register(Box::new(store.up.clone()))?;
+        registry.register(Box::new(store.duration.clone()))?;
+        registry.register(Box::new(store.errors.clone()))?;
 
         // Create the closed label sets now so they read 0 instead of being absent.
         let refused_total = ErrorCode::ALL.iter().map(|c| (*c, refused.with_label_values(&[c.as_str()]))).collect();
@@ -167,6 +220,7 @@ impl Metrics {
         }
 
         Ok(Metrics {
+            store,
             per_tenant,
             requests_total,
             request_duration,

@@ -59,6 +59,8 @@ struct Fixed {
     workers: Option<usize>,
     sandbox: String,
     state_dir: PathBuf,
+    /// The store's kind (its settings are read once, at start).
+    store: &'static str,
     /// Whether `listen` speaks TLS (its files may change; this may not).
     tls: bool,
 }
@@ -71,6 +73,7 @@ impl Fixed {
             workers: c.workers,
             sandbox: format!("{:?}", c.sandbox),
             state_dir: c.state_dir.clone(),
+            store: c.store.kind(),
             tls: c.tls.is_some(),
         }
     }
@@ -180,14 +183,15 @@ impl Reloader {
         let fixed = Fixed::of(&config);
         if fixed != loaded.fixed {
             tracing::warn!(
-                "listen, admin_listen, workers, sandbox, state_dir and whether listen uses TLS only change \
+                "listen, admin_listen, workers, sandbox, state_dir, store and whether listen uses TLS only change \
                  with a restart; keeping the running values, applying the rest"
             );
         }
         // Everything that can fail, before anything changes. The first
         // managed OAuth tenant may arrive with this reload: its rotated
         // tokens need the (running) state_dir writable before it refreshes.
-        if config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+        let file_store = loaded.fixed.store == "file";
+        if file_store && config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
             let dir = loaded.fixed.state_dir.clone();
             self.sessions.lock_state(&dir).map_err(|source| ReloadError::StateDir { path: dir, source })?;
         }

@@ -34,7 +34,11 @@ pub struct Config {
     pub environments: BTreeMap<Environment, EnvironmentConfig>,
     pub tenant_from: Vec<Selector>,
     pub default_tenant: Option<String>,
+    /// The file store's directory (`store.dir`, or `state_dir`); also where
+    /// `pleo-gateway store import` reads from.
     pub state_dir: PathBuf,
+    /// Where OAuth token state lives.
+    pub store: StoreConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     pub clients: Vec<ClientConfig>,
     pub allow_unauthenticated_clients: bool,
@@ -55,6 +59,38 @@ pub struct Config {
     pub browsers: BrowserPolicy,
     pub trust_forwarded_headers: bool,
     pub admin: AdminConfig,
+}
+
+/// Where OAuth token state lives (docs/config.md, "store").
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One JSON file per tenant in `state_dir`; one process per directory.
+    File,
+    /// A PostgreSQL database shared by every replica.
+    Postgres(PostgresConfig),
+}
+
+impl StoreConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::File => "file",
+            StoreConfig::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// `store: { kind: postgres, ... }`.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db?sslmode=...`: a secret.
+    pub url: Secret,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// A CA to verify the server's certificate with, besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// How often a replica re-reads what changed, should a notification be missed.
+    pub poll_interval: Duration,
 }
 
 /// What a browser may reach (`guard` step): host names beyond loopback

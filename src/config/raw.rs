@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub tenant_from: Option<Vec<SelectorForm>>,
     pub default_tenant: Option<String>,
     pub state_dir: Option<PathBuf>,
+    pub store: Option<RawStore>,
     #[serde(default)]
     pub tenants: BTreeMap<String, RawTenant>,
     #[serde(default)]
@@ -50,6 +51,20 @@ pub struct RawConfig {
     pub trust_forwarded_headers: bool,
     #[serde(default)]
     pub admin: RawAdmin,
+}
+
+/// `store`: where OAuth token state lives (`kind: file` or `kind: postgres`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: String,
+    pub dir: Option<PathBuf>,
+    pub url: Option<SecretSource>,
+    pub pool_size: Option<usize>,
+    pub connect_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub poll_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

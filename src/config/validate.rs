@@ -138,6 +138,8 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
             duration(text, Duration::from_secs(1), path("sandbox").key("access_token_ttl"), &mut found)
         });
 
+    let (state_dir, store) = store(&raw, base_dir, &mut found);
+
     if !found.is_empty() {
         return Err(found);
     }
@@ -150,7 +152,8 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         environments,
         tenant_from,
         default_tenant: raw.default_tenant,
-        state_dir: base_dir.join(raw.state_dir.unwrap_or_else(|| PathBuf::from("./state"))),
+        state_dir,
+        store,
         tenants,
         clients,
         allow_unauthenticated_clients: raw.allow_unauthenticated_clients,
@@ -255,6 +258,105 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         return "no tenants are configured".into();
     }
     map.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+// === store ===
+
+const DEFAULT_POOL_SIZE: usize = 4;
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `store` (or its synonym `state_dir`, which is the file store's directory).
+fn store(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> (PathBuf, StoreConfig) {
+    let default_dir = || base_dir.join(raw.state_dir.clone().unwrap_or_else(|| PathBuf::from("./state")));
+    let Some(s) = &raw.store else {
+        return (default_dir(), StoreConfig::File);
+    };
+    let at = path("store");
+    if raw.state_dir.is_some() {
+        found.push((path("state_dir"), "and `store` both say where the state lives: keep only `store`".into()));
+    }
+    let not_for = |name: &str, present: bool, kind: &str, found: &mut Found| {
+        if present {
+            found.push((at.key(name), format!("is not used by store kind {kind}")));
+        }
+    };
+    match s.kind.as_str() {
+        "file" => {
+            for (name, present) in [
+                ("url", s.url.is_some()),
+                ("pool_size", s.pool_size.is_some()),
+                ("connect_timeout", s.connect_timeout.is_some()),
+                ("statement_timeout", s.statement_timeout.is_some()),
+                ("ca_file", s.ca_file.is_some()),
+                ("poll_interval", s.poll_interval.is_some()),
+            ] {
+                not_for(name, present, "file", found);
+            }
+            let dir = base_dir.join(s.dir.clone().unwrap_or_else(|| PathBuf::from("./state")));
+            (dir, StoreConfig::File)
+        }
+        "postgres" => {
+            not_for("dir", s.dir.is_some(), "postgres", found);
+            let url = match &s.url {
+                None => {
+                    found.push((at.clone(), "missing `url` (required by store kind postgres)".into()));
+                    None
+                }
+                Some(src) => match src.resolve(base_dir) {
+                    Err(e) => {
+                        found.push((at.key("url"), e.to_string()));
+                        None
+                    }
+                    // The parser's message could quote the URL, password and all: never shown.
+                    Ok(url) if url.expose_secret().parse::<tokio_postgres::Config>().is_err() => {
+                        found.push((
+                            at.key("url"),
+                            "is not a PostgreSQL connection URL (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
+                                .into(),
+                        ));
+                        None
+                    }
+                    Ok(url) => Some(url),
+                },
+            };
+            let pool_size = match s.pool_size {
+                Some(n @ 1..=64) => n,
+                None => DEFAULT_POOL_SIZE,
+                Some(n) => {
+                    found.push((at.key("pool_size"), format!("{n} is out of range (expected 1 to 64)")));
+                    DEFAULT_POOL_SIZE
+                }
+            };
+            let time = |name: &str, given: &Option<String>, default: Duration, found: &mut Found| {
+                given.as_deref().and_then(|t| duration(t, NONZERO, at.key(name), found)).unwrap_or(default)
+            };
+            let connect_timeout = time("connect_timeout", &s.connect_timeout, DEFAULT_STORE_TIMEOUT, found);
+            let statement_timeout = time("statement_timeout", &s.statement_timeout, DEFAULT_STORE_TIMEOUT, found);
+            let poll_interval = time("poll_interval", &s.poll_interval, DEFAULT_POLL_INTERVAL, found);
+            let ca_file = s.ca_file.as_ref().map(|f| base_dir.join(f));
+            if let Some(f) = &ca_file {
+                if !f.is_file() {
+                    found.push((at.key("ca_file"), format!("{} is not a readable PEM file", f.display())));
+                }
+            }
+            let store = url.map_or(StoreConfig::File, |url| {
+                StoreConfig::Postgres(PostgresConfig {
+                    url,
+                    pool_size,
+                    connect_timeout,
+                    statement_timeout,
+                    ca_file,
+                    poll_interval,
+                })
+            });
+            (default_dir(), store)
+        }
+        other => {
+            found.push((at.key("kind"), format!("`{other}` is not a store kind (expected file or postgres)")));
+            (default_dir(), StoreConfig::File)
+        }
+    }
 }
 
 // === environments ===

@@ -10,6 +10,7 @@ mod api_key;
 pub mod check;
 pub mod installation;
 mod oauth2;
+pub mod postgres;
 pub mod refresh;
 mod sessions;
 pub mod store;
@@ -86,4 +87,25 @@ pub fn static_authorization(auth: &AuthConfig) -> Option<HeaderValue> {
 pub fn basic_value(key: &Secret) -> Secret {
     let v = api_key::basic(key);
     Secret::new(v.to_str().expect("base64 is visible ASCII"))
+}
+
+/// The configured token store. A shared store also starts following the
+/// changes other replicas make (until `stop`); must run inside tokio then.
+pub fn open_store(
+    config: &crate::config::Config,
+    metrics: &crate::metrics::Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Arc<dyn store::TokenStore>, String> {
+    match &config.store {
+        crate::config::StoreConfig::File => {
+            // Nothing remote to be down: the gauge reads up.
+            metrics.store.up.set(1);
+            Ok(Arc::new(store::FileStore::new(&config.state_dir)))
+        }
+        crate::config::StoreConfig::Postgres(pg) => {
+            let store = Arc::new(postgres::PostgresStore::new(pg, metrics.store.clone())?);
+            store.spawn_watch(stop);
+            Ok(store)
+        }
+    }
 }

@@ -26,7 +26,7 @@ use http::HeaderValue;
 use tokio::sync::{watch, Mutex, Notify};
 
 use super::oauth2::bearer;
-use super::store::{fingerprint, unix_now_ms, StoredToken, TokenStore};
+use super::store::{fingerprint, unix_now_ms, Lease, Leased, StoreError, StoredToken, TokenStore};
 use super::token_endpoint::{Exchange, Grant, TokenError};
 pub use super::token_state::{Current, Status};
 use crate::error::{ErrorCode, GatewayError};
@@ -35,6 +35,10 @@ use crate::secret::Secret;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often a request waiting for a forced refresh looks at its outcome.
+const FORCED_WAIT_POLL: Duration = Duration::from_millis(5);
+/// How often a replica waiting for another's refresh reads the store.
+const OTHER_REPLICA_POLL: Duration = Duration::from_millis(100);
 
 /// What only the refresh in flight touches.
 #[derive(Debug, Default)]
@@ -61,6 +65,9 @@ struct Settings {
     /// A 401 forces at most one refresh this often, and none for a token
     /// younger than this.
     forced_interval: Duration,
+    /// How long a refresh may hold the store's lease: a token call and a
+    /// commit, with room to spare; past it another replica may take over.
+    lease: Duration,
 }
 
 impl Settings {
@@ -74,6 +81,7 @@ impl Settings {
             retry_body_bytes: cfg.retry_body_bytes,
             wait: cfg.wait,
             forced_interval: cfg.forced_refresh_interval,
+            lease: cfg.wait * 2,
         }
     }
 
@@ -98,7 +106,9 @@ pub struct OAuthSession {
     /// The gateway is stopping: no refresh starts any more.
     stopping: AtomicBool,
     /// When a 401 last forced a refresh.
-    last_forced: std::sync::Mutex<Option<Instant>>,
+    /// When a 401 last forced a refresh, and the epoch it found: until the
+    /// epoch moves on, that refresh has not finished.
+    last_forced: std::sync::Mutex<Option<(Instant, u64)>>,
     metrics: RefreshMetrics,
 }
 
@@ -242,18 +252,22 @@ impl OAuthSession {
                 _ => cur.epoch,
             }
         };
-        let allowed = {
+        let (allowed, forced_at_epoch) = {
             let mut last = self.last_forced.lock().unwrap_or_else(|p| p.into_inner());
-            let allowed = last.is_none_or(|l| now.duration_since(l) >= settings.forced_interval);
+            let allowed = last.is_none_or(|(l, _)| now.duration_since(l) >= settings.forced_interval);
             if allowed {
-                *last = Some(now);
+                *last = Some((now, seen));
             }
-            allowed
+            (allowed, last.map(|(_, e)| e))
         };
         if !allowed {
-            // A forced refresh ran lately or is running: wait for the one in
-            // flight (never start one) and use what it brought.
-            let _ = tokio::time::timeout(settings.wait, self.flight.lock()).await;
+            // A forced refresh ran lately or is running: wait until the one
+            // in flight has finished (never start one) and use what it brought.
+            let deadline = Instant::now() + settings.wait;
+            while forced_at_epoch == Some(self.current.load().epoch) && Instant::now() < deadline {
+                let _ = tokio::time::timeout(FORCED_WAIT_POLL, self.flight.lock()).await;
+                tokio::time::sleep(FORCED_WAIT_POLL).await;
+            }
             let cur = self.current.load();
             return match cur.usable(Instant::now()) {
                 Some(v) if v != rejected => Ok(Some(v.clone())),
@@ -324,39 +338,146 @@ impl OAuthSession {
         }
     }
 
-    /// The refresh state machine, under the flight lock, in four phases:
-    /// tokens rotated but not yet saved go first; then the chain to refresh
-    /// (stored, or a new consent from the config); a stored access token that
-    /// is still good is used as it is; otherwise the token endpoint.
+    /// The refresh state machine, under the flight lock and the store's
+    /// lease, in four phases: tokens rotated but not yet saved go first;
+    /// then the chain to refresh (stored, or a new consent from the config);
+    /// a stored access token that is still good is used as it is; otherwise
+    /// the token endpoint. Every path ends the lease: a commit or a release.
     async fn step(&self, flight: &mut Flight, cur: &Current, rejected: Option<&HeaderValue>) -> Current {
         let settings = self.settings.load_full();
+        let tenant = &*self.tenant;
+        let (lease, stored) = match self.store.lease(tenant, settings.lease).await {
+            Ok(Leased::Held { lease, stored, interrupted }) => {
+                if interrupted {
+                    tracing::warn!(
+                        tenant,
+                        "a replica stopped in the middle of refreshing this tenant; the stored refresh token is \
+                         tried once and Pleo's answer decides"
+                    );
+                }
+                (lease, stored)
+            }
+            // Another replica is refreshing: wait for what it stores.
+            Ok(Leased::Busy) => return self.wait_for_other(cur, &settings).await,
+            Err(e) => return self.store_failed(flight, cur, &e),
+        };
         // Phase 1: the old refresh token these replaced is retired; never send it again.
         if let Some(pending) = flight.pending.take() {
-            return self.save_then_use(flight, cur, pending).await;
+            return self.save_then_use(flight, cur, pending, lease).await;
         }
-        let chain = match self.chain(flight, &settings).await {
+        let chain = match self.chain(flight, &settings, stored) {
             Ok(chain) => chain,
-            Err(blocked) => return blocked,
+            Err(blocked) => {
+                self.release(lease).await;
+                return blocked;
+            }
         };
         if let Some(view) = self.stored_still_good(flight, &chain, cur, rejected) {
+            self.release(lease).await;
             return view;
         }
-        self.refresh_chain(flight, cur, chain, &settings).await
+        self.refresh_chain(flight, cur, chain, &settings, lease).await
+    }
+
+    async fn release(&self, lease: Lease) {
+        if let Err(e) = self.store.release(&self.tenant, lease).await {
+            // It runs out by itself; until then other replicas wait for it.
+            tracing::warn!(tenant = %self.tenant, error = %e, "cannot release the refresh lease");
+        }
+    }
+
+    /// The store failed before anything was asked of Pleo. A shared store
+    /// that does not answer leaves the current token in use while it is
+    /// valid and is tried again with backoff; a file that cannot be read is
+    /// an operator's matter.
+    fn store_failed(&self, flight: &mut Flight, cur: &Current, e: &StoreError) -> Current {
+        let tenant = &*self.tenant;
+        if let StoreError::Unavailable(_) = e {
+            flight.failures += 1;
+            let wait = backoff(flight.failures);
+            tracing::warn!(tenant, error = %e, retry_in = ?wait, "the token store is unreachable");
+            return cur.failing(Status::StoreUnavailable, Instant::now() + wait);
+        }
+        tracing::error!(tenant, error = %e, "cannot read the OAuth token state");
+        Current::blocked(Status::StateError, Instant::now())
+    }
+
+    /// Another replica holds the lease: polls the store (bounded by the
+    /// request wait) until it stores a token, and uses that one.
+    async fn wait_for_other(&self, cur: &Current, settings: &Settings) -> Current {
+        let deadline = Instant::now() + settings.wait;
+        loop {
+            tokio::time::sleep(OTHER_REPLICA_POLL).await;
+            let now = Instant::now();
+            if let Ok(Some(stored)) = self.store.load(&self.tenant).await {
+                if stored.reauthorization_required {
+                    return Current::blocked(Status::ReauthorizationRequired, now);
+                }
+                let view = self.connected(&stored, now);
+                if view.usable(now).is_some_and(|v| Some(v) != cur.authorization.as_ref()) && now < view.next_at {
+                    return view;
+                }
+            }
+            if now >= deadline || self.stopping.load(Ordering::Acquire) {
+                // Try again soon: the lease may have run out by then.
+                return Current { next_at: now + OTHER_REPLICA_POLL, ..cur.clone() };
+            }
+        }
+    }
+
+    /// The view of what is stored now (after a refused commit, or when
+    /// another replica announced a change).
+    async fn view_of_stored(&self, cur: &Current) -> Current {
+        let now = Instant::now();
+        match self.store.load(&self.tenant).await {
+            Ok(Some(s)) if s.reauthorization_required => Current::blocked(Status::ReauthorizationRequired, now),
+            Ok(Some(s)) => self.connected(&s, now),
+            Ok(None) => Current::blocked(Status::NotConnected, now),
+            Err(_) => cur.failing(Status::StoreUnavailable, now + OTHER_REPLICA_POLL),
+        }
+    }
+
+    /// Another replica changed this tenant's stored state (a refresh, a new
+    /// consent, `reauthorization_required`): take it up without asking Pleo.
+    /// Waits for a refresh in flight here, which reads the store itself.
+    pub async fn adopt_from_store(self: &Arc<Self>) {
+        let flight = self.flight.lock().await;
+        if flight.pending.is_some() || self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(Some(stored)) = self.store.load(&self.tenant).await else {
+            return;
+        };
+        let cur = self.current.load_full();
+        let now = Instant::now();
+        let next = if stored.reauthorization_required {
+            if cur.status == Status::ReauthorizationRequired {
+                return;
+            }
+            Current::blocked(Status::ReauthorizationRequired, now)
+        } else {
+            let view = self.connected(&stored, now);
+            let newer = view.expires_at > cur.expires_at || cur.usable(now).is_none();
+            if view.usable(now).is_none() || view.authorization == cur.authorization || !newer {
+                return;
+            }
+            view
+        };
+        let next = Current { epoch: cur.epoch + 1, ..next };
+        if next.status != cur.status {
+            self.log_transition(cur.status, &next);
+        }
+        self.current.store(Arc::new(next));
+        drop(flight);
+        self.changed.notify_one();
     }
 
     /// Phase 2, the chain to continue: what is stored (it may have changed
     /// under us through `connect`, an operator restoring a backup, another
-    /// release), unless the config holds a refresh token the stored chain was
+    /// replica), unless the config holds a refresh token the stored chain was
     /// not imported from, which is a new consent that replaces it.
-    async fn chain(&self, flight: &Flight, settings: &Settings) -> Result<StoredToken, Current> {
+    fn chain(&self, flight: &Flight, settings: &Settings, stored: Option<StoredToken>) -> Result<StoredToken, Current> {
         let (tenant, now) = (&*self.tenant, Instant::now());
-        let stored = match self.store.load(tenant).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(tenant, error = %e, "cannot read the OAuth token state");
-                return Err(Current::blocked(Status::StateError, now));
-            }
-        };
         let chain = match (&settings.initial, stored) {
             (Some((rt, fp)), s) if s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()) => {
                 // Names the key, never its value (tests/oauth.rs searches the
@@ -394,15 +515,23 @@ impl OAuthSession {
         None
     }
 
-    /// Phase 4: ask the token endpoint, and act on its answer.
+    /// Phase 4: ask the token endpoint, and act on its answer. Recorded in
+    /// the store as in flight first: a replica that takes the lease over
+    /// after this one died knows the stored token may be spent.
     async fn refresh_chain(
         &self,
         flight: &mut Flight,
         cur: &Current,
         chain: StoredToken,
         settings: &Settings,
+        lease: Lease,
     ) -> Current {
         let tenant = &*self.tenant;
+        if let Err(e) = self.store.mark_in_flight(tenant, lease).await {
+            tracing::warn!(tenant, error = %e, "cannot record the refresh in the token store; not refreshing now");
+            self.release(lease).await;
+            return self.store_failed(flight, cur, &e);
+        }
         let issued_ms = unix_now_ms();
         let started = Instant::now();
         let result = settings.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
@@ -412,12 +541,12 @@ impl OAuthSession {
             Ok(tokens) => {
                 self.metrics.success.inc();
                 tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
-                self.save_then_use(flight, cur, chain.rotated(tokens, issued_ms)).await
+                self.save_then_use(flight, cur, chain.rotated(tokens, issued_ms), lease).await
             }
             Err(TokenError::InvalidGrant) => {
                 self.metrics.failure.inc();
                 flight.dead = Some(fingerprint(&chain.refresh_token));
-                if let Err(e) = self.store.save(tenant, &chain.needing_reauthorization()).await {
+                if let Err(e) = self.store.commit(tenant, lease, &chain.needing_reauthorization()).await {
                     tracing::error!(tenant, error = %e, "cannot record reauthorization_required in the token state");
                 }
                 Current::blocked(Status::ReauthorizationRequired, now)
@@ -427,6 +556,7 @@ impl OAuthSession {
                 flight.failures += 1;
                 let wait = backoff(flight.failures);
                 tracing::warn!(tenant, error = %e, retry_in = ?wait, "OAuth token refresh failed");
+                self.release(lease).await;
                 let status = if matches!(e, TokenError::ClientRejected(_)) {
                     Status::ClientRejected
                 } else {
@@ -439,12 +569,18 @@ impl OAuthSession {
 
     /// Saves rotated tokens, and only then makes them the ones requests use.
     /// If saving fails they are kept in memory (`pending`) for the next try.
-    async fn save_then_use(&self, flight: &mut Flight, cur: &Current, tokens: StoredToken) -> Current {
+    async fn save_then_use(&self, flight: &mut Flight, cur: &Current, tokens: StoredToken, lease: Lease) -> Current {
         let tenant = &*self.tenant;
-        match self.store.save(tenant, &tokens).await {
+        match self.store.commit(tenant, lease, &tokens).await {
             Ok(()) => {
                 flight.failures = 0;
                 self.connected(&tokens, Instant::now())
+            }
+            Err(StoreError::Fenced) => {
+                // Another replica took the lease after ours ran out and its
+                // chain is the stored one: ours must not overwrite it.
+                tracing::error!(tenant, "{}", StoreError::Fenced);
+                self.view_of_stored(cur).await
             }
             Err(e) => {
                 tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");

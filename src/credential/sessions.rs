@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::refresh::{OAuthSession, SessionConfig};
 use super::store::{StateLock, TokenStore};
@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 
 #[derive(Debug)]
 pub struct Sessions {
-    map: DashMap<Box<str>, Arc<OAuthSession>>,
+    map: Arc<DashMap<Box<str>, Arc<OAuthSession>>>,
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -26,8 +26,18 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions saving to `store`; their background tasks end when `stop` turns true.
+    /// With a shared store, changes other replicas make are taken up as
+    /// they are announced (needs a tokio runtime then).
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
-        Sessions { map: DashMap::new(), store, metrics, stop, state_lock: StateLock::default() }
+        let map: Arc<DashMap<Box<str>, Arc<OAuthSession>>> = Arc::new(DashMap::new());
+        if let Some(changes) = store.changes() {
+            tokio::spawn(follow(changes, map.clone(), stop.clone()));
+        }
+        Sessions { map, store, metrics, stop, state_lock: StateLock::default() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
     }
 
     /// The tenant's session, started (with its background refresh task) on
@@ -92,6 +102,28 @@ impl Sessions {
         for entry in self.map.iter().filter(|e| !e.is_retired()) {
             let left = entry.current().expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
             self.metrics.token_expiry(entry.key()).set(left);
+        }
+    }
+}
+
+/// Hands each announced change to its tenant's session; a lagging receiver
+/// (a burst of changes) re-reads every tenant.
+async fn follow(
+    mut changes: broadcast::Receiver<Box<str>>,
+    map: Arc<DashMap<Box<str>, Arc<OAuthSession>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let changed: Vec<Arc<OAuthSession>> = tokio::select! {
+            c = changes.recv() => match c {
+                Ok(tenant) => map.get(&tenant).map(|s| s.clone()).into_iter().collect(),
+                Err(broadcast::error::RecvError::Lagged(_)) => map.iter().map(|e| e.value().clone()).collect(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        for session in changed {
+            tokio::spawn(async move { session.adopt_from_store().await });
         }
     }
 }

@@ -120,17 +120,100 @@ pub enum StoreError {
     },
     #[error("token store task failed: {0}")]
     Task(String),
+    /// The shared store (PostgreSQL) did not answer; the message never holds the URL.
+    #[error("the shared token store (PostgreSQL) is unreachable: {0}")]
+    Unavailable(String),
+    /// The shared store holds something this gateway cannot use.
+    #[error("the shared token store (PostgreSQL) refused: {0}")]
+    Refused(String),
+    /// The lease ran out and another replica took it: its chain is newer.
+    #[error("another replica took over this refresh (our lease ran out); its tokens are newer")]
+    Fenced,
 }
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// The right to refresh one tenant's chain until it is committed or
+/// released. In a shared store it also runs out (its holder may have died),
+/// and `generation` then fences the late holder: its commit is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub generation: i64,
+}
+
+/// What asking for a lease gives.
+#[derive(Debug)]
+pub enum Leased {
+    Held {
+        lease: Lease,
+        /// The tenant's chain as it stands under the lease.
+        stored: Option<StoredToken>,
+        /// A previous holder marked a refresh in flight and never committed
+        /// (it died, or lost the store, after asking Pleo): the stored
+        /// refresh token may already be retired.
+        interrupted: bool,
+    },
+    /// Another replica holds the lease and is refreshing.
+    Busy,
+}
+
 /// Durable storage of each OAuth tenant's newest tokens.
+///
+/// A refresh goes `lease` -> (`mark_in_flight` -> token endpoint) ->
+/// `commit`, or `release` when nothing was asked. The file store serves one
+/// process (it locks its directory), so its lease is the session's own
+/// flight lock and these default to plain loads and saves; the shared store
+/// makes them a cross-replica lock with fencing (docs/oauth.md, "Replicas").
 pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
     /// The tenant's stored tokens; `Ok(None)` if there are none yet.
     fn load<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Option<StoredToken>>;
     /// Durably replaces the tenant's tokens: when this returns `Ok`, a crash
-    /// cannot bring back the previous ones.
+    /// cannot bring back the previous ones. Outside a refresh (a new consent
+    /// from `connect`): it also ends any lease another holder has.
     fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()>;
+
+    /// Takes the tenant's refresh lease for `ttl`, with its stored chain.
+    fn lease<'a>(&'a self, tenant: &'a str, _ttl: Duration) -> StoreFuture<'a, Leased> {
+        Box::pin(async move {
+            let stored = self.load(tenant).await?;
+            Ok(Leased::Held { lease: Lease { generation: 0 }, stored, interrupted: false })
+        })
+    }
+
+    /// Records, before the token endpoint is called, that a refresh is in flight.
+    fn mark_in_flight<'a>(&'a self, _tenant: &'a str, _lease: Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Writes the tokens a refresh brought and ends the lease; refused with
+    /// [`StoreError::Fenced`] when the lease was lost.
+    fn commit<'a>(&'a self, tenant: &'a str, _lease: Lease, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+        self.save(tenant, token)
+    }
+
+    /// Ends the lease without a write (nothing was asked of Pleo, or it refused).
+    fn release<'a>(&'a self, _tenant: &'a str, _lease: Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Tenants whose state another replica changed, for stores shared by
+    /// several processes.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Box<str>>> {
+        None
+    }
+
+    /// Whether the store answers now, and if not why (for `/readyz` and `/tenants`).
+    fn health(&self) -> StoreHealth {
+        StoreHealth { kind: "file", up: true, error: None }
+    }
+}
+
+/// What `/readyz` and `/tenants` say about the store.
+#[derive(Clone, Debug)]
+pub struct StoreHealth {
+    pub kind: &'static str,
+    pub up: bool,
+    pub error: Option<String>,
 }
 
 /// The on-disk form. Versioned so a later format can read this one.

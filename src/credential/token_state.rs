@@ -28,6 +28,9 @@ pub enum Status {
     ClientRejected,
     /// The stored state is unreadable or corrupt.
     StateError,
+    /// The shared token store does not answer: the current token is used
+    /// while it is valid, and no refresh happens that could not be stored.
+    StoreUnavailable,
 }
 
 impl Status {
@@ -41,6 +44,7 @@ impl Status {
             Status::NotConnected => "not_connected",
             Status::ClientRejected => "client_rejected",
             Status::StateError => "state_error",
+            Status::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -65,6 +69,10 @@ impl Status {
             Status::PersistFailed => format!(
                 "A refreshed token of tenant {tenant} could not be written to state_dir; it is used once it is \
                  stored (see the gateway's log)."
+            ),
+            Status::StoreUnavailable => format!(
+                "The shared token store (PostgreSQL) is unreachable and the access token of tenant {tenant} has \
+                 expired; the gateway refreshes it once the store answers again (see pleo_gateway_store_up)."
             ),
             Status::RefreshFailing => format!(
                 "The access token of tenant {tenant} expired and Pleo's token endpoint is failing; the gateway \
@@ -109,6 +117,7 @@ impl Current {
                 | Status::RefreshFailing
                 | Status::PersistFailed
                 | Status::ClientRejected
+                | Status::StoreUnavailable
         )
     }
 
