@@ -409,9 +409,9 @@ impl TokenStore for PostgresStore {
             // lease if it is free or ran out, and read the chain under it.
             let sql = format!(
                 "INSERT INTO pleo_gateway_oauth_state AS s (tenant, generation, lease_holder, lease_until) \
-                 VALUES ($1, 1, $2, now() + $3 * interval '1 millisecond') \
+                 VALUES ($1, 1, $2, now() + $3::bigint * interval '1 millisecond') \
                  ON CONFLICT (tenant) DO UPDATE SET generation = s.generation + 1, lease_holder = $2, \
-                 lease_until = now() + $3 * interval '1 millisecond' \
+                 lease_until = now() + $3::bigint * interval '1 millisecond' \
                  WHERE s.lease_until IS NULL OR s.lease_until < now() \
                  RETURNING generation, refresh_started_at IS NOT NULL, {TOKEN_COLUMNS}"
             );

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod oauth;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::Path;
