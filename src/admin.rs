@@ -75,7 +75,21 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             resp
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        // Ready even when the shared store is down: requests are still
+        // served on current tokens, and pulling every replica out of a
+        // balancer would turn a store outage into a full one. The body says it.
+        "/readyz" if state.ready.load(Ordering::Acquire) => match state.sessions.store().health() {
+            h if h.up => text(StatusCode::OK, "ready\n"),
+            h => text(
+                StatusCode::OK,
+                format!(
+                    "ready, degraded: the token store ({}) is unreachable ({}); OAuth tenants are served while \
+                     their access tokens are valid\n",
+                    h.kind,
+                    h.error.unwrap_or_default()
+                ),
+            ),
+        },
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/tenants" => {
             if !admin_authorized(&routes, req) {
@@ -123,7 +137,9 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                     entry
                 })
                 .collect();
-            let body = serde_json::json!({ "tenants": tenants }).to_string();
+            let store = state.sessions.store().health();
+            let store = serde_json::json!({ "kind": store.kind, "up": store.up, "error": store.error });
+            let body = serde_json::json!({ "tenants": tenants, "store": store }).to_string();
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
@@ -152,8 +168,8 @@ fn admin_authorized<B>(routes: &crate::routes::Routes, req: &Request<B>) -> bool
     routes.admin_tokens.keys().any(|k| bool::from(k.ct_eq(&digest)))
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp

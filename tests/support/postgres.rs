@@ -97,7 +97,10 @@ impl Postgres {
         let sock = self.data.parent().unwrap().to_str().unwrap().to_string();
         let opts = format!("-p {} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", self.port);
         let log = self.data.parent().unwrap().join("server.log");
-        self.run("pg_ctl", &["start", "-w", "-D", self.data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap()]);
+        self.run(
+            "pg_ctl",
+            &["start", "-w", "-D", self.data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap()],
+        );
     }
 
     /// Stops the server at once (clients see their connections drop).
