@@ -65,6 +65,12 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// The OAuth token store: `store import` copies state_dir into a
+    /// PostgreSQL store (store.kind: postgres), never over a chain it has.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Make a gateway client key: prints a new random key once, with the
     /// SHA-256 the config stores. With --stdin, hashes a key or legacy token
     /// read from standard input instead (for `clients` or `legacy_tokens`).
@@ -82,6 +88,12 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Copy every tenant's tokens from state_dir into the configured PostgreSQL store.
+    Import,
 }
 
 /// sysexits.h EX_USAGE: the config is wrong, nothing was started.
@@ -105,6 +117,11 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check { online } => {
             print!("{}", pleo_gateway::config::check_report(&config));
+            match block_on(pleo_gateway::manage::check_store(&config, &mut std::io::stdout())) {
+                Ok(true) => {}
+                Ok(false) => return ExitCode::from(EX_UNAVAILABLE),
+                Err(e) => return manage_failed(e),
+            }
             if !online {
                 return ExitCode::SUCCESS;
             }
@@ -117,6 +134,12 @@ fn main() -> ExitCode {
         }
         Command::Installation { tenant, action } => {
             match block_on(pleo_gateway::manage::installation(&config, &tenant, action, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => manage_failed(e),
+            }
+        }
+        Command::Store { action: StoreAction::Import } => {
+            match block_on(pleo_gateway::manage::store_import(&config, &mut std::io::stdout())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => manage_failed(e),
             }

@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Method, Request};
 use http_body_util::BodyExt;
 
 use crate::body::RequestBody;
-use crate::config::{AuthModel, Config};
+use crate::config::{AuthModel, Config, StoreConfig};
 use crate::credential::check::{check_key, describe, CheckState};
 use crate::credential::static_authorization;
 use crate::upstream::{Upstream, Upstreams};
@@ -145,4 +145,69 @@ fn error_text(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let text = v.get("message").or_else(|| v.get("error")).and_then(|m| m.as_str()).unwrap_or("no details");
     text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// `check`'s store line: the file store's directory, or whether the shared
+/// store answers and is at this build's schema (migrating an older one, as
+/// the gateway would at start). `Ok(false)` when it cannot be used.
+pub async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, ManageError> {
+    use crate::credential::postgres::{PostgresStore, SCHEMA_VERSION};
+    let StoreConfig::Postgres(pg) = &config.store else {
+        let _ = writeln!(out, "store: file, {}", config.state_dir.display());
+        return Ok(true);
+    };
+    let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
+        .map_err(|e| ManageError::Failed(e.to_string()))?;
+    let store = PostgresStore::new(pg, metrics.store.clone()).map_err(ManageError::Failed)?;
+    match store.schema_version().await {
+        Ok(v) => {
+            let _ = writeln!(out, "store: postgres, reachable, schema version {v} (this build: {SCHEMA_VERSION})");
+            Ok(v == SCHEMA_VERSION)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "store: postgres, NOT usable: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// `store import`: copies every tenant's chain from `state_dir` into the
+/// shared store, once. A tenant the database already has a chain for is
+/// skipped (it may be newer: replicas may be running on it), and nothing
+/// is sent to Pleo, so no token is spent or replayed.
+pub async fn store_import(config: &Config, out: &mut impl Write) -> Result<(), ManageError> {
+    use crate::credential::postgres::PostgresStore;
+    use crate::credential::store::FileStore;
+    let StoreConfig::Postgres(pg) = &config.store else {
+        return Err(ManageError::Usage(
+            "store import copies state_dir into a PostgreSQL store: set store.kind: postgres first".into(),
+        ));
+    };
+    let files = FileStore::new(&config.state_dir);
+    let dir = std::fs::read_dir(&config.state_dir)
+        .map_err(|e| ManageError::Failed(format!("cannot read {}: {e}", config.state_dir.display())))?;
+    let mut tenants: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+        .collect();
+    tenants.sort();
+    let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
+        .map_err(|e| ManageError::Failed(e.to_string()))?;
+    let store = PostgresStore::new(pg, metrics.store.clone()).map_err(ManageError::Failed)?;
+    let (mut imported, mut skipped) = (0, 0);
+    for tenant in tenants {
+        let Some(chain) = files.load_blocking(&tenant).map_err(|e| ManageError::Failed(e.to_string()))? else {
+            continue;
+        };
+        if store.import(&tenant, &chain).await.map_err(|e| ManageError::Failed(e.to_string()))? {
+            imported += 1;
+            let _ = writeln!(out, "imported {tenant}");
+        } else {
+            skipped += 1;
+            let _ = writeln!(out, "skipped {tenant}: the database already has a chain for it (left as it is)");
+        }
+    }
+    let _ = writeln!(out, "{imported} imported, {skipped} skipped, from {}", config.state_dir.display());
+    Ok(())
 }

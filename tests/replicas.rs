@@ -267,3 +267,67 @@ async fn a_refresher_killed_mid_refresh_leads_to_one_try_never_a_loop() {
     assert_eq!(c.tenant_state(0).await["tenants"][0]["state"], "reauthorization_required");
     c.finish().await;
 }
+
+fn cli(args: &[&str], db_url: &str) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
+        .args(args)
+        .env("PGW_TEST_DATABASE_URL", db_url)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_moves_to_postgres_without_spending_a_token_and_check_reports_the_store() {
+    let Some(pg) = Postgres::start("a_state_dir_moves_to_postgres") else { return };
+    let sandbox = sandbox(spec(Duration::from_secs(900), &[INITIAL_RT])).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A single gateway on the file store refreshes once and keeps the chain in state_dir.
+    let file_yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), "");
+    let gw = start_gateway(&file_yaml, dir.path()).await;
+    let client = http_client();
+    assert_eq!(get_via(&client, gw.addr).await.status, 200);
+    gw.shutdown().await;
+    assert_eq!(sandbox.token_stats().refreshes, 1);
+
+    // The same config on PostgreSQL: check says the store answers at this build's schema.
+    let pg_yaml =
+        file_yaml.replace("state_dir: ./state\n", "store:\n  kind: postgres\n  url: { env: PGW_TEST_DATABASE_URL }\n");
+    let config = dir.path().join("pg.yaml");
+    std::fs::write(&config, &pg_yaml).unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out) = cli(&["--config", config, "check"], &pg.url());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("store: postgres, reachable, schema version 1"), "{out}");
+
+    // Import: once, then never over what the database has.
+    let (code, out) = cli(&["--config", config, "store", "import"], &pg.url());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("imported hooli") && out.contains("1 imported, 0 skipped"), "{out}");
+    let (_, out) = cli(&["--config", config, "store", "import"], &pg.url());
+    assert!(out.contains("skipped hooli") && out.contains("0 imported, 1 skipped"), "{out}");
+
+    // A replica on the database serves with the imported access token: no token call.
+    let mut c = Cluster {
+        pg,
+        sandbox,
+        _dir: dir,
+        config: std::path::PathBuf::from(config),
+        replicas: Vec::new(),
+        client: http_client(),
+    };
+    let r = c.spawn().await;
+    c.replicas.push(r);
+    assert_eq!(c.get(0).await.status, 200);
+    assert_eq!(c.sandbox.token_stats().refreshes, 1, "the imported chain was used as it is");
+
+    // The database gone: check says so (exit 69) and never shows the password.
+    c.pg.stop();
+    let (code, out) = cli(&["--config", config, "check"], &c.pg.url());
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("store: postgres, NOT usable"), "{out}");
+    assert!(!out.contains(DB_PASSWORD), "{out}");
+    c.pg.start_again();
+    c.finish().await;
+}
