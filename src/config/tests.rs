@@ -42,6 +42,18 @@ fn errors_name_file_line_key_and_expectation() {
         ("clients:\n  - name: erp\n    key_sha256: abc\n    tenants: [t1]\n", &[":3:5", "clients[0].key_sha256", "64 hex"]),
         ("limits:\n  upstream_timeout: soon\n", &[":2:3", "limits.upstream_timeout", "not a duration"]),
         ("limits:\n  token_timeout: 0s\n", &[":2:3", "limits.token_timeout", "not a duration"]),
+        ("store: { kind: redis }\n", &[":1:", "store.kind", "expected file or postgres"]),
+        ("store: { kind: postgres }\n", &[":1:", "store", "missing `url`"]),
+        ("state_dir: ./s\nstore: { kind: file, dir: ./t }\n", &[":1:1", "state_dir", "keep only `store`"]),
+        ("store: { kind: file, pool_size: 3 }\n", &[":1:", "store.pool_size", "not used by store kind file"]),
+        (
+            "store: { kind: postgres, url: \"postgres://u:hunter2pw@db:notaport/x\" }\n",
+            &[":1:", "store.url", "not a PostgreSQL connection URL"],
+        ),
+        (
+            "store: { kind: postgres, url: { env: PGW_TEST_UNSET_DB }, pool_size: 0, poll_interval: never }\n",
+            &["store.url", "PGW_TEST_UNSET_DB is not set", "store.pool_size", "1 to 64", "store.poll_interval"],
+        ),
         ("limits: { drain_timeout: never }\n", &[":1:11", "limits.drain_timeout", "not a duration"]),
         ("tenants:\n  Bad.Name:\n    environment: staging\n    auth: { model: integrated_api_key, key: k }\n", &[":2:3", "not a valid tenant name"]),
         ("tls: { cert: a, key: b }\n", &[":1:1", "tls", "cannot read TLS certificates from", "/etc/gw/a"]),
@@ -65,6 +77,7 @@ fn errors_name_file_line_key_and_expectation() {
     ];
     for (yaml, wanted) in cases {
         let e = err(yaml);
+        assert!(!e.contains("hunter2pw"), "a store URL's password in an error:\n{e}");
         for w in *wanted {
             assert!(e.contains(w), "error for\n{yaml}\nwas\n{e}\nexpected to contain {w:?}");
         }
@@ -178,4 +191,15 @@ metrics: { per_tenant: false }
     assert_eq!(c.access_log.format, crate::config::model::Format::Json);
     assert!(!warnings.contains("-value-0123456789"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_postgres_store_loads_with_defaults_and_its_url_never_prints() {
+    let yaml = "store:\n  kind: postgres\n  url: \"postgres://gw:s3cr3t-db-pw@db.internal:5432/gateway?sslmode=require\"\n";
+    let c = Config::from_yaml(yaml, Path::new("/etc/gw/gateway.yaml")).unwrap();
+    let StoreConfig::Postgres(pg) = &c.store else { panic!("expected the postgres store") };
+    assert_eq!((pg.pool_size, pg.statement_timeout), (4, std::time::Duration::from_secs(5)));
+    assert_eq!(pg.poll_interval, std::time::Duration::from_secs(10));
+    assert!(!format!("{c:?}").contains("s3cr3t-db-pw"), "Debug shows the database password");
+    assert!(!check_report(&c).contains("s3cr3t-db-pw"));
 }
