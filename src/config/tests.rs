@@ -195,7 +195,8 @@ metrics: { per_tenant: false }
 
 #[test]
 fn a_postgres_store_loads_with_defaults_and_its_url_never_prints() {
-    let yaml = "store:\n  kind: postgres\n  url: \"postgres://gw:s3cr3t-db-pw@db.internal:5432/gateway?sslmode=require\"\n";
+    let yaml =
+        "store:\n  kind: postgres\n  url: \"postgres://gw:s3cr3t-db-pw@db.internal:5432/gateway?sslmode=require\"\n";
     let c = Config::from_yaml(yaml, Path::new("/etc/gw/gateway.yaml")).unwrap();
     let StoreConfig::Postgres(pg) = &c.store else { panic!("expected the postgres store") };
     assert_eq!((pg.pool_size, pg.statement_timeout), (4, std::time::Duration::from_secs(5)));
