@@ -165,7 +165,17 @@ async fn proxied_requests_make_no_database_queries() {
     for i in 0..2 {
         assert_eq!(c.get(i).await.status, 200);
     }
-    let before = c.store_ops().await;
+    // Let the background settle: each replica takes up the other's first
+    // commit (a notification, then the first poll) with a store read.
+    let mut before = c.store_ops().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = c.store_ops().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     for n in 0..500 {
         assert_eq!(c.get(n % 2).await.status, 200);
     }
@@ -329,5 +339,100 @@ async fn a_state_dir_moves_to_postgres_without_spending_a_token_and_check_report
     assert!(out.contains("store: postgres, NOT usable"), "{out}");
     assert!(!out.contains(DB_PASSWORD), "{out}");
     c.pg.start_again();
+    c.finish().await;
+}
+
+/// Clients that send each request to one of the replicas currently in
+/// `live` (as a balancer would), counting answers other than 200.
+fn load(
+    client: &HttpClient,
+    live: &Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    clients: usize,
+    until: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let tasks = (0..clients)
+        .map(|i| {
+            let (client, live, ok, failed, until) =
+                (client.clone(), live.clone(), ok.clone(), failed.clone(), until.clone());
+            tokio::spawn(async move {
+                let mut n = i;
+                while !until.load(Ordering::Relaxed) {
+                    let addr = {
+                        let l = live.lock().unwrap();
+                        n += 1;
+                        l[n % l.len()]
+                    };
+                    match get_via(&client, addr).await.status.as_u16() {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    (tasks, ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let Some(mut c) = Cluster::start("a_rolling_restart_under_load", 3, Duration::from_secs(3), "").await else {
+        return;
+    };
+    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tasks, ok, failed) = load(&c.client, &live, 30, stop.clone());
+    // One at a time: out of the balancer, SIGTERM (it drains), a new one in.
+    for _ in 0..3 {
+        let old = c.replicas.remove(0);
+        live.lock().unwrap().retain(|a| *a != old.addr);
+        old.process.signal(nix::sys::signal::Signal::SIGTERM);
+        let (status, log) = tokio::task::spawn_blocking(move || old.process.wait()).await.unwrap();
+        assert!(status.success(), "{log}");
+        let new = c.spawn().await;
+        live.lock().unwrap().push(new.addr);
+        c.replicas.push(new);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = c.sandbox.token_stats();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
+    assert!(ok.load(Ordering::Relaxed) > 1_000);
+    assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0));
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_fails_no_request_and_refreshes_resume() {
+    let Some(c) = Cluster::start("postgres_restarted_under_load", 2, Duration::from_secs(3), "").await else {
+        return;
+    };
+    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    // Right after a refresh: the token has ~2 s of life left for the restart.
+    let seen = c.sandbox.token_stats().refreshes;
+    eventually("the next refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes > seen).await;
+    let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tasks, ok, failed) = load(&c.client, &live, 20, stop.clone());
+    c.pg.stop();
+    c.pg.start_again();
+    // Several expiries after the restart: refreshes must go on.
+    let after = c.sandbox.token_stats().refreshes;
+    eventually("refreshes after the restart", Duration::from_secs(15), || {
+        c.sandbox.token_stats().refreshes >= after + 3
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = c.sandbox.token_stats();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
+    assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0), "no double refresh, no replay");
     c.finish().await;
 }
