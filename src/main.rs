@@ -267,7 +267,9 @@ fn init_logging(access: Format) {
             ),
         ),
     };
-    tracing_subscriber::registry().with(logs).with(json).with(text).init();
+    // Once per process: `check --online` runs two operator steps, each of
+    // which sets logging up; the first one's stays.
+    let _ = tracing_subscriber::registry().with(logs).with(json).with(text).try_init();
 }
 
 fn run(config: Config, strict: bool) -> ExitCode {
