@@ -50,6 +50,12 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// Waits for the tenant's first refresh (by whichever replica).
+    async fn connected(self) -> Cluster {
+        eventually("the first refresh", Duration::from_secs(10), || self.sandbox.token_stats().refreshes >= 1).await;
+        self
+    }
+
     async fn spawn(&self) -> Replica {
         let url = self.pg.url();
         let process = Process::spawn(
@@ -111,7 +117,7 @@ async fn three_replicas_refresh_once_per_expiry_under_load() {
     let Some(c) = Cluster::start("three_replicas_refresh_once_per_expiry", 3, Duration::from_secs(3), "").await else {
         return;
     };
-    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    let c = c.connected().await;
     let refreshes0 = c.sandbox.token_stats().refreshes;
     let started = Instant::now();
     let run = Duration::from_secs(14);
@@ -190,7 +196,7 @@ async fn the_store_down_across_an_expiry_gives_a_503_naming_it_then_recovers() {
     let Some(c) = Cluster::start("the_store_down_across_an_expiry", 1, Duration::from_secs(3), extra).await else {
         return;
     };
-    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    let c = c.connected().await;
     assert_eq!(c.get(0).await.status, 200);
     let refreshes = c.sandbox.token_stats().refreshes;
     c.pg.stop();
@@ -377,10 +383,10 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_fails_no_request() {
-    let Some(mut c) = Cluster::start("a_rolling_restart_under_load", 3, Duration::from_secs(3), "").await else {
+    let Some(c) = Cluster::start("a_rolling_restart_under_load", 3, Duration::from_secs(3), "").await else {
         return;
     };
-    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    let mut c = c.connected().await;
     let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tasks, ok, failed) = load(&c.client, &live, 30, stop.clone());
@@ -412,7 +418,7 @@ async fn postgres_restarted_under_load_fails_no_request_and_refreshes_resume() {
     let Some(c) = Cluster::start("postgres_restarted_under_load", 2, Duration::from_secs(3), "").await else {
         return;
     };
-    eventually("the first refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes >= 1).await;
+    let c = c.connected().await;
     // Right after a refresh: the token has ~2 s of life left for the restart.
     let seen = c.sandbox.token_stats().refreshes;
     eventually("the next refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes > seen).await;

@@ -203,8 +203,7 @@ impl PostgresStore {
     /// Copies a chain into an empty row only: `store import` never
     /// overwrites a chain the database already has. `true` if written.
     pub async fn import(&self, tenant: &str, token: &StoredToken) -> Result<bool, StoreError> {
-        let (rt, at) = (token.refresh_token.expose_secret(), token.access_token.as_ref().map(|t| t.expose_secret()));
-        let (issued, expires) = (ms(token.access_issued_at_ms), ms(token.access_expires_at_ms));
+        let columns = Columns::of(token);
         self.run("save", async |c| {
             let n = c
                 .execute(
@@ -216,7 +215,7 @@ impl PostgresStore {
                      access_expires_at_ms = EXCLUDED.access_expires_at_ms, imported_from = EXCLUDED.imported_from, \
                      reauthorization_required = EXCLUDED.reauthorization_required, updated_at = now() \
                      WHERE s.refresh_token IS NULL",
-                    &[&tenant, &rt, &at, &issued, &expires, &token.imported_from, &token.reauthorization_required],
+                    &columns.params(&[&tenant], &[]),
                 )
                 .await
                 .map_err(unavailable)?;
@@ -303,6 +302,44 @@ impl PostgresStore {
     }
 }
 
+/// A chain as the table's token columns, in `TOKEN_COLUMNS` order.
+struct Columns<'a> {
+    refresh_token: &'a str,
+    access_token: Option<&'a str>,
+    issued: Option<i64>,
+    expires: Option<i64>,
+    imported_from: &'a Option<String>,
+    reauthorization_required: bool,
+}
+
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+impl<'a> Columns<'a> {
+    fn of(token: &'a StoredToken) -> Columns<'a> {
+        Columns {
+            refresh_token: token.refresh_token.expose_secret(),
+            access_token: token.access_token.as_ref().map(|t| t.expose_secret()),
+            issued: ms(token.access_issued_at_ms),
+            expires: ms(token.access_expires_at_ms),
+            imported_from: &token.imported_from,
+            reauthorization_required: token.reauthorization_required,
+        }
+    }
+
+    /// Statement parameters: `before`, the six token columns, then `after`.
+    fn params<'p>(&'p self, before: &[Param<'p>], after: &[Param<'p>]) -> Vec<Param<'p>> {
+        let columns: [Param<'p>; 6] = [
+            &self.refresh_token,
+            &self.access_token,
+            &self.issued,
+            &self.expires,
+            self.imported_from,
+            &self.reauthorization_required,
+        ];
+        before.iter().copied().chain(columns).chain(after.iter().copied()).collect()
+    }
+}
+
 fn ms(v: Option<u64>) -> Option<i64> {
     v.map(|v| v.min(i64::MAX as u64) as i64)
 }
@@ -369,9 +406,7 @@ impl TokenStore for PostgresStore {
 
     fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()> {
         Box::pin(self.run("save", async move |c| {
-            let (rt, at) =
-                (token.refresh_token.expose_secret(), token.access_token.as_ref().map(|t| t.expose_secret()));
-            let (issued, expires) = (ms(token.access_issued_at_ms), ms(token.access_expires_at_ms));
+            let columns = Columns::of(token);
             // A new consent replaces the chain whatever holds the lease: the
             // generation moves on, so a refresh in flight cannot commit over it.
             c.execute(
@@ -385,16 +420,7 @@ impl TokenStore for PostgresStore {
                  reauthorization_required = EXCLUDED.reauthorization_required, lease_holder = NULL, \
                  lease_until = NULL, refresh_started_at = NULL, updated_at = now() RETURNING tenant) \
                  SELECT pg_notify($8, tenant) FROM w",
-                &[
-                    &tenant,
-                    &rt,
-                    &at,
-                    &issued,
-                    &expires,
-                    &token.imported_from,
-                    &token.reauthorization_required,
-                    &CHANNEL,
-                ],
+                &columns.params(&[&tenant], &[&CHANNEL]),
             )
             .await
             .map_err(unavailable)?;
@@ -446,9 +472,7 @@ impl TokenStore for PostgresStore {
 
     fn commit<'a>(&'a self, tenant: &'a str, lease: Lease, token: &'a StoredToken) -> StoreFuture<'a, ()> {
         Box::pin(self.run("commit", async move |c| {
-            let (rt, at) =
-                (token.refresh_token.expose_secret(), token.access_token.as_ref().map(|t| t.expose_secret()));
-            let (issued, expires) = (ms(token.access_issued_at_ms), ms(token.access_expires_at_ms));
+            let columns = Columns::of(token);
             // Fenced by the generation alone, not by the lease's clock: a
             // holder whose lease ran out may still commit as long as nobody
             // took the lease after it (its rotated token is the live one).
@@ -460,17 +484,7 @@ impl TokenStore for PostgresStore {
                      refresh_started_at = NULL, updated_at = now() \
                      WHERE tenant = $1 AND generation = $2 RETURNING tenant) \
                      SELECT pg_notify($9, tenant) FROM w",
-                    &[
-                        &tenant,
-                        &lease.generation,
-                        &rt,
-                        &at,
-                        &issued,
-                        &expires,
-                        &token.imported_from,
-                        &token.reauthorization_required,
-                        &CHANNEL,
-                    ],
+                    &columns.params(&[&tenant, &lease.generation], &[&CHANNEL]),
                 )
                 .await
                 .map_err(unavailable)?;
