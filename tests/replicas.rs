@@ -38,7 +38,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), extra).replace(
             "state_dir: ./state\n",
-            "store:\n  kind: postgres\n  url: { env: PGW_TEST_DATABASE_URL }\n  poll_interval: 1s\n",
+            "store:\n  kind: postgres\n  url: { env: PGW_TEST_DATABASE_URL }\n  poll_interval: 1s\n  statement_timeout: 1s\n",
         );
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -57,10 +57,14 @@ impl Cluster {
     }
 
     async fn spawn(&self) -> Replica {
-        let url = self.pg.url();
+        self.spawn_on(&self.pg.url()).await
+    }
+
+    /// A replica that reaches the database at `url` (a relay, say).
+    async fn spawn_on(&self, url: &str) -> Replica {
         let process = Process::spawn(
             &["--config", self.config.to_str().unwrap()],
-            &[("PGW_TEST_DATABASE_URL", url.as_str()), ("RUST_LOG", "pleo_gateway=debug")],
+            &[("PGW_TEST_DATABASE_URL", url), ("RUST_LOG", "pleo_gateway=debug")],
         );
         let (addr, admin) = process.listening().await;
         Replica { process, addr, admin }
@@ -441,4 +445,127 @@ async fn postgres_restarted_under_load_fails_no_request_and_refreshes_resume() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
     assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0), "no double refresh, no replay");
     c.finish().await;
+}
+
+/// A TCP relay to PostgreSQL that can be frozen: bytes stop moving both
+/// ways while every connection stays open, as in a partition or a paused VM.
+struct Relay {
+    addr: SocketAddr,
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    async fn to(upstream: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(tokio::sync::watch::channel(false).0);
+        let f = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(pump(dr, uw, f.subscribe()));
+                tokio::spawn(pump(ur, dw, f.subscribe()));
+            }
+        });
+        Relay { addr, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while *frozen.borrow_and_update() {
+            if frozen.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replica_that_believes_it_holds_the_lease_is_fenced() {
+    let extra = "limits: { token_timeout: 1s, forced_refresh_interval: 1s }\n";
+    let Some(mut c) = Cluster::start("a_stalled_replica_is_fenced", 0, Duration::from_secs(900), extra).await else {
+        return;
+    };
+    // Replica 0 reaches the database through the relay, replica 1 directly.
+    let relay = Relay::to(format!("127.0.0.1:{}", c.pg.port).parse().unwrap()).await;
+    let via_relay = c.pg.url().replace(&format!(":{}/", c.pg.port), &format!(":{}/", relay.addr.port()));
+    let r0 = c.spawn_on(&via_relay).await;
+    c.replicas.push(r0);
+    let r1 = c.spawn().await;
+    c.replicas.push(r1);
+    assert_eq!(c.get(0).await.status, 200);
+    assert_eq!(c.get(1).await.status, 200);
+
+    // Replica 0 is forced to refresh; Pleo rotates and answers a little
+    // later (within the 1 s token timeout), and meanwhile replica 0's
+    // database connection freezes: the answer arrives, the commit cannot.
+    c.sandbox.inject_token_faults([TokenFault::CommitThenHold(Duration::from_millis(600))]);
+    c.sandbox.expire_access_tokens();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = c.sandbox.token_stats().refreshes;
+    let (client, addr) = (c.client.clone(), c.replicas[0].addr);
+    let stuck = tokio::spawn(async move { get_via(&client, addr).await.status });
+    eventually("replica 0 at the token endpoint", Duration::from_secs(10), || {
+        c.sandbox.token_stats().refreshes > before
+    })
+    .await;
+    relay.freeze(true);
+    let _ = stuck.await;
+
+    // Its lease runs out; replica 1 takes over and Pleo's answer decides
+    // (a replay of the rotated token: the chain is lost, and stored so).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.tenant_state(1).await["tenants"][0]["state"] != "reauthorization_required" {
+        assert!(Instant::now() < deadline, "replica 1 never took over: {}", c.tenant_state(1).await);
+        let _ = c.get(1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let presented_by_1 = c.sandbox.presented_refresh_tokens().last().unwrap().expose_secret().to_string();
+
+    // The partition heals: replica 0's late commit is refused by the generation.
+    relay.freeze(false);
+    let fenced =
+        c.replicas[0].process.line_with("another replica took over this refresh", Duration::from_secs(30)).await;
+    assert!(fenced.contains("hooli"), "{fenced}");
+    let (db, conn) = tokio_postgres::connect(&c.pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = db
+        .query_one(
+            "SELECT refresh_token, reauthorization_required FROM pleo_gateway_oauth_state WHERE tenant = 'hooli'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), presented_by_1, "replica 1's record stands, not replica 0's rotation");
+    assert!(row.get::<_, bool>(1));
+    eventually_async_state(&c, 0, "reauthorization_required").await;
+    c.finish().await;
+}
+
+async fn eventually_async_state(c: &Cluster, replica: usize, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.tenant_state(replica).await["tenants"][0]["state"] != state {
+        assert!(Instant::now() < deadline, "replica {replica}: {}", c.tenant_state(replica).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

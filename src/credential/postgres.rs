@@ -69,6 +69,8 @@ pub struct PostgresStore {
     changes: broadcast::Sender<Box<str>>,
     last_error: Mutex<Option<String>>,
     poll_interval: Duration,
+    /// The client-side bound on one operation.
+    op_timeout: Duration,
 }
 
 // The connection config holds the password: show only what identifies this store.
@@ -78,9 +80,22 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Turns a driver or pool error into words that are safe to show.
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// Turns a driver or pool error into words that are safe to show: the
+/// error and its causes (the server's message), never the URL.
+fn unavailable(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    StoreError::Unavailable(text)
+}
+
+/// The same for a situation described in words.
+fn unanswered(what: &str) -> StoreError {
+    StoreError::Unavailable(what.to_string())
 }
 
 impl PostgresStore {
@@ -115,6 +130,7 @@ impl PostgresStore {
             changes,
             last_error: Mutex::new(None),
             poll_interval: cfg.poll_interval,
+            op_timeout: cfg.statement_timeout * 2,
         })
     }
 
@@ -128,8 +144,24 @@ impl PostgresStore {
         let started = Instant::now();
         let result = async {
             let client = self.pool.get().await.map_err(unavailable)?;
-            self.schema.get_or_try_init(|| self.migrate(&client)).await?;
-            op(&client).await
+            // The server's statement_timeout cannot help when the network
+            // itself stalls (a frozen connection, a partition): bound every
+            // operation here too, and never reuse a connection that stalled.
+            let done = tokio::time::timeout(self.op_timeout, async {
+                self.schema.get_or_try_init(|| self.migrate(&client)).await?;
+                op(&client).await
+            })
+            .await;
+            match done {
+                Ok(result) => result,
+                Err(_) => {
+                    drop(deadpool_postgres::Object::take(client));
+                    Err(StoreError::Unavailable(format!(
+                        "no answer within {:?} (the connection was dropped)",
+                        self.op_timeout
+                    )))
+                }
+            }
         }
         .await;
         let ok = !matches!(result, Err(StoreError::Unavailable(_)));
@@ -257,7 +289,10 @@ impl PostgresStore {
         seen: &mut HashMap<String, String>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
-        let (client, mut connection) = self.pg.connect(self.tls.clone()).await.map_err(unavailable)?;
+        let (client, mut connection) = tokio::time::timeout(self.op_timeout, self.pg.connect(self.tls.clone()))
+            .await
+            .map_err(|_| unanswered("connecting for the change feed got no answer"))?
+            .map_err(unavailable)?;
         let changes = self.changes.clone();
         let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
         tokio::spawn(async move {
@@ -278,13 +313,16 @@ impl PostgresStore {
                 }
             }
         });
+        // The table must exist before it is polled.
+        self.run("load", async |_| Ok(())).await?;
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(unavailable)?;
         loop {
             let started = Instant::now();
-            let polled = client
-                .query("SELECT tenant, updated_at::text FROM pleo_gateway_oauth_state", &[])
-                .await
-                .map_err(unavailable);
+            let query = client.query("SELECT tenant, updated_at::text FROM pleo_gateway_oauth_state", &[]);
+            let polled = match tokio::time::timeout(self.op_timeout, query).await {
+                Ok(rows) => rows.map_err(unavailable),
+                Err(_) => Err(unanswered("the change feed's poll got no answer")),
+            };
             self.metrics.observe("poll", started.elapsed().as_secs_f64(), polled.is_ok());
             for row in polled? {
                 let (tenant, updated): (String, String) = (row.get(0), row.get(1));
@@ -295,7 +333,7 @@ impl PostgresStore {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}
-                e = &mut closed => return Err(unavailable(e.unwrap_or_default())),
+                e = &mut closed => return Err(unanswered(&e.unwrap_or_default())),
                 _ = stop.changed() => return Ok(()),
             }
         }

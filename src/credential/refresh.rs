@@ -44,7 +44,9 @@ const OTHER_REPLICA_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 struct Flight {
     /// Refreshed tokens not yet saved. Saved before anything else happens.
-    pending: Option<StoredToken>,
+    /// With the lease they were obtained under: if another replica has
+    /// taken the lease since, its chain is newer and these must not land.
+    pending: Option<(StoredToken, Lease)>,
     /// Fingerprint of a refresh token the endpoint answered invalid_grant to,
     /// in case marking it in the store failed: it is never sent again.
     dead: Option<String>,
@@ -346,6 +348,11 @@ impl OAuthSession {
     async fn step(&self, flight: &mut Flight, cur: &Current, rejected: Option<&HeaderValue>) -> Current {
         let settings = self.settings.load_full();
         let tenant = &*self.tenant;
+        // Phase 1: the old refresh token these replaced is retired; never
+        // send it again. Committed under their own lease (fenced).
+        if let Some((pending, lease)) = flight.pending.take() {
+            return self.save_then_use(flight, cur, pending, lease).await;
+        }
         let (lease, stored) = match self.store.lease(tenant, settings.lease).await {
             Ok(Leased::Held { lease, stored, interrupted }) => {
                 if interrupted {
@@ -361,10 +368,6 @@ impl OAuthSession {
             Ok(Leased::Busy) => return self.wait_for_other(cur, &settings).await,
             Err(e) => return self.store_failed(flight, cur, &e),
         };
-        // Phase 1: the old refresh token these replaced is retired; never send it again.
-        if let Some(pending) = flight.pending.take() {
-            return self.save_then_use(flight, cur, pending, lease).await;
-        }
         let chain = match self.chain(flight, &settings, stored) {
             Ok(chain) => chain,
             Err(blocked) => {
@@ -584,7 +587,7 @@ impl OAuthSession {
             }
             Err(e) => {
                 tracing::error!(tenant, error = %e, "cannot save the rotated OAuth token; keeping it in memory");
-                flight.pending = Some(tokens);
+                flight.pending = Some((tokens, lease));
                 flight.failures += 1;
                 cur.failing(Status::PersistFailed, Instant::now() + backoff(flight.failures))
             }
