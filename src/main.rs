@@ -65,6 +65,17 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Run only the offline Pleo stand-in for the config's tenants (no
+    /// gateway), on the given addresses: one stand-in shared by several
+    /// gateway processes, as in deploy/compose.
+    Sandbox {
+        /// Address for the staging stand-in.
+        #[arg(long)]
+        staging: Option<std::net::SocketAddr>,
+        /// Address for the production stand-in.
+        #[arg(long)]
+        production: Option<std::net::SocketAddr>,
+    },
     /// The OAuth token store: `store import` copies state_dir into a
     /// PostgreSQL store (store.kind: postgres), never over a chain it has.
     Store {
@@ -144,6 +155,7 @@ fn main() -> ExitCode {
                 Err(e) => manage_failed(e),
             }
         }
+        Command::Sandbox { staging, production } => sandbox_only(&config, staging, production),
         Command::Run => run(config, cli.strict),
         Command::HashKey { .. } => unreachable!("handled before the config is loaded"),
         Command::Connect { tenant, redirect_uri, scope, timeout } => {
@@ -306,6 +318,60 @@ fn run(config: Config, strict: bool) -> ExitCode {
         tracing::info!(signal, "shutting down: no new connections, draining open ones");
         running.shutdown().await;
         tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// `pleo-gateway sandbox`: the stand-in alone, until SIGTERM or SIGINT.
+fn sandbox_only(
+    config: &Config,
+    staging: Option<std::net::SocketAddr>,
+    production: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    use pleo_gateway::config::Environment;
+    use pleo_gateway::sandbox::{Sandbox, SandboxSpec};
+    init_logging(Format::Off);
+    let addrs: Vec<_> = [(Environment::Staging, staging), (Environment::Production, production)]
+        .into_iter()
+        .filter_map(|(env, addr)| Some((env, addr?)))
+        .collect();
+    if addrs.is_empty() {
+        eprintln!("sandbox: give --staging ADDR and/or --production ADDR");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    rt.block_on(async {
+        let mut running = Vec::new();
+        for (env, addr) in addrs {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("sandbox: cannot listen on {addr}: {e}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+            };
+            let sandbox = Sandbox::spawn(listener, SandboxSpec::for_gateway(config, env), None);
+            tracing::info!(environment = env.as_str(), addr = %sandbox.addr, "sandbox (offline Pleo stand-in) listening");
+            running.push(sandbox);
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        } else {
+            std::future::pending::<()>().await;
+        }
+        for s in running {
+            s.shutdown().await;
+        }
         ExitCode::SUCCESS
     })
 }
