@@ -1,8 +1,9 @@
 //! A refresh storm across replicas (`bench/refresh-storm.sh`): TENANTS
 //! (default 1,000) managed OAuth tenants whose tokens, all issued at start,
-//! expire within the same minute; REPLICAS (default 3) gateways on one
-//! PostgreSQL database (PLEO_GATEWAY_DATABASE_URL), all in this process;
-//! steady requests to random tenants on random replicas throughout.
+//! expire within the same minute; REPLICAS (default 3) gateway processes
+//! (the release binary, PLEO_GATEWAY_BIN) on one PostgreSQL database
+//! (PLEO_GATEWAY_DATABASE_URL); the stand-in for Pleo and the load in this
+//! process: steady requests to random tenants on random replicas throughout.
 //!
 //! Reports, for the second wave of refreshes (the first one is the start):
 //! token calls (target: TENANTS, not TENANTS × REPLICAS), store round trips
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pleo_gateway::config::{Config, Environment};
+use pleo_gateway::config::Environment;
 use pleo_gateway::sandbox::{OAuthClient, Sandbox, SandboxSpec};
 use pleo_gateway::secret::Secret;
 
@@ -63,7 +64,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naccess_log: {{ format: off }}\n\
+        "listen: 127.0.0.1:@LISTEN@\nadmin_listen: 127.0.0.1:@ADMIN@\naccess_log: {{ format: off }}\n\
          environments:\n  production: {{ base_url: \"{url}\", token_url: \"{url}/oauth/token\" }}\n\
          store: {{ kind: postgres, url: {{ env: PLEO_GATEWAY_DATABASE_URL }}, pool_size: 8 }}\ntenants:\n"
     );
@@ -73,17 +74,31 @@ async fn main() {
              client_secret: storm-secret-{i}-0123456789, refresh_token: rt_storm_{i}_0123456789 }}\n"
         ));
     }
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let config = Config::load(&path).unwrap();
-    let _ = db;
-    let mut gws = Vec::new();
-    for _ in 0..replicas {
-        gws.push(pleo_gateway::gateway::start(&config).await.unwrap());
+    let bin = std::env::var("PLEO_GATEWAY_BIN").unwrap_or_else(|_| "target/release/pleo-gateway".into());
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (mut children, mut addrs, mut admins) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..replicas {
+        let (addr, admin) = (free(), free());
+        let path = dir.path().join(format!("replica-{i}.yaml"));
+        let text = yaml.replace("@LISTEN@", &addr.port().to_string()).replace("@ADMIN@", &admin.port().to_string());
+        std::fs::write(&path, text).unwrap();
+        let child = std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&path)
+            .env("PLEO_GATEWAY_DATABASE_URL", &db)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        children.push(child);
+        addrs.push(addr);
+        admins.push(admin);
+    }
+    for a in &addrs {
+        while tokio::net::TcpStream::connect(a).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let addrs: Vec<_> = gws.iter().map(|g| g.addr).collect();
-    let admins: Vec<_> = gws.iter().map(|g| g.admin_addr).collect();
 
     let started = Instant::now();
     eprintln!("{tenants} tenants, {replicas} replicas, {}s tokens", ttl.as_secs());
@@ -92,6 +107,8 @@ async fn main() {
         assert!(started.elapsed() < Duration::from_secs(120), "start: {:?}", sandbox.token_stats());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Let the first wave's commits and the followers' reads finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let first = sandbox.token_stats();
     eprintln!("first wave done in {:.1}s: {first:?}", started.elapsed().as_secs_f64());
 
@@ -179,8 +196,9 @@ async fn main() {
         during.len(),
         p_in.as_secs_f64() / p_out.as_secs_f64().max(1e-9)
     );
-    for g in gws {
-        g.shutdown().await;
+    for mut c in children {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = c.wait();
     }
     sandbox.shutdown().await;
 }

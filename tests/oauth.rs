@@ -230,7 +230,7 @@ async fn refreshes_from_the_config_token_stores_the_rotation_and_survives_a_rest
 
 #[tokio::test]
 async fn a_hundred_concurrent_requests_at_expiry_cause_one_refresh() {
-    // 4 s tokens: refreshed 3.0-3.2 s after issue, unusable from 3.6 s.
+    // 4 s tokens: refreshed 2.4-3.2 s after issue, unusable from 3.6 s.
     let kit = OAuthKit::start(Duration::from_secs(4), "").await;
     // The first token: fetched at start by the background task.
     eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;
@@ -293,9 +293,10 @@ async fn thirty_seconds_of_load_on_two_second_tokens_never_fails() {
     let elapsed = t0.elapsed().as_secs_f64();
     let refreshes = (kit.sandbox.token_stats().refreshes - refreshes0) as f64;
     // The schedule: refresh at expiry - margin - jitter, margin = lifetime/5
-    // (0.4 s), jitter uniform in [0, margin/4]: on average every 1.55 s.
-    let expected = elapsed / 1.55;
-    assert!((refreshes - expected).abs() <= 1.0, "{refreshes} refreshes in {elapsed:.1} s, expected {expected:.1}");
+    // (0.4 s), jitter uniform in [0, margin]: on average every 1.4 s.
+    let expected = elapsed / 1.4;
+    // Each period varies by up to a margin, so the count over 30 s does too.
+    assert!((refreshes - expected).abs() <= 1.5, "{refreshes} refreshes in {elapsed:.1} s, expected {expected:.1}");
     assert!(total > 1000, "steady load: {total} requests");
     let kit = Arc::into_inner(kit).unwrap();
     kit.stop().await;
@@ -371,7 +372,7 @@ async fn wait_until_ok(kit: &OAuthKit) {
 
 #[tokio::test]
 async fn transient_token_endpoint_failures_back_off_while_the_token_is_still_valid() {
-    // 20 s tokens: the refresh starts 4-5 s before expiry, leaving room for
+    // 20 s tokens: the refresh starts 4-8 s before expiry, leaving room for
     // a 5xx, a timeout and their backoff while the old token still works.
     let kit = Arc::new(OAuthKit::start(Duration::from_secs(20), "limits: { token_timeout: 300ms }\n").await);
     eventually("the first refresh", Duration::from_secs(5), || kit.sandbox.token_stats().refreshes == 1).await;

@@ -152,9 +152,9 @@ async fn three_replicas_refresh_once_per_expiry_under_load() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{} ok", ok.load(Ordering::Relaxed));
     assert!(ok.load(Ordering::Relaxed) > 5_000, "steady load: {}", ok.load(Ordering::Relaxed));
     assert_eq!((stats.reuse_detected, stats.invalid_grant), (0, 0), "no replay, no revocation");
-    // One refresh per expiry: every 2.25-2.4 s for 3 s tokens, whichever
+    // One refresh per expiry: every 1.8-2.4 s (2.1 on average) for 3 s tokens, whichever
     // replica does it. Three replicas each refreshing would triple this.
-    let expected = elapsed / 2.33;
+    let expected = elapsed / 2.1;
     assert!(refreshes >= 5.0, "at least five expiries: {refreshes} refreshes in {elapsed:.1} s");
     assert!((refreshes - expected).abs() <= 1.5, "{refreshes} refreshes in {elapsed:.1} s, expected {expected:.1}");
     // Every replica reports the same state.

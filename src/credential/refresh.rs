@@ -4,8 +4,9 @@
 //! - Requests read the current token lock-free (`ArcSwap`); only a request
 //!   that finds no usable token waits, and then for one shared refresh.
 //! - A background task refreshes before expiry: margin = min(60 s, lifetime/5)
-//!   plus jitter up to a quarter of the margin, so tenants spread out and a
-//!   3-second token works like a 15-minute one.
+//!   plus jitter up to the margin again, so tenants started together spread
+//!   over a whole margin (bench/refresh-storm.sh) and a 3-second token works
+//!   like a 15-minute one.
 //! - Single flight: every refresh runs under one lock per tenant and checks
 //!   first whether another finished meanwhile. The refresh itself runs in a
 //!   task of its own, so a caller that gives up (timeout, client gone) can
@@ -606,7 +607,7 @@ impl OAuthSession {
         let lifetime = Duration::from_millis(expires.saturating_sub(issued));
         let expires_at = now + Duration::from_millis(expires.saturating_sub(unix_now_ms()));
         let margin = (lifetime / 5).min(Duration::from_secs(60));
-        let jitter = margin.mul_f64(random_unit() / 4.0);
+        let jitter = margin.mul_f64(random_unit());
         // Stop using a token a little before it expires: it must still be
         // valid when the request reaches Pleo.
         let skew = (lifetime / 10).min(Duration::from_secs(5));
