@@ -33,10 +33,21 @@ struct Cluster {
 
 impl Cluster {
     async fn start(test: &str, n: usize, ttl: Duration, extra: &str) -> Option<Cluster> {
+        Cluster::start_with(test, n, ttl, extra, Some(INITIAL_RT)).await
+    }
+
+    /// `refresh_token`: the config's initial consent, if any.
+    async fn start_with(
+        test: &str,
+        n: usize,
+        ttl: Duration,
+        extra: &str,
+        refresh_token: Option<&str>,
+    ) -> Option<Cluster> {
         let pg = Postgres::start(test)?;
-        let sandbox = sandbox(spec(ttl, &[INITIAL_RT])).await;
+        let sandbox = sandbox(spec(ttl, refresh_token.as_slice())).await;
         let dir = tempfile::tempdir().unwrap();
-        let yaml = config_yaml(dir.path(), &sandbox, Some(INITIAL_RT), extra).replace(
+        let yaml = config_yaml(dir.path(), &sandbox, refresh_token, extra).replace(
             "state_dir: ./state\n",
             "store:\n  kind: postgres\n  url: { env: PGW_TEST_DATABASE_URL }\n  poll_interval: 1s\n  statement_timeout: 1s\n",
         );
@@ -568,4 +579,37 @@ async fn eventually_async_state(c: &Cluster, replica: usize, state: &str) {
         assert!(Instant::now() < deadline, "replica {replica}: {}", c.tenant_state(replica).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_writes_the_shared_store_and_every_replica_takes_it_up() {
+    let Some(c) = Cluster::start_with("connect_writes_the_shared_store", 2, Duration::from_secs(900), "", None).await
+    else {
+        return;
+    };
+    for i in 0..2 {
+        assert_eq!(c.get(i).await.status, 503, "not connected yet");
+        assert_eq!(c.tenant_state(i).await["tenants"][0]["state"], "not_connected");
+    }
+    // The operator runs `connect` once, anywhere with the config and the database URL.
+    let url = c.pg.url();
+    let connect = Process::spawn(
+        &["--config", c.config.to_str().unwrap(), "connect", "hooli", "--redirect-uri", "http://127.0.0.1:0/callback"],
+        &[("PGW_TEST_DATABASE_URL", url.as_str())],
+    );
+    let line = connect.line_with("/oauth/authorize?", Duration::from_secs(20)).await;
+    let authorize = line.split_whitespace().find(|w| w.contains("/oauth/authorize?")).unwrap().to_string();
+    assert_eq!(consent_in_browser(&authorize).await, 200);
+    let (status, log) = tokio::task::spawn_blocking(move || connect.wait()).await.unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("shared token store (PostgreSQL)"), "{log}");
+    assert!(!log.contains(DB_PASSWORD));
+    // Both replicas are told (NOTIFY) and serve with the connected tokens: no refresh.
+    for i in 0..2 {
+        eventually_async_state(&c, i, "connected").await;
+        assert_eq!(c.get(i).await.status, 200);
+    }
+    let stats = c.sandbox.token_stats();
+    assert_eq!((stats.code_exchanges, stats.refreshes), (1, 0));
+    c.finish().await;
 }
