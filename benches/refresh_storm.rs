@@ -66,7 +66,8 @@ async fn main() {
     // The stand-in: the same tenants, its tokens living TOKEN_SECONDS.
     let sandbox_config = dir.path().join("sandbox.yaml");
     let ttl_line = format!("sandbox: {{ access_token_ttl: {}s }}\n", ttl.as_secs());
-    std::fs::write(&sandbox_config, format!("{ttl_line}{}", yaml.replace("@LISTEN@", "0").replace("@ADMIN@", "0"))).unwrap();
+    std::fs::write(&sandbox_config, format!("{ttl_line}{}", yaml.replace("@LISTEN@", "0").replace("@ADMIN@", "0")))
+        .unwrap();
     let sandbox = std::process::Command::new(&bin)
         .arg("--config")
         .arg(&sandbox_config)
