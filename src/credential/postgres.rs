@@ -9,8 +9,9 @@
 //! - Before the token endpoint is called the row is marked in flight. A lease
 //!   taken over a mark nobody committed is reported as interrupted: the
 //!   stored refresh token is tried once and Pleo's answer decides.
-//! - Commits `NOTIFY`; each replica `LISTEN`s and also re-reads what changed
-//!   every `poll_interval`, so a missed notification only delays, never loses.
+//! - Commits `NOTIFY` (naming the committer, which skips its own); each
+//!   replica `LISTEN`s and also re-reads what changed every `poll_interval`,
+//!   so a missed notification only delays, never loses.
 //! - Requests never touch the database: only the refresh path does.
 //!
 //! The URL is a secret: errors carry the server's words, never the URL.
@@ -293,13 +294,19 @@ impl PostgresStore {
             .await
             .map_err(|_| unanswered("connecting for the change feed got no answer"))?
             .map_err(unavailable)?;
-        let changes = self.changes.clone();
+        let (changes, me) = (self.changes.clone(), self.holder.clone());
         let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
         tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        let _ = changes.send(n.payload().into());
+                        // "tenant holder" from a refresh's commit: this
+                        // replica's own needs no second look. "tenant" alone
+                        // (a new consent, an import) is news to everyone.
+                        let (tenant, holder) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
+                        if holder != me {
+                            let _ = changes.send(tenant.into());
+                        }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -521,8 +528,8 @@ impl TokenStore for PostgresStore {
                      reauthorization_required = $8, lease_holder = NULL, lease_until = NULL, \
                      refresh_started_at = NULL, updated_at = now() \
                      WHERE tenant = $1 AND generation = $2 RETURNING tenant) \
-                     SELECT pg_notify($9, tenant) FROM w",
-                    &columns.params(&[&tenant, &lease.generation], &[&CHANNEL]),
+                     SELECT pg_notify($9, tenant || ' ' || $10) FROM w",
+                    &columns.params(&[&tenant, &lease.generation], &[&CHANNEL, &self.holder]),
                 )
                 .await
                 .map_err(unavailable)?;
