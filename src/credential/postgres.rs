@@ -449,6 +449,20 @@ impl TokenStore for PostgresStore {
         }))
     }
 
+    fn load_many<'a>(&'a self, tenants: &'a [Box<str>]) -> StoreFuture<'a, Vec<(Box<str>, StoredToken)>> {
+        Box::pin(self.run("load", async move |c| {
+            let names: Vec<&str> = tenants.iter().map(|t| &**t).collect();
+            let sql = format!("SELECT tenant, {TOKEN_COLUMNS} FROM pleo_gateway_oauth_state WHERE tenant = ANY($1)");
+            let mut out = Vec::new();
+            for row in c.query(&sql, &[&names]).await.map_err(unavailable)? {
+                if let Some(stored) = stored_from(&row, 1)? {
+                    out.push((row.get::<_, String>(0).into_boxed_str(), stored));
+                }
+            }
+            Ok(out)
+        }))
+    }
+
     fn save<'a>(&'a self, tenant: &'a str, token: &'a StoredToken) -> StoreFuture<'a, ()> {
         Box::pin(self.run("save", async move |c| {
             let columns = Columns::of(token);

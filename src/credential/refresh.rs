@@ -441,18 +441,25 @@ impl OAuthSession {
         }
     }
 
+    /// The epoch now: `adopt` takes up what was read after it only if
+    /// nothing happened here in between.
+    pub fn epoch(&self) -> u64 {
+        self.current.load().epoch
+    }
+
     /// Another replica changed this tenant's stored state (a refresh, a new
-    /// consent, `reauthorization_required`): take it up without asking Pleo.
-    /// Waits for a refresh in flight here, which reads the store itself.
-    pub async fn adopt_from_store(self: &Arc<Self>) {
+    /// consent, `reauthorization_required`), read as `stored` at `epoch`:
+    /// take it up without asking Pleo. Waits for a refresh in flight here;
+    /// if one ran since the read, it read the store itself and this is moot.
+    pub async fn adopt(self: &Arc<Self>, stored: StoredToken, epoch: u64) {
         let flight = self.flight.lock().await;
         if flight.pending.is_some() || self.stopping.load(Ordering::Acquire) {
             return;
         }
-        let Ok(Some(stored)) = self.store.load(&self.tenant).await else {
-            return;
-        };
         let cur = self.current.load_full();
+        if cur.epoch != epoch {
+            return;
+        }
         let now = Instant::now();
         let next = if stored.reauthorization_required {
             if cur.status == Status::ReauthorizationRequired {

@@ -31,7 +31,7 @@ impl Sessions {
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
         let map: Arc<DashMap<Box<str>, Arc<OAuthSession>>> = Arc::new(DashMap::new());
         if let Some(changes) = store.changes() {
-            tokio::spawn(follow(changes, map.clone(), stop.clone()));
+            tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
         }
         Sessions { map, store, metrics, stop, state_lock: StateLock::default() }
     }
@@ -106,24 +106,47 @@ impl Sessions {
     }
 }
 
-/// Hands each announced change to its tenant's session; a lagging receiver
-/// (a burst of changes) re-reads every tenant.
+/// How long announced changes are gathered before one read takes them all up.
+const FOLLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Hands the announced changes to their tenants' sessions: gathered for
+/// FOLLOW_BATCH and read in one round trip (a refresh storm announces
+/// hundreds a second). A lagging receiver re-reads every tenant.
 async fn follow(
     mut changes: broadcast::Receiver<Box<str>>,
     map: Arc<DashMap<Box<str>, Arc<OAuthSession>>>,
+    store: Arc<dyn TokenStore>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let changed: Vec<Arc<OAuthSession>> = tokio::select! {
+        let mut names: Vec<Box<str>> = tokio::select! {
             c = changes.recv() => match c {
-                Ok(tenant) => map.get(&tenant).map(|s| s.clone()).into_iter().collect(),
-                Err(broadcast::error::RecvError::Lagged(_)) => map.iter().map(|e| e.value().clone()).collect(),
+                Ok(tenant) => vec![tenant],
+                Err(broadcast::error::RecvError::Lagged(_)) => map.iter().map(|e| e.key().clone()).collect(),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = stop.changed() => return,
         };
-        for session in changed {
-            tokio::spawn(async move { session.adopt_from_store().await });
+        tokio::time::sleep(FOLLOW_BATCH).await;
+        loop {
+            match changes.try_recv() {
+                Ok(tenant) => names.push(tenant),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    names = map.iter().map(|e| e.key().clone()).collect();
+                }
+                Err(_) => break,
+            }
+        }
+        names.sort();
+        names.dedup();
+        // Epochs before the read: a session that moved on since ignores it.
+        let mut sessions: std::collections::HashMap<Box<str>, (Arc<OAuthSession>, u64)> =
+            names.iter().filter_map(|n| map.get(n).map(|s| (n.clone(), (s.clone(), s.epoch())))).collect();
+        let Ok(stored) = store.load_many(&names).await else { continue };
+        for (tenant, chain) in stored {
+            if let Some((session, epoch)) = sessions.remove(&tenant) {
+                tokio::spawn(async move { session.adopt(chain, epoch).await });
+            }
         }
     }
 }

@@ -196,6 +196,20 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Several tenants' stored tokens at once (those that have any), for
+    /// taking up a burst of other replicas' changes in one round trip.
+    fn load_many<'a>(&'a self, tenants: &'a [Box<str>]) -> StoreFuture<'a, Vec<(Box<str>, StoredToken)>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for t in tenants {
+                if let Some(s) = self.load(t).await? {
+                    out.push((t.clone(), s));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Tenants whose state another replica changed, for stores shared by
     /// several processes.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Box<str>>> {
