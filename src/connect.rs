@@ -154,9 +154,7 @@ pub async fn connect(config: &Config, opts: &ConnectOptions, out: &mut impl Writ
             format!("{}; a running gateway picks them up at the tenant's next request", path.display())
         }
         StoreConfig::Postgres(pg) => {
-            let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
-                .map_err(|e| failed(e.to_string()))?;
-            let shared = PostgresStore::new(pg, metrics.store.clone()).map_err(failed)?;
+            let shared = PostgresStore::for_command(pg).map_err(failed)?;
             shared.save(&opts.tenant, &stored).await.map_err(|e| failed(e.to_string()))?;
             "the shared token store (PostgreSQL); running replicas take them up at once".to_string()
         }

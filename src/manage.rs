@@ -156,9 +156,7 @@ pub async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, 
         let _ = writeln!(out, "store: file, {}", config.state_dir.display());
         return Ok(true);
     };
-    let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
-        .map_err(|e| ManageError::Failed(e.to_string()))?;
-    let store = PostgresStore::new(pg, metrics.store.clone()).map_err(ManageError::Failed)?;
+    let store = PostgresStore::for_command(pg).map_err(ManageError::Failed)?;
     match store.schema_version().await {
         Ok(v) => {
             let _ = writeln!(out, "store: postgres, reachable, schema version {v} (this build: {SCHEMA_VERSION})");
@@ -192,9 +190,7 @@ pub async fn store_import(config: &Config, out: &mut impl Write) -> Result<(), M
         .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
         .collect();
     tenants.sort();
-    let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
-        .map_err(|e| ManageError::Failed(e.to_string()))?;
-    let store = PostgresStore::new(pg, metrics.store.clone()).map_err(ManageError::Failed)?;
+    let store = PostgresStore::for_command(pg).map_err(ManageError::Failed)?;
     let (mut imported, mut skipped) = (0, 0);
     for tenant in tenants {
         let Some(chain) = files.load_blocking(&tenant).map_err(|e| ManageError::Failed(e.to_string()))? else {

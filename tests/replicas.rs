@@ -135,25 +135,13 @@ async fn three_replicas_refresh_once_per_expiry_under_load() {
     let c = c.connected().await;
     let refreshes0 = c.sandbox.token_stats().refreshes;
     let started = Instant::now();
-    let run = Duration::from_secs(14);
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let addrs: Vec<SocketAddr> = c.replicas.iter().map(|r| r.addr).collect();
-    // 300 clients, each on one replica, requests paced so three debug
-    // builds on two cores keep up.
-    let tasks: Vec<_> = (0..300)
-        .map(|i| {
-            let (client, addr, ok, failed) = (c.client.clone(), addrs[i % 3], ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while started.elapsed() < run {
-                    match get_via(&client, addr).await.status.as_u16() {
-                        200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                }
-            })
-        })
-        .collect();
+    // 300 clients spread over the replicas, paced so three debug builds on
+    // two cores keep up.
+    let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tasks, ok, failed) = load(&c.client, &live, 300, Duration::from_millis(150), stop.clone());
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
@@ -369,6 +357,7 @@ fn load(
     client: &HttpClient,
     live: &Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     clients: usize,
+    pause: Duration,
     until: Arc<std::sync::atomic::AtomicBool>,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -388,7 +377,7 @@ fn load(
                         200 => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(pause).await;
                 }
             })
         })
@@ -404,7 +393,7 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     let mut c = c.connected().await;
     let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tasks, ok, failed) = load(&c.client, &live, 30, stop.clone());
+    let (tasks, ok, failed) = load(&c.client, &live, 30, Duration::from_millis(20), stop.clone());
     // One at a time: out of the balancer, SIGTERM (it drains), a new one in.
     for _ in 0..3 {
         let old = c.replicas.remove(0);
@@ -439,7 +428,7 @@ async fn postgres_restarted_under_load_fails_no_request_and_refreshes_resume() {
     eventually("the next refresh", Duration::from_secs(10), || c.sandbox.token_stats().refreshes > seen).await;
     let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tasks, ok, failed) = load(&c.client, &live, 20, stop.clone());
+    let (tasks, ok, failed) = load(&c.client, &live, 20, Duration::from_millis(20), stop.clone());
     c.pg.stop();
     c.pg.start_again();
     // Several expiries after the restart: refreshes must go on.

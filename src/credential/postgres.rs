@@ -135,6 +135,14 @@ impl PostgresStore {
         })
     }
 
+    /// For an operator command (`connect`, `check`, `store import`): the
+    /// same store, its metrics kept to itself (nobody scrapes a command).
+    pub fn for_command(cfg: &PostgresConfig) -> Result<PostgresStore, String> {
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false)
+            .map_err(|e| format!("metrics registry: {e}"))?;
+        PostgresStore::new(cfg, metrics.store.clone())
+    }
+
     /// Runs `op` on a pooled connection (the schema made current first),
     /// timed and counted as `name`.
     async fn run<T>(
