@@ -15,10 +15,12 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
+use crate::connections::Connections;
 use crate::credential::Sessions;
 use crate::key_checks::Summary;
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::portal::{self, Portal};
 use crate::reload::{self, ReloadError, Reloader};
 use crate::routes::{Routes, SharedRoutes};
 use crate::sandbox::{Sandbox, SandboxSpec};
@@ -62,10 +64,13 @@ fn strict_list(failed: &[(String, String)]) -> String {
 pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The connect pages' listener, when `connect` is configured.
+    pub connect_addr: Option<SocketAddr>,
     pub sandboxes: BTreeMap<Environment, Sandbox>,
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
     pub sessions: Arc<Sessions>,
+    pub connections: Arc<Connections>,
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -88,8 +93,23 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
     let (stop, stopped) = watch::channel(false);
-    let store = crate::credential::open_store(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
+    let (store, postgres) =
+        crate::credential::open_store(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
     let sessions = Arc::new(Sessions::new(store, metrics.clone(), stopped.clone()));
+    let connections = Arc::new(Connections::new(config, postgres, sessions.clone(), metrics.connections_total.clone()));
+    // Keys customers connected: in service before the first request. A
+    // store that does not answer leaves those tenants not connected (503)
+    // until it does; the shared store is read again every poll interval.
+    match connections.load().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(connections = n, "connected API keys loaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read connected API keys; their tenants answer 503 until the store does")
+        }
+    }
+    if let crate::config::StoreConfig::Postgres(pg) = &config.store {
+        connections.spawn_follow(pg.poll_interval, stopped.clone());
+    }
     // Rotated OAuth tokens must be writable before the first refresh needs
     // it, and no other process may refresh the same chains (the shared
     // store has its own lock per refresh instead).
@@ -111,6 +131,10 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     }
 
     let gateway_listener = bind("listen", config.listen).await?;
+    let connect_listener = match &config.connect {
+        Some(c) => Some((bind("connect.listen", c.listen).await?, c.clone())),
+        None => None,
+    };
     let admin_listener = bind("admin_listen", config.admin_listen).await?;
     let addr = gateway_listener.local_addr().map_err(|source| StartError::Bind {
         what: "listen",
@@ -131,6 +155,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         ready: Default::default(),
         in_flight: in_flight.clone(),
         in_flight_gauge: metrics.in_flight.clone(),
+        connections: connections.clone(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
     let tls: Option<SharedTls> = match &config.tls {
@@ -154,16 +179,54 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             return Err(StartError::Strict(checked.failed));
         }
     }
+    let mut connect_addr = None;
+    let mut connect_task = None;
+    if let Some((listener, c)) = connect_listener {
+        connect_addr = listener.local_addr().ok();
+        let portal = Arc::new(Portal {
+            routes: routes.clone(),
+            connections: connections.clone(),
+            sessions: sessions.clone(),
+            integration: c.integration_name.clone(),
+            public_url: c.public_url.clone(),
+        });
+        let tls = match &c.tls {
+            Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
+            None => None,
+        };
+        tracing::info!(addr = ?connect_addr, public_url = %c.public_url, "connect pages listening");
+        connect_task = Some(tokio::spawn(listener::serve(
+            listener,
+            portal::service(portal),
+            options.clone(),
+            tls,
+            stopped.clone(),
+        )));
+    }
     let service = stack::build(routes, metrics.clone(), in_flight);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(listener::serve(gateway_listener, service, options.clone(), tls, stopped.clone())),
         tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, None, stopped.clone())),
         tokio::spawn(reloader.clone().watch(stopped)),
     ];
+    tasks.extend(connect_task);
     admin.ready.store(true, Ordering::Release);
     tracing::info!(%addr, %admin_addr, tenants = config.tenants.len(), "pleo-gateway listening");
     let refresh_bound = config.limits.token_timeout + std::time::Duration::from_secs(2);
-    Ok(Running { addr, admin_addr, sandboxes, metrics, admin, sessions, reloader, stop, tasks, refresh_bound })
+    Ok(Running {
+        addr,
+        admin_addr,
+        connect_addr,
+        sandboxes,
+        metrics,
+        admin,
+        sessions,
+        connections,
+        reloader,
+        stop,
+        tasks,
+        refresh_bound,
+    })
 }
 
 impl Running {

@@ -12,7 +12,6 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::AuthModel;
 use crate::credential::check::{check_key, describe, CheckState, Detail};
-use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes, Tenant};
 
@@ -121,8 +120,9 @@ pub async fn pass(routes: &Routes, which: impl Fn(&Tenant) -> bool) -> Summary {
 }
 
 async fn check(t: &Tenant) -> (CheckState, Detail) {
-    let Credential::Static { authorization, .. } = &t.credential else {
-        return (CheckState::Pending, Detail::default());
+    let Some(authorization) = t.credential.key_authorization() else {
+        let reason = "not connected yet: send a connect link".to_string();
+        return (CheckState::Pending, Detail { reason: Some(reason), ..Detail::default() });
     };
-    check_key(authorization, &t.upstream).await
+    check_key(&authorization, &t.upstream).await
 }

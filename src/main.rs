@@ -65,6 +65,20 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Connect links: make one for a tenant (printed once), or --list, or --revoke ID.
+    Link {
+        /// The tenant to make a link for.
+        tenant: Option<String>,
+        /// How long the link stays usable (default connect.link_ttl, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// List the links (of TENANT, if given) instead.
+        #[arg(long)]
+        list: bool,
+        /// Revoke the link with this id instead.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
     /// Run only the offline Pleo stand-in for the config's tenants (no
     /// gateway), on the given addresses: one stand-in shared by several
     /// gateway processes, as in deploy/compose.
@@ -151,6 +165,24 @@ fn main() -> ExitCode {
         }
         Command::Store { action: StoreAction::Import } => {
             match block_on(pleo_gateway::manage::store_import(&config, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => manage_failed(e),
+            }
+        }
+        Command::Link { tenant, expires, list, revoke } => {
+            use pleo_gateway::manage::LinkAction;
+            let action = match (tenant, list, revoke) {
+                (tenant, true, None) => LinkAction::List { tenant },
+                (None, false, Some(id)) => LinkAction::Revoke { id },
+                (Some(tenant), false, None) => LinkAction::Create { tenant, expires },
+                _ => {
+                    eprintln!(
+                        "usage: pleo-gateway link TENANT [--expires 7d] | link --list [TENANT] | link --revoke ID"
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match block_on(pleo_gateway::manage::link(&config, action, &mut std::io::stdout())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => manage_failed(e),
             }

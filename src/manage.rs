@@ -207,3 +207,80 @@ pub async fn store_import(config: &Config, out: &mut impl Write) -> Result<(), M
     let _ = writeln!(out, "{imported} imported, {skipped} skipped, from {}", config.state_dir.display());
     Ok(())
 }
+
+/// What `pleo-gateway link` does.
+#[derive(Debug)]
+pub enum LinkAction {
+    Create { tenant: String, expires: Option<std::time::Duration> },
+    List { tenant: Option<String> },
+    Revoke { id: String },
+}
+
+/// `pleo-gateway link`: makes, lists or revokes connect links in the
+/// configured store (a running gateway sees them at once).
+pub async fn link(config: &Config, action: LinkAction, out: &mut impl Write) -> Result<(), ManageError> {
+    use crate::connections::{self, Actor, LinkView};
+    let store = connections::store_for_command(config).map_err(ManageError::Failed)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let by = Actor::Cli(format!(
+        "{user}@{}",
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let failed = |e: crate::credential::store::StoreError| ManageError::Failed(e.to_string());
+    match action {
+        LinkAction::Create { tenant, expires } => {
+            if !config.tenants.contains_key(&tenant) {
+                return Err(ManageError::Usage(format!("no tenant `{tenant}` in {}", config.source.display())));
+            }
+            let Some(connect) = &config.connect else {
+                return Err(ManageError::Usage(
+                    "no `connect` in the config: configure connect.listen and connect.public_url first".into(),
+                ));
+            };
+            let ttl = expires.unwrap_or(connect.link_ttl);
+            if ttl < std::time::Duration::from_secs(60) || ttl > connections::MAX_LINK_TTL {
+                return Err(ManageError::Usage("--expires must be from 1m to 90d".into()));
+            }
+            let (link, url) = connections::create_link(&*store, Some(&connect.public_url), &tenant, ttl, &by)
+                .await
+                .map_err(failed)?;
+            let expires = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(link.expires_at_ms),
+            );
+            let _ = writeln!(
+                out,
+                "Connect link for tenant `{tenant}` (id {}, expires {expires}, works once):\n\n  {}\n\n\
+                 Send it to the customer's Pleo admin. It is shown only now: the gateway keeps only its hash.",
+                link.id,
+                url.unwrap_or_default()
+            );
+        }
+        LinkAction::List { tenant } => {
+            let now = crate::credential::store::unix_now_ms();
+            let mut rows =
+                vec![["ID".to_string(), "TENANT".into(), "STATE".into(), "EXPIRES".into(), "CREATED BY".into()]];
+            for l in store.links().await.map_err(failed)? {
+                if tenant.as_ref().is_some_and(|t| *t != l.tenant) {
+                    continue;
+                }
+                let v = LinkView::of(&l, now);
+                let expires = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.expires_at_ms),
+                );
+                rows.push([v.id, v.tenant, v.state.to_string(), expires.to_string(), v.created_by]);
+            }
+            let _ = write!(out, "{}", crate::config::table(&rows));
+        }
+        LinkAction::Revoke { id } => {
+            match store.revoke(&id, crate::credential::store::unix_now_ms()).await.map_err(failed)? {
+                Some(l) => {
+                    connections::audit("link_revoked", &l.tenant, &by, "ok");
+                    let now = crate::credential::store::unix_now_ms();
+                    let _ = writeln!(out, "link {id} for tenant `{}` is {}", l.tenant, l.state(now).as_str());
+                }
+                None => return Err(ManageError::Usage(format!("no connect link `{id}`"))),
+            }
+        }
+    }
+    Ok(())
+}

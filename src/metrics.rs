@@ -74,6 +74,8 @@ pub struct Metrics {
     token_expiry: GaugeVec,
     tenants: IntGaugeVec,
     installations: IntGaugeVec,
+    /// `pleo_gateway_connections_total{model,result}`: connect links and the API.
+    pub connections_total: IntCounterVec,
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
     legacy_token_refused_total: IntCounterVec,
@@ -175,6 +177,14 @@ impl Metrics {
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         registry.register(Box::new(installations.clone()))?;
+        let connections_total = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_connections_total",
+                "Connections made, rotated, refused and removed (connect links and the management API), by result.",
+            ),
+            &["model", "result"],
+        )?;
+        registry.register(Box::new(connections_total.clone()))?;
         for s in crate::config::model::InstallationStatus::ALL {
             installations.with_label_values(&[s.label()]);
         }
@@ -233,6 +243,7 @@ impl Metrics {
             token_expiry,
             tenants,
             installations,
+            connections_total,
             in_flight,
             config_reloads_total,
             legacy_token_refused_total,

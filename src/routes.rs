@@ -45,6 +45,19 @@ pub struct Tenant {
     pub company_id_query: Option<Box<str>>,
     /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
     pub in_flight: crate::share::Share,
+    /// Managed OAuth tenants: what a connect link's consent needs.
+    pub consent: Option<Arc<ConsentClient>>,
+    /// The credential is made on a connect link (`source: connection`, or
+    /// managed OAuth without a refresh_token in the config).
+    pub from_connection: bool,
+}
+
+/// A managed OAuth tenant's client, for the authorization-code flow.
+#[derive(Debug)]
+pub struct ConsentClient {
+    pub client_id: String,
+    pub authorize_url: http::Uri,
+    pub endpoint: Arc<TokenEndpoint>,
 }
 
 #[derive(Debug)]
@@ -84,6 +97,7 @@ impl Routes {
             .map(|(id, t)| {
                 let model = t.auth.model();
                 let upstream = upstreams.get(t.environment);
+                let consent = consent_client(config, t, &upstream);
                 let tenant = Tenant {
                     id: id.as_str().into(),
                     labels: crate::access_log::TenantLabels {
@@ -93,7 +107,7 @@ impl Routes {
                     },
                     environment: t.environment,
                     model,
-                    credential: credential(config, id, t, &upstream, sessions),
+                    credential: credential(config, id, t, consent.as_ref(), sessions),
                     upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
                     max_request_body_bytes: config.limits.max_request_body_bytes,
@@ -102,6 +116,8 @@ impl Routes {
                     company_id_header: t.company_id_header.clone(),
                     company_id_query: t.company_id_query.as_deref().map(Into::into),
                     in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
+                    consent,
+                    from_connection: t.auth.from_connection(),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })
@@ -145,22 +161,35 @@ fn browser_policy(config: &Config) -> BrowserPolicy {
     policy
 }
 
-fn credential(config: &Config, id: &str, t: &TenantConfig, upstream: &Upstream, sessions: &Sessions) -> Credential {
-    let masked = t.auth.masked();
-    if let Some(authorization) = static_authorization(&t.auth) {
-        return Credential::Static { authorization, masked };
-    }
-    let AuthConfig::OAuth2Managed { client_id, client_secret, refresh_token } = &t.auth else {
-        unreachable!("every other model has a static credential")
-    };
+fn consent_client(config: &Config, t: &TenantConfig, upstream: &Upstream) -> Option<Arc<ConsentClient>> {
+    let AuthConfig::OAuth2Managed { client_id, client_secret, .. } = &t.auth else { return None };
     let env = &config.environments[&t.environment];
-    let endpoint = std::sync::Arc::new(TokenEndpoint::new(
+    let endpoint = Arc::new(TokenEndpoint::new(
         env.token_url.clone(),
         client_id,
         client_secret,
         upstream.client().clone(),
         config.limits.token_timeout,
     ));
+    Some(Arc::new(ConsentClient { client_id: client_id.clone(), authorize_url: env.authorize_url.clone(), endpoint }))
+}
+
+fn credential(
+    config: &Config,
+    id: &str,
+    t: &TenantConfig,
+    consent: Option<&Arc<ConsentClient>>,
+    sessions: &Sessions,
+) -> Credential {
+    let masked = t.auth.masked();
+    if let Some(authorization) = static_authorization(&t.auth) {
+        return Credential::Static { authorization, masked };
+    }
+    let (AuthConfig::OAuth2Managed { refresh_token, .. }, Some(consent)) = (&t.auth, consent) else {
+        // `source: connection`: the key a connect link made, when there is one.
+        return Credential::Connected { slot: sessions.key_slot(id) };
+    };
+    let endpoint = consent.endpoint.clone();
     let session = sessions.get_or_start(SessionConfig {
         tenant: id.to_string(),
         endpoint,

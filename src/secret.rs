@@ -48,6 +48,25 @@ pub fn is_header_safe(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// A 256-bit key written as 64 hex digits or base64 (standard or URL-safe,
+/// padded or not): `store.encryption_key`. `None` if it is anything else.
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(text).ok()?
+    } else {
+        let engines = [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &base64::engine::general_purpose::URL_SAFE,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        engines.iter().find_map(|e| e.decode(text).ok())?
+    };
+    bytes.try_into().ok()
+}
+
 /// Where a secret comes from, as written in gateway.yaml.
 #[derive(Clone)]
 pub enum SecretSource {

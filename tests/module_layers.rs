@@ -17,8 +17,8 @@ const LAYERS: [&[&str]; 10] = [
     &["upstream"],
     &["credential"],
     &["routes"],
-    &["steps", "key_checks", "listener"],
-    &["stack", "admin", "reload", "connect", "manage", "sandbox"],
+    &["steps", "key_checks", "listener", "connections"],
+    &["stack", "admin", "reload", "connect", "manage", "sandbox", "portal"],
     &["gateway"],
 ];
 

@@ -59,6 +59,22 @@ pub struct Config {
     pub browsers: BrowserPolicy,
     pub trust_forwarded_headers: bool,
     pub admin: AdminConfig,
+    /// AES-256-GCM keys for runtime credentials, the current one first
+    /// (`store.encryption_key`, then `store.previous_encryption_keys`).
+    pub encryption_keys: Vec<Secret>,
+    /// The connect pages' listener, when configured.
+    pub connect: Option<ConnectConfig>,
+}
+
+/// `connect`: the customer-facing connect pages.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub integration_name: String,
+    pub link_ttl: Duration,
 }
 
 /// Where OAuth token state lives (docs/config.md, "store").
@@ -177,9 +193,19 @@ pub enum AuthConfig {
     StandaloneApiKey {
         key: Secret,
     },
+    /// An API key the customer enters on a connect link (`source:
+    /// connection`); kept encrypted in the store, none until then.
+    ApiKeyConnection {
+        model: AuthModel,
+    },
 }
 
 impl AuthConfig {
+    /// Whether the credential is made on a connect link rather than written here.
+    pub fn from_connection(&self) -> bool {
+        matches!(self, AuthConfig::ApiKeyConnection { .. } | AuthConfig::OAuth2Managed { refresh_token: None, .. })
+    }
+
     /// For humans (`check`, `/tenants`): the kind and the last characters at most.
     pub fn masked(&self) -> String {
         match self {
@@ -193,6 +219,7 @@ impl AuthConfig {
             AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => {
                 format!("key {}", key.masked())
             }
+            AuthConfig::ApiKeyConnection { .. } => "key from a connection".to_string(),
         }
     }
 
@@ -201,6 +228,7 @@ impl AuthConfig {
             AuthConfig::OAuth2 { .. } | AuthConfig::OAuth2Managed { .. } => AuthModel::OAuth2,
             AuthConfig::IntegratedApiKey { .. } => AuthModel::IntegratedApiKey,
             AuthConfig::StandaloneApiKey { .. } => AuthModel::StandaloneApiKey,
+            AuthConfig::ApiKeyConnection { model } => *model,
         }
     }
 }

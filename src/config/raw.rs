@@ -51,6 +51,22 @@ pub struct RawConfig {
     pub trust_forwarded_headers: bool,
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Customer-facing connect pages (connect links), on their own listener.
+    pub connect: Option<RawConnect>,
+}
+
+/// `connect`: where customers open connect links.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnect {
+    pub listen: String,
+    /// The URL customers reach (the OAuth redirect URI is this + /oauth/callback).
+    pub public_url: String,
+    pub tls: Option<RawTls>,
+    /// What the pages call the integration ("Connect <name> to Pleo").
+    pub integration_name: Option<String>,
+    /// How long a new link stays usable unless its maker says otherwise.
+    pub link_ttl: Option<String>,
 }
 
 /// `store`: where OAuth token state lives (`kind: file` or `kind: postgres`).
@@ -65,6 +81,11 @@ pub struct RawStore {
     pub statement_timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub poll_interval: Option<String>,
+    /// AES-256-GCM key for credentials entered at runtime (connect pages, the API).
+    pub encryption_key: Option<SecretSource>,
+    /// Keys rotated out: still read, never written.
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<SecretSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +202,8 @@ pub struct RawAuth {
     pub refresh_token: Option<SecretSource>,
     pub access_token: Option<SecretSource>,
     pub key: Option<SecretSource>,
+    /// `config` (default) or `connection`: the credential is made on a connect link.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -139,6 +139,28 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         });
 
     let (state_dir, store) = store(&raw, base_dir, &mut found);
+    let encryption_keys = encryption_keys(&raw, base_dir, &mut found, &mut warnings);
+    let connect = connect(&raw, base_dir, &mut found);
+    if let Some(c) = &connect {
+        for (other, name) in [(listen, "listen"), (admin_listen, "admin_listen")] {
+            if other.is_some_and(|o| o.port() != 0 && o == c.listen) {
+                found.push((
+                    path("connect").key("listen"),
+                    format!("is the same address as `{name}` (the connect pages get their own listener)"),
+                ));
+            }
+        }
+    }
+    let needs_key =
+        connect.is_some() || tenants.values().any(|t| matches!(t.auth, AuthConfig::ApiKeyConnection { .. }));
+    if needs_key && encryption_keys.is_empty() {
+        found.push((
+            path("store"),
+            "missing `encryption_key`: keys customers enter on connect links are stored encrypted (AES-256-GCM); \
+             give 32 random bytes, base64 or hex, e.g. `openssl rand -base64 32` in an env var or file"
+                .into(),
+        ));
+    }
 
     if !found.is_empty() {
         return Err(found);
@@ -168,7 +190,96 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         browsers,
         trust_forwarded_headers: raw.trust_forwarded_headers,
         admin,
+        encryption_keys,
+        connect,
     })
+}
+
+/// `store.encryption_key` and `store.previous_encryption_keys`: 32 bytes
+/// each, base64 or hex. The value is never quoted in an error.
+fn encryption_keys(raw: &RawConfig, base_dir: &Path, found: &mut Found, warnings: &mut Vec<String>) -> Vec<Secret> {
+    let Some(s) = &raw.store else { return Vec::new() };
+    let at = path("store");
+    let mut out = Vec::new();
+    let given = s.encryption_key.iter().map(|k| (at.key("encryption_key"), k));
+    let previous =
+        s.previous_encryption_keys.iter().enumerate().map(|(i, k)| (at.key("previous_encryption_keys").index(i), k));
+    if s.encryption_key.is_none() && !s.previous_encryption_keys.is_empty() {
+        found.push((
+            at.key("previous_encryption_keys"),
+            "needs `encryption_key` (the key new credentials are written with)".into(),
+        ));
+    }
+    for (key_at, src) in given.chain(previous) {
+        if src.is_inline() {
+            warnings.push(format!(
+                "{}: the secret is written inline in the config; prefer {{ env: NAME }} or {{ file: PATH }}",
+                super::locate::render(key_at.segs())
+            ));
+        }
+        match src.resolve(base_dir) {
+            Err(e) => found.push((key_at, e.to_string())),
+            Ok(key) if crate::secret::decode_key(key.expose_secret()).is_none() => found.push((
+                key_at,
+                "is not a 256-bit key (expected 32 random bytes as base64 or 64 hex digits, e.g. `openssl rand -base64 32`)".into(),
+            )),
+            Ok(key) => out.push(key),
+        }
+    }
+    out
+}
+
+/// `connect`: the connect pages' listener and the URL customers reach.
+fn connect(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<ConnectConfig> {
+    let c = raw.connect.as_ref()?;
+    let at = path("connect");
+    let listen = addr(&c.listen, at.key("listen"), found);
+    let public_url = match c.public_url.parse::<Uri>() {
+        Ok(u)
+            if u.authority().is_some()
+                && u.query().is_none()
+                && (u.scheme_str() == Some("https")
+                    || (u.scheme_str() == Some("http") && is_loopback_host(u.host().unwrap_or_default()))) =>
+        {
+            Some(c.public_url.trim_end_matches('/').to_string())
+        }
+        _ => {
+            found.push((
+                at.key("public_url"),
+                format!(
+                    "`{}` is not usable (expected the https URL customers open, such as https://connect.example.com; \
+                     http only on a loopback host, for trying it out)",
+                    c.public_url
+                ),
+            ));
+            None
+        }
+    };
+    let tls = c.tls.as_ref().and_then(|t| {
+        let files = crate::tls::TlsFiles { cert: base_dir.join(&t.cert), key: base_dir.join(&t.key), client_ca: None };
+        match crate::tls::server_config(&files) {
+            Ok(_) => Some(files),
+            Err(e) => {
+                found.push((at.key("tls"), e.to_string()));
+                None
+            }
+        }
+    });
+    let integration_name = c.integration_name.clone().unwrap_or_else(|| "pleo-gateway".to_string());
+    if integration_name.is_empty() || integration_name.len() > 80 || integration_name.chars().any(char::is_control) {
+        found.push((at.key("integration_name"), "expected a name of 1 to 80 characters".into()));
+    }
+    let link_ttl = c
+        .link_ttl
+        .as_deref()
+        .and_then(|t| duration(t, Duration::from_secs(60), at.key("link_ttl"), found))
+        .unwrap_or(Duration::from_secs(7 * 24 * 3600));
+    Some(ConnectConfig { listen: listen?, public_url: public_url?, tls, integration_name, link_ttl })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `allowed_hosts`: `name` or `*.suffix`, stored lowercase (`.suffix` for a pattern).
@@ -544,9 +655,28 @@ fn auth(
             found.push((field(name), format!("is not used by model {model}")));
         }
     };
+    match raw.source.as_deref() {
+        None | Some("config" | "connection") => {}
+        Some(other) => found
+            .push((field("source"), format!("`{other}` is not a credential source (expected config or connection)"))),
+    }
+    let connection = raw.source.as_deref() == Some("connection");
     match raw.model {
         AuthModel::OAuth2 => {
             not_used("key", raw.key.is_some(), found);
+            if connection {
+                // The consent is given on a connect link: tokens come from there.
+                for (name, present) in
+                    [("refresh_token", raw.refresh_token.is_some()), ("access_token", raw.access_token.is_some())]
+                {
+                    if present {
+                        found.push((
+                            field(name),
+                            "cannot be combined with `source: connection` (the connect link gives the tokens)".into(),
+                        ));
+                    }
+                }
+            }
             if raw.access_token.is_some() {
                 // Unmanaged: the token is sent as is. Refresh settings beside it
                 // would suggest a refresh that never happens.
@@ -594,6 +724,10 @@ fn auth(
                 ("access_token", raw.access_token.is_some()),
             ] {
                 not_used(name, present, found);
+            }
+            if raw.source.as_deref() == Some("connection") {
+                not_used("key", raw.key.is_some(), found);
+                return Some(AuthConfig::ApiKeyConnection { model: raw.model });
             }
             let key = secret(&raw.key, "key", found)?;
             Some(if raw.model == AuthModel::IntegratedApiKey {

@@ -8,6 +8,7 @@
 
 mod api_key;
 pub mod check;
+pub mod connected;
 pub mod installation;
 mod oauth2;
 pub mod postgres;
@@ -34,6 +35,8 @@ pub enum Credential {
     Static { authorization: HeaderValue, masked: String },
     /// Managed OAuth: the session holds the current access token.
     OAuth { session: Arc<OAuthSession>, masked: String },
+    /// An API key from a connection (`source: connection`), none until made.
+    Connected { slot: Arc<connected::KeySlot> },
 }
 
 // Never print the header value, even though it is marked sensitive.
@@ -44,6 +47,7 @@ impl fmt::Debug for Credential {
             Credential::OAuth { session, masked } => {
                 f.debug_struct("OAuth").field("session", session).field("masked", masked).finish()
             }
+            Credential::Connected { slot } => f.debug_struct("Connected").field("slot", slot).finish(),
         }
     }
 }
@@ -54,20 +58,36 @@ impl Credential {
         match self {
             Credential::Static { .. } => "configured",
             Credential::OAuth { session, .. } => session.state(),
+            Credential::Connected { slot } if slot.get().is_none() => "not_connected",
+            Credential::Connected { .. } => "configured",
         }
     }
 
     /// For humans (`check`, `/tenants`): the kind and the last characters at most.
-    pub fn masked(&self) -> &str {
+    pub fn masked(&self) -> String {
         match self {
-            Credential::Static { masked, .. } | Credential::OAuth { masked, .. } => masked,
+            Credential::Static { masked, .. } | Credential::OAuth { masked, .. } => masked.clone(),
+            Credential::Connected { slot } => match slot.get() {
+                Some(k) => k.masked.clone(),
+                None => "not connected yet".to_string(),
+            },
+        }
+    }
+
+    /// The `Authorization` value a key check sends: the configured key, or
+    /// the connected one (`None` while not connected, and for managed OAuth).
+    pub fn key_authorization(&self) -> Option<HeaderValue> {
+        match self {
+            Credential::Static { authorization, .. } => Some(authorization.clone()),
+            Credential::Connected { slot } => slot.get().map(|k| k.authorization.clone()),
+            Credential::OAuth { .. } => None,
         }
     }
 
     pub fn session(&self) -> Option<&Arc<OAuthSession>> {
         match self {
             Credential::OAuth { session, .. } => Some(session),
-            Credential::Static { .. } => None,
+            Credential::Static { .. } | Credential::Connected { .. } => None,
         }
     }
 }
@@ -78,7 +98,7 @@ pub fn static_authorization(auth: &AuthConfig) -> Option<HeaderValue> {
     match auth {
         AuthConfig::OAuth2 { access_token } => Some(oauth2::bearer(access_token)),
         AuthConfig::IntegratedApiKey { key } | AuthConfig::StandaloneApiKey { key } => Some(api_key::basic(key)),
-        AuthConfig::OAuth2Managed { .. } => None,
+        AuthConfig::OAuth2Managed { .. } | AuthConfig::ApiKeyConnection { .. } => None,
     }
 }
 
@@ -89,23 +109,28 @@ pub fn basic_value(key: &Secret) -> Secret {
     Secret::new(v.to_str().expect("base64 is visible ASCII"))
 }
 
-/// The configured token store. A shared store also starts following the
-/// changes other replicas make (until `stop`); must run inside tokio then.
+/// The token store, and the PostgreSQL store when that is the kind.
+pub type OpenedStore = (Arc<dyn store::TokenStore>, Option<Arc<postgres::PostgresStore>>);
+
+/// The configured token store, and the PostgreSQL store itself when that
+/// is the kind (connect links and connections live beside the chains). A
+/// shared store also starts following the changes other replicas make
+/// (until `stop`); must run inside tokio then.
 pub fn open_store(
     config: &crate::config::Config,
     metrics: &crate::metrics::Metrics,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Arc<dyn store::TokenStore>, String> {
+) -> Result<OpenedStore, String> {
     match &config.store {
         crate::config::StoreConfig::File => {
             // Nothing remote to be down: the gauge reads up.
             metrics.store.up.set(1);
-            Ok(Arc::new(store::FileStore::new(&config.state_dir)))
+            Ok((Arc::new(store::FileStore::new(&config.state_dir)), None))
         }
         crate::config::StoreConfig::Postgres(pg) => {
             let store = Arc::new(postgres::PostgresStore::new(pg, metrics.store.clone())?);
             store.spawn_watch(stop);
-            Ok(store)
+            Ok((store.clone(), Some(store)))
         }
     }
 }

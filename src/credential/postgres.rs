@@ -31,11 +31,12 @@ use crate::metrics::StoreMetrics;
 use crate::secret::{is_header_safe, Secret};
 
 /// The schema this build reads and writes. Migrations only ever add.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-const MIGRATIONS: [(i32, &str); 1] = [(
-    1,
-    "CREATE TABLE pleo_gateway_oauth_state (
+const MIGRATIONS: [(i32, &str); 2] = [
+    (
+        1,
+        "CREATE TABLE pleo_gateway_oauth_state (
         tenant text PRIMARY KEY,
         generation bigint NOT NULL DEFAULT 0,
         refresh_token text,
@@ -49,7 +50,33 @@ const MIGRATIONS: [(i32, &str); 1] = [(
         refresh_started_at timestamptz,
         updated_at timestamptz NOT NULL DEFAULT now()
     )",
-)];
+    ),
+    (
+        2,
+        // Connect links (only the token's hash) and connections (the key sealed).
+        "CREATE TABLE pleo_gateway_connect_links (
+        token_sha256 text PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        tenant text NOT NULL,
+        created_by text NOT NULL,
+        created_at_ms bigint NOT NULL,
+        expires_at_ms bigint NOT NULL,
+        used_at_ms bigint,
+        revoked_at_ms bigint,
+        attempts integer NOT NULL DEFAULT 0
+    );
+    CREATE TABLE pleo_gateway_connections (
+        tenant text PRIMARY KEY,
+        model text NOT NULL,
+        sealed_key text,
+        masked text NOT NULL,
+        company_id text,
+        connected_at_ms bigint NOT NULL,
+        link_id text,
+        connected_by text NOT NULL
+    )",
+    ),
+];
 
 /// Serialises migrations across replicas starting together.
 const MIGRATION_LOCK: i64 = 0x706c_656f_6777; // "pleogw"
@@ -83,7 +110,7 @@ impl std::fmt::Debug for PostgresStore {
 
 /// Turns a driver or pool error into words that are safe to show: the
 /// error and its causes (the server's message), never the URL.
-fn unavailable(e: impl std::error::Error) -> StoreError {
+pub(crate) fn unavailable(e: impl std::error::Error) -> StoreError {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -145,7 +172,7 @@ impl PostgresStore {
 
     /// Runs `op` on a pooled connection (the schema made current first),
     /// timed and counted as `name`.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         name: &'static str,
         op: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, StoreError>,

@@ -441,6 +441,33 @@ impl OAuthSession {
         }
     }
 
+    /// A new consent made here (a connect link's OAuth callback): saved
+    /// before use, exactly as a refresh's tokens are, replacing the chain.
+    /// Waits for a refresh in flight, whose tokens belong to the old chain
+    /// and are dropped; the store's save also fences other replicas' leases.
+    pub async fn new_consent(self: &Arc<Self>, stored: StoredToken) -> Result<(), StoreError> {
+        let mut flight = self.flight.lock().await;
+        self.store.save(&self.tenant, &stored).await?;
+        flight.pending = None;
+        flight.dead = None;
+        flight.failures = 0;
+        let cur = self.current.load_full();
+        let next = Current { epoch: cur.epoch + 1, ..self.connected(&stored, Instant::now()) };
+        if next.status != cur.status {
+            self.log_transition(cur.status, &next);
+        }
+        self.current.store(Arc::new(next));
+        drop(flight);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// The config's initial refresh token's fingerprint, if it has one: a
+    /// new consent marks it seen so it is not imported over the new chain.
+    pub fn initial_fingerprint(&self) -> Option<String> {
+        self.settings.load().initial.as_ref().map(|(_, fp)| fp.clone())
+    }
+
     /// The epoch now: `adopt` takes up what was read after it only if
     /// nothing happened here in between.
     pub fn epoch(&self) -> u64 {

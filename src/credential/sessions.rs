@@ -1,7 +1,9 @@
-//! The OAuth sessions of a gateway, one per managed-OAuth tenant. They live
-//! here rather than in the routing table so that they outlive a config swap:
-//! a session holds the newest refresh token, and two sessions for one tenant
-//! would refresh twice and replay a token.
+//! The runtime credentials of a gateway: the OAuth sessions, one per
+//! managed-OAuth tenant, and the slots of keys made on connect links. They
+//! live here rather than in the routing table so that they outlive a config
+//! swap: a session holds the newest refresh token, and two sessions for one
+//! tenant would refresh twice and replay a token; a reload must not
+//! disconnect a customer's key.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +11,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
+use super::connected::KeySlot;
 use super::refresh::{OAuthSession, SessionConfig};
 use super::store::{StateLock, TokenStore};
 use crate::metrics::Metrics;
@@ -22,6 +25,8 @@ pub struct Sessions {
     /// This process's lock on `state_dir`, taken once there is a managed
     /// OAuth tenant and given back after the last refresh at shutdown.
     state_lock: StateLock,
+    /// Connected API keys (`source: connection`), by tenant.
+    keys: DashMap<Box<str>, Arc<KeySlot>>,
 }
 
 impl Sessions {
@@ -33,11 +38,31 @@ impl Sessions {
         if let Some(changes) = store.changes() {
             tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
         }
-        Sessions { map, store, metrics, stop, state_lock: StateLock::default() }
+        Sessions { map, store, metrics, stop, state_lock: StateLock::default(), keys: DashMap::new() }
     }
 
     pub fn store(&self) -> &Arc<dyn TokenStore> {
         &self.store
+    }
+
+    /// The tenant's connected-key slot (empty until a connection is made).
+    pub fn key_slot(&self, tenant: &str) -> Arc<KeySlot> {
+        if let Some(slot) = self.keys.get(tenant) {
+            return slot.clone();
+        }
+        self.keys.entry(tenant.into()).or_default().clone()
+    }
+
+    /// Empties the key slots of tenants `keep` does not name (disconnected elsewhere).
+    pub fn clear_key_slots_except(&self, keep: impl Fn(&str) -> bool) {
+        for entry in self.keys.iter().filter(|e| !keep(e.key())) {
+            entry.clear();
+        }
+    }
+
+    /// The OAuth session of `tenant`, if it is a managed OAuth tenant.
+    pub fn session(&self, tenant: &str) -> Option<Arc<OAuthSession>> {
+        self.map.get(tenant).map(|s| s.clone())
     }
 
     /// The tenant's session, started (with its background refresh task) on

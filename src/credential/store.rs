@@ -254,7 +254,7 @@ pub struct FileStore {
 
 /// `open(2)` flag: fail on a symlink where the state file should be, so
 /// nobody with write access to a parent can redirect our reads or writes.
-fn no_follow() -> i32 {
+pub(crate) fn no_follow() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
@@ -329,25 +329,33 @@ impl FileStore {
             updated_at_ms: unix_now_ms(),
         };
         let json = serde_json::to_vec_pretty(&form).expect("plain strings and numbers serialize");
-        let tmp = self.dir.join(format!(".{tenant}.json.{}.tmp", random_suffix()));
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(no_follow())
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            // The rename itself must survive a crash: sync the directory entry.
-            std::fs::File::open(&self.dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(unwritable)
+        write_private(&self.dir, &path, &json).map_err(unwritable)
     }
+}
+
+/// Writes `bytes` to `path` (in `dir`) so that a crash leaves the old
+/// content or the new, never a mix: a private temporary file, fsynced,
+/// renamed over, and the directory synced.
+pub fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", random_suffix()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(no_follow())
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself must survive a crash: sync the directory entry.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 impl TokenStore for FileStore {

@@ -56,8 +56,8 @@ impl Status {
                  renewed (run `pleo-gateway connect {tenant}`, or configure a new refresh_token)."
             ),
             Status::NotConnected => format!(
-                "Tenant {tenant} has no OAuth tokens yet: run `pleo-gateway connect {tenant}`, or configure its \
-                 refresh_token."
+                "Tenant {tenant} is not connected yet: send a connect link to the customer's Pleo admin \
+                 (`pleo-gateway link {tenant}`), run `pleo-gateway connect {tenant}`, or configure its refresh_token."
             ),
             Status::ClientRejected => format!(
                 "Pleo's token endpoint rejects the client_id/client_secret of tenant {tenant}; the gateway keeps \

@@ -23,8 +23,65 @@ pub type SandboxBody = Either<Full<Bytes>, Zeros>;
 /// How the gateway's credential check introduces itself (`credential::check`).
 const CHECK_AGENT: &[u8] = b"pleo-gateway-credential-check";
 
+#[derive(askama::Template)]
+#[template(path = "sandbox_consent.html")]
+struct ConsentPage {
+    client_id: String,
+    fields: Vec<(String, String)>,
+}
+
+fn consent_page(query: &str) -> Response<SandboxBody> {
+    use askama::Template;
+    let fields: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let client_id = fields.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v.clone()).unwrap_or_default();
+    let html = ConsentPage { client_id, fields }.render().unwrap_or_else(|e| e.to_string());
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(html))));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Where a denied consent goes: the redirect URI with `error=access_denied`.
+fn denied(query: &str) -> Result<String, String> {
+    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let redirect = q.get("redirect_uri").ok_or("missing `redirect_uri`")?;
+    let state = q.get("state").ok_or("missing `state`")?;
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let back = form_urlencoded::Serializer::new(String::new())
+        .append_pair("error", "access_denied")
+        .append_pair("state", state)
+        .finish();
+    Ok(format!("{redirect}{sep}{back}"))
+}
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SandboxBody>, Infallible> {
     let (parts, body) = req.into_parts();
+    let wants_page =
+        parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if parts.uri.path() == "/oauth/authorize" && wants_page {
+        // A browser: Pleo's consent screen, in miniature (allow or deny).
+        record(&shared, &parts, 0, String::new());
+        return Ok(consent_page(parts.uri.query().unwrap_or("")));
+    }
+    if parts.uri.path() == "/oauth/consent" {
+        record(&shared, &parts, 0, String::new());
+        let query = parts.uri.query().unwrap_or("");
+        let allow = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "decision" && v == "allow");
+        let rest: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "decision"))
+            .finish();
+        let location = if allow { shared.tokens.lock().expect("sandbox lock").authorize(&rest) } else { denied(&rest) };
+        return Ok(match location {
+            Ok(location) => {
+                let mut resp = json(StatusCode::SEE_OTHER, serde_json::json!({ "consented": allow }));
+                resp.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).expect("URL from a URL"));
+                resp
+            }
+            Err(why) => {
+                json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "invalid_request", "message": why }))
+            }
+        });
+    }
     if parts.uri.path() == "/oauth/authorize" {
         record(&shared, &parts, 0, String::new());
         let result = shared.tokens.lock().expect("sandbox lock").authorize(parts.uri.query().unwrap_or(""));

@@ -123,6 +123,15 @@ impl SandboxSpec {
             if let Some(value) = static_authorization(&t.auth) {
                 let value = value.to_str().expect("credential headers are visible ASCII").to_string();
                 spec.accepted.push(Accepted { authorization: Secret::new(value), company_id });
+            } else if let AuthConfig::ApiKeyConnection { .. } = &t.auth {
+                // The demo's keys for a tenant connected on a link (README, "Connecting customers").
+                for n in 1..=2 {
+                    let key = Secret::new(format!("sandbox-{name}-key-000{n}"));
+                    spec.accepted.push(Accepted {
+                        authorization: crate::credential::basic_value(&key),
+                        company_id: company_id.clone(),
+                    });
+                }
             } else if let AuthConfig::OAuth2Managed { client_id, client_secret, refresh_token } = &t.auth {
                 // A stand-in that restarts with the gateway must still know the
                 // tokens the gateway kept from its last run.

@@ -84,27 +84,41 @@ where
             let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
             return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
         };
-        match &tenant.credential {
-            Credential::Static { .. } if tenant.check.refuses() => {
-                let err = tenant.check.refusal(&tenant.id);
-                Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) }
-            }
-            Credential::Static { authorization, .. } => {
-                req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
-                if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
-                    add_company_id(&tenant, &mut req);
+        let authorization = match &tenant.credential {
+            Credential::Static { authorization, .. } => authorization.clone(),
+            Credential::Connected { slot } => match slot.get() {
+                Some(key) => key.authorization.clone(),
+                None => {
+                    let err = not_connected(&tenant.id);
+                    return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
                 }
-                let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
-                Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
-            }
+            },
             Credential::OAuth { session, .. } => {
                 // Take the service that was made ready; leave a clone behind.
                 let inner = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, inner);
-                Either::Right { inner: Box::pin(with_session(inner, session.clone(), req)) }
+                return Either::Right { inner: Box::pin(with_session(inner, session.clone(), req)) };
             }
+        };
+        if tenant.check.refuses() {
+            let err = tenant.check.refusal(&tenant.id);
+            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
         }
+        req.headers_mut().insert(header::AUTHORIZATION, authorization);
+        if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
+            add_company_id(&tenant, &mut req);
+        }
+        let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
+        Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
     }
+}
+
+/// The 503 of a `source: connection` tenant nobody has connected yet.
+fn not_connected(tenant: &str) -> GatewayError {
+    GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(format!(
+        "tenant `{tenant}` is not connected yet: send a connect link (`pleo-gateway link {tenant}`, or POST \
+         /api/tenants/{tenant}/connect-links on the admin listener) to the customer's Pleo admin."
+    ))
 }
 
 /// The operator's opt-in (`company_id_header`, `company_id_query`): the

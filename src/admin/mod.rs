@@ -12,10 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::config::AuthModel;
+use crate::connections::Connections;
 use crate::credential::Sessions;
+
+mod api;
 use crate::routes::SharedRoutes;
 
 #[derive(Debug)]
@@ -27,18 +31,23 @@ pub struct AdminState {
     /// Requests in flight; `pleo_gateway_in_flight_requests` reports it.
     pub in_flight: crate::share::InFlightCount,
     pub in_flight_gauge: prometheus::IntGauge,
+    /// Connect links and connections, for `/api/`.
+    pub connections: Arc<Connections>,
 }
 
 /// The admin service, ready for `listener::serve`.
-pub fn service<B>(
+pub fn service(
     state: Arc<AdminState>,
-) -> impl tower::Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send
-where
-    B: Send + 'static,
+) -> impl tower::Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send
 {
-    tower::service_fn(move |req: Request<B>| {
-        let resp = handle(&state, &req);
-        std::future::ready(Ok::<_, Infallible>(resp))
+    tower::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            if req.uri().path().starts_with("/api/") {
+                return Ok::<_, Infallible>(api::handle(&state, req).await);
+            }
+            Ok(handle(&state, &req))
+        }
     })
 }
 
@@ -127,6 +136,14 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                             entry["note"] = note.into();
                         }
                     }
+                    entry["source"] = if t.from_connection { "connection" } else { "config" }.into();
+                    if let crate::credential::Credential::Connected { slot } = &t.credential {
+                        if let Some(k) = slot.get() {
+                            entry["connected_at_ms"] = k.meta.connected_at_ms.into();
+                            entry["connected_by"] = k.meta.by.clone().into();
+                            entry["connect_link"] = k.meta.link_id.clone().into();
+                        }
+                    }
                     if let Some(session) = t.credential.session() {
                         // Expiry only, never a token.
                         let left = session.current().expires_at.map(|e| {
@@ -152,20 +169,25 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
 /// that on loopback only, or with `admin.allow_unauthenticated`); otherwise
 /// it takes `Authorization: Bearer <token>` whose SHA-256 is listed.
 fn admin_authorized<B>(routes: &crate::routes::Routes, req: &Request<B>) -> bool {
+    routes.admin_open || admin_token(routes, req).is_some()
+}
+
+/// The name of the admin token the request carries, if it is one of `admin.tokens`.
+fn admin_token<B>(routes: &crate::routes::Routes, req: &Request<B>) -> Option<String> {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
-    if routes.admin_open {
-        return true;
-    }
-    let Some(token) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &v.as_bytes()[7..]))
-    else {
-        return false;
-    };
+    let token = req.headers().get(header::AUTHORIZATION).and_then(|v| {
+        v.as_bytes().get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &v.as_bytes()[7..])
+    })?;
     let digest: [u8; 32] = Sha256::digest(token.trim_ascii()).into();
-    routes.admin_tokens.keys().any(|k| bool::from(k.ct_eq(&digest)))
+    let mut found = None;
+    // Every entry compared, in constant time each: no early exit to time.
+    for (k, name) in &routes.admin_tokens {
+        if bool::from(k.ct_eq(&digest)) {
+            found = Some(name.to_string());
+        }
+    }
+    found
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
