@@ -318,7 +318,9 @@ async fn a_state_dir_moves_to_postgres_without_spending_a_token_and_check_report
     let config = config.to_str().unwrap();
     let (code, out) = cli(&["--config", config, "check"], &pg.url());
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("store: postgres, reachable, schema version 1"), "{out}");
+    let expected =
+        format!("store: postgres, reachable, schema version {}", pleo_gateway::credential::postgres::SCHEMA_VERSION);
+    assert!(out.contains(&expected), "{out}");
 
     // Import: once, then never over what the database has.
     let (code, out) = cli(&["--config", config, "store", "import"], &pg.url());
