@@ -187,20 +187,20 @@ impl Portal {
         page(StatusCode::OK, self.link_form(token, &link, &tenant, None), form_to.as_deref())
     }
 
-    /// The checks every form POST passes before it is read: a browser that
-    /// says the request is cross-site, or comes from another origin, is refused.
+    /// The check every form POST passes before it is read: a browser that
+    /// marks the request cross-site (`Sec-Fetch-Site`), or names another
+    /// origin, is refused. Browsers send `Origin: null` from our pages (the
+    /// pages say `Referrer-Policy: no-referrer`), so `null` is not a
+    /// mismatch; the form's CSRF token is checked either way.
     fn same_origin(&self, headers: &HeaderMap) -> bool {
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        if matches!(site, Some("cross-site" | "same-site")) {
+        if site.is_some_and(|s| s != "same-origin" && s != "none") {
             return false;
         }
         match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-            None => true,
+            None | Some("null") => true,
             Some(origin) => {
-                self.public_url.starts_with(origin) && {
-                    let rest = &self.public_url[origin.len()..];
-                    rest.is_empty() || rest.starts_with('/')
-                }
+                self.public_url.strip_prefix(origin).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
         }
     }
@@ -479,6 +479,12 @@ impl Portal {
                 );
             }
         };
+        // What the gateway can say about the company: Pleo's installation
+        // document, asked with the new token (best effort: not every API answers it).
+        let bearer = stored
+            .access_token
+            .as_ref()
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.expose_secret())).ok());
         if let Err(e) = session.new_consent(stored).await {
             let _ = self.connections.store.unclaim(&link.token_sha256, now).await;
             tracing::error!(tenant = %tenant.id, error = %e, "connect link: cannot store the new consent");
@@ -489,13 +495,17 @@ impl Portal {
         }
         self.connections.count(AuthModel::OAuth2, "connected");
         crate::connections::audit("connect_oauth", &tenant.id, by, "connected");
+        let company_id = match bearer {
+            Some(b) => crate::credential::check::check_key(&b, &tenant.upstream).await.1.company_id,
+            None => None,
+        };
         page(
             StatusCode::OK,
             ConnectedPage {
                 integration: &self.integration,
                 tenant: &tenant.id,
                 environment: tenant.environment.as_str(),
-                company_id: tenant.check.company_id().map(|c| c.to_string()),
+                company_id,
                 masked: None,
             }
             .render(),

@@ -3,6 +3,7 @@
 //! small HTTP client. Everything binds loopback and is shut down by `stop`.
 #![allow(dead_code)]
 
+pub mod connect;
 pub mod oauth;
 pub mod postgres;
 
