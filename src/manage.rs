@@ -154,12 +154,14 @@ pub async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, 
     use crate::credential::postgres::{PostgresStore, SCHEMA_VERSION};
     let StoreConfig::Postgres(pg) = &config.store else {
         let _ = writeln!(out, "store: file, {}", config.state_dir.display());
+        connections(config, out).await;
         return Ok(true);
     };
     let store = PostgresStore::for_command(pg).map_err(ManageError::Failed)?;
     match store.schema_version().await {
         Ok(v) => {
             let _ = writeln!(out, "store: postgres, reachable, schema version {v} (this build: {SCHEMA_VERSION})");
+            connections(config, out).await;
             Ok(v == SCHEMA_VERSION)
         }
         Err(e) => {
@@ -167,6 +169,48 @@ pub async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, 
             Ok(false)
         }
     }
+}
+
+/// `check`'s connections: each tenant whose credential comes from a connect
+/// link, with when and by which link it was connected (never the key).
+async fn connections(config: &Config, out: &mut impl Write) {
+    let tenants: Vec<&String> =
+        config.tenants.iter().filter(|(_, t)| t.auth.from_connection()).map(|(n, _)| n).collect();
+    if tenants.is_empty() {
+        return;
+    }
+    let Ok(store) = crate::connections::store_for_command(config) else { return };
+    let records = match store.connections().await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(out, "connections: cannot read them: {e}");
+            return;
+        }
+    };
+    let mut rows = vec![["TENANT".to_string(), "SOURCE".into(), "CREDENTIAL".into(), "CONNECTED".into(), "BY".into()]];
+    for name in tenants {
+        let row = match records.iter().find(|r| &r.tenant == name) {
+            Some(r) => {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.connected_at_ms);
+                [
+                    name.clone(),
+                    "connection".into(),
+                    r.masked.clone(),
+                    humantime::format_rfc3339_seconds(at).to_string(),
+                    r.by.clone(),
+                ]
+            }
+            None => [
+                name.clone(),
+                "connection".into(),
+                "not connected yet: send a connect link".into(),
+                "-".into(),
+                "-".into(),
+            ],
+        };
+        rows.push(row);
+    }
+    let _ = write!(out, "\n{}", crate::config::table(&rows));
 }
 
 /// `store import`: copies every tenant's chain from `state_dir` into the
@@ -221,7 +265,8 @@ pub enum LinkAction {
 pub async fn link(config: &Config, action: LinkAction, out: &mut impl Write) -> Result<(), ManageError> {
     use crate::connections::{self, Actor, LinkView};
     let store = connections::store_for_command(config).map_err(ManageError::Failed)?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let uid = nix::unistd::geteuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| format!("uid{uid}"), |u| u.name);
     let by = Actor::Cli(format!(
         "{user}@{}",
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()

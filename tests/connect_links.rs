@@ -322,3 +322,126 @@ async fn a_connected_key_survives_a_restart_and_opens_only_with_its_encryption_k
     staging.shutdown().await;
     production.shutdown().await;
 }
+
+/// Replicas on one PostgreSQL store: a link made on one is opened on
+/// another and is then used for all; a key connected on one serves on the
+/// others once they read the store (poll_interval); a disconnect too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_links_and_connected_keys_through_postgres() {
+    let Some(pg) = support::postgres::Postgres::start("replicas_share_links_and_connected_keys") else { return };
+    let staging = sandbox(staging_spec().api_key(HOOLI_KEY, "company-hooli")).await;
+    let production = sandbox(production_spec()).await;
+    let store = format!(
+        "store:\n  kind: postgres\n  url: \"{}\"\n  poll_interval: 200ms\n  encryption_key: {STORE_KEY}\n",
+        pg.url()
+    );
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let yaml =
+            standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), &extra_with_store(port, &store));
+        replicas.push((start_gateway(&yaml, dir.path()).await, dir));
+    }
+    let (a, b) = (&replicas[0].0, &replicas[1].0);
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let made = send(
+        Method::POST,
+        &format!("http://{}/api/tenants/hooli/connect-links", a.admin_addr),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let url: serde_json::Value = serde_json::from_str(&made.body).unwrap();
+    let token = url["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let on = |g: &pleo_gateway::gateway::Running| format!("http://{}/c/{token}", g.connect_addr.unwrap());
+
+    // Opened and used on B.
+    let p = page(&on(b)).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let ok = post_form(&format!("{}/key", on(b)), &[("csrf", &csrf_of(&p.body)), ("key", HOOLI_KEY)], &[]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let status = |g: &pleo_gateway::gateway::Running| {
+        let url = format!("http://{}/v1/x", g.addr);
+        async move { send(Method::GET, &url, &[("x-pleo-tenant", "hooli")], "").await.status }
+    };
+    assert_eq!(status(b).await, 200);
+    // Used for A as well, and A takes up the key from the store.
+    assert_eq!(page(&on(a)).await.status, 410);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status(a).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "replica A never took up the connected key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Disconnected on A: B stops serving with it too.
+    let gone = send(
+        Method::DELETE,
+        &format!("http://{}/api/tenants/hooli/connection", a.admin_addr),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status(b).await != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "replica B kept a disconnected key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (g, _dir) in replicas {
+        g.shutdown().await;
+    }
+    staging.shutdown().await;
+    production.shutdown().await;
+}
+
+fn cli(s: &Setup, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
+        .args(args)
+        .arg("--config")
+        .arg(s.kit.dir.path().join("gateway.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "a secret in the command's output");
+    }
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_command_makes_lists_and_revokes_links_a_running_gateway_serves() {
+    let s = setup().await;
+    let (code, out) = cli(&s, &["link", "hooli", "--expires", "2h"]);
+    assert_eq!(code, Some(0), "{out}");
+    let url = out.split_whitespace().find(|w| w.starts_with("http://")).expect("the URL").to_string();
+    assert_eq!(page(&url).await.status, 200, "the running gateway serves a link the command made");
+
+    let (code, out) = cli(&s, &["link", "--list", "hooli"]);
+    assert_eq!(code, Some(0), "{out}");
+    let id = out.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(out.contains("usable") && !out.contains(url.rsplit('/').next().unwrap()), "{out}");
+    let (code, out) = cli(&s, &["link", "--revoke", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("revoked"), "{out}");
+    assert_eq!(page(&url).await.status, 410);
+
+    // `check` says where each connection-sourced credential stands.
+    let csrf = csrf_of(&page(&s.new_link("hooli").await).await.body);
+    let link = s.new_link("hooli").await;
+    let csrf2 = csrf_of(&page(&link).await.body);
+    assert_ne!(csrf, csrf2);
+    assert_eq!(post_form(&format!("{link}/key"), &[("csrf", &csrf2), ("key", HOOLI_KEY)], &[]).await.status, 200);
+    let (code, out) = cli(&s, &["check"]);
+    assert_eq!(code, Some(0), "{out}");
+    let hooli = out
+        .lines()
+        .find(|l| l.starts_with("hooli") && l.contains("connection") && l.contains("link:"))
+        .unwrap_or_default();
+    assert!(hooli.contains(&HOOLI_KEY[HOOLI_KEY.len() - 4..]), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("umbrella") && l.contains("not connected yet")), "{out}");
+
+    let (code, out) = cli(&s, &["link", "nobody"]);
+    assert_eq!(code, Some(64), "{out}");
+    s.kit.stop().await;
+}

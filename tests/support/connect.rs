@@ -70,6 +70,11 @@ pub fn sha256_hex(s: &str) -> String {
 /// The standard tenants plus `hooli` (key from a connection) and
 /// `umbrella` (OAuth, consent on a link), a connect listener and an admin token.
 pub fn extra(port: u16, store_key: &str) -> String {
+    extra_with_store(port, &format!("store:\n  kind: file\n  dir: state\n  encryption_key: {store_key}\n"))
+}
+
+/// The same with another `store` block.
+pub fn extra_with_store(port: u16, store: &str) -> String {
     format!(
         "  hooli:
     environment: staging
@@ -77,11 +82,7 @@ pub fn extra(port: u16, store_key: &str) -> String {
   umbrella:
     environment: production
     auth: {{ model: oauth2, source: connection, client_id: umbrella-client, client_secret: {UMBRELLA_SECRET} }}
-store:
-  kind: file
-  dir: state
-  encryption_key: {store_key}
-admin:
+{store}admin:
   tokens:
     - {{ name: oncall, sha256: \"{}\" }}
 connect:
