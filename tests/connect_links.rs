@@ -273,9 +273,20 @@ async fn an_oauth_consent_on_a_link_connects_the_tenant_and_a_denial_stores_noth
     assert!(s.kit.dir.path().join("state/umbrella.json").exists(), "saved like a refresh's tokens");
     assert_eq!(page(&link).await.status, 410, "used");
 
+    // Disconnected: the chain is kept but marked dead, and requests stop.
+    let (status, j) = s.api(Method::DELETE, "/api/tenants/umbrella/connection", "").await;
+    assert_eq!((status, &j["disconnected"]), (StatusCode::OK, &serde_json::json!(true)), "{j}");
+    assert_eq!(s.tenant_status("umbrella").await, 503);
+    let state = std::fs::read_to_string(s.kit.dir.path().join("state/umbrella.json")).unwrap();
+    assert!(state.contains("\"reauthorization_required\": true"), "{state}");
+    // A new link connects it again.
+    let relink = s.new_link("umbrella").await;
+    assert_eq!(consent(&s, &relink, false).await.status, 200);
+    assert_eq!(s.tenant_status("umbrella").await, 200);
+
     let m = s.kit.metrics().await;
     let count = |result| sample(&m, "pleo_gateway_connections_total", &[("model", "oauth2"), ("result", result)]);
-    assert_eq!((count("connected"), count("denied")), (1.0, 1.0));
+    assert_eq!((count("connected"), count("denied"), count("disconnected")), (2.0, 1.0, 1.0));
     let log = logs.text();
     assert_no_secret("the log", &log);
     assert!(!log.contains("sbx_"), "no token or code logged");

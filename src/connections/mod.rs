@@ -341,6 +341,9 @@ impl Connections {
     /// Removes `tenant`'s connection: its key leaves service and the store
     /// (OAuth tenants: the stored chain is marked as needing a new consent).
     pub async fn disconnect(&self, routes: &Routes, tenant: &str, by: &Actor) -> Result<bool, StoreError> {
+        if let Some(session) = routes.tenants.get(tenant).and_then(|t| t.credential.session()) {
+            session.disconnect().await?;
+        }
         let existed = self.store.delete_connection(tenant).await?;
         let slot = self.sessions.key_slot(tenant);
         let had_key = slot.get().is_some();

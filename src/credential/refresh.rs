@@ -462,6 +462,24 @@ impl OAuthSession {
         Ok(())
     }
 
+    /// The customer's connection is removed (`DELETE /api/tenants/{t}/connection`):
+    /// the stored chain is marked as needing a new consent, so no replica
+    /// refreshes it again, and requests get 503 until a new link is used.
+    pub async fn disconnect(self: &Arc<Self>) -> Result<(), StoreError> {
+        let flight = self.flight.lock().await;
+        if let Some(stored) = self.store.load(&self.tenant).await? {
+            self.store.save(&self.tenant, &stored.needing_reauthorization()).await?;
+        }
+        let cur = self.current.load_full();
+        let next =
+            Current { epoch: cur.epoch + 1, ..Current::blocked(Status::ReauthorizationRequired, Instant::now()) };
+        self.log_transition(cur.status, &next);
+        self.current.store(Arc::new(next));
+        drop(flight);
+        self.changed.notify_one();
+        Ok(())
+    }
+
     /// The config's initial refresh token's fingerprint, if it has one: a
     /// new consent marks it seen so it is not imported over the new chain.
     pub fn initial_fingerprint(&self) -> Option<String> {
