@@ -63,6 +63,9 @@ struct Fixed {
     store: &'static str,
     /// Whether `listen` speaks TLS (its files may change; this may not).
     tls: bool,
+    /// The connect pages' listener, URL and name, and the encryption keys'
+    /// ids: read at start by the pages and the connection store.
+    connect: String,
 }
 
 impl Fixed {
@@ -75,8 +78,18 @@ impl Fixed {
             state_dir: c.state_dir.clone(),
             store: c.store.kind(),
             tls: c.tls.is_some(),
+            connect: connect_key(c),
         }
     }
+}
+
+fn connect_key(c: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    // Key ids only (a hash prefix per key), never a key.
+    let keys: Vec<String> =
+        c.encryption_keys.iter().map(|k| hex::encode(&Sha256::digest(k.expose_secret().as_bytes())[..4])).collect();
+    let connect = c.connect.as_ref().map(|x| (x.listen, x.public_url.clone(), x.integration_name.clone(), x.link_ttl));
+    format!("{connect:?} {keys:?}")
 }
 
 /// What the upstream clients are built from: same key, same pools.
@@ -183,8 +196,8 @@ impl Reloader {
         let fixed = Fixed::of(&config);
         if fixed != loaded.fixed {
             tracing::warn!(
-                "listen, admin_listen, workers, sandbox, state_dir, store and whether listen uses TLS only change \
-                 with a restart; keeping the running values, applying the rest"
+                "listen, admin_listen, workers, sandbox, state_dir, store, connect, the encryption keys and \
+                 whether listen uses TLS only change with a restart; keeping the running values, applying the rest"
             );
         }
         // Everything that can fail, before anything changes. The first

@@ -74,10 +74,48 @@ fn errors_name_file_line_key_and_expectation() {
             "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: [sk_in_a_list]\n",
             &[":6:", "tenants.t1.auth.key", "expected a secret"],
         ),
+        // Connect links (docs/connect.md).
+        ("connect: { listen: 127.0.0.1:8443, public_url: http://127.0.0.1:8443 }\n", &[":1:1", "store", "missing `encryption_key`", "openssl rand"]),
+        (
+            "store: { kind: file, encryption_key: hunter2pw-too-short }\n",
+            &[":1:", "store.encryption_key", "not a 256-bit key", "base64"],
+        ),
+        (
+            "store: { kind: file, previous_encryption_keys: [abc] }\n",
+            &[":1:", "store.previous_encryption_keys", "needs `encryption_key`"],
+        ),
+        (
+            "store: { kind: file, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }\nconnect: { listen: 127.0.0.1:8443, public_url: https://c.example.com/pleo }\n",
+            &[":2:", "connect.public_url", "with no path"],
+        ),
+        (
+            "store: { kind: file, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }\nconnect: { listen: 127.0.0.1:8443, public_url: http://connect.example.com }\n",
+            &[":2:", "connect.public_url", "http only on a loopback host"],
+        ),
+        (
+            "listen: 127.0.0.1:8443\nstore: { kind: file, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }\nconnect: { listen: 127.0.0.1:8443, public_url: https://c.example.com }\n",
+            &[":3:", "connect.listen", "same address as `listen`"],
+        ),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, source: connection }\n",
+            &["store", "missing `encryption_key`"],
+        ),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, source: link }\n",
+            &[":4:", "tenants.t1.auth.source", "expected config or connection"],
+        ),
+        (
+            "store: { kind: file, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: oauth2, source: connection, client_id: c, client_secret: s, refresh_token: r }\n",
+            &[":5:", "tenants.t1.auth.refresh_token", "cannot be combined with `source: connection`"],
+        ),
+        (
+            "store: { kind: file, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: standalone_api_key, source: connection, key: abcdefgh12345 }\n",
+            &[":5:", "tenants.t1.auth.key", "cannot be combined with `source: connection`"],
+        ),
     ];
     for (yaml, wanted) in cases {
         let e = err(yaml);
-        assert!(!e.contains("hunter2pw"), "a store URL's password in an error:\n{e}");
+        assert!(!e.contains("hunter2pw"), "a store URL's password (or a store key) in an error:\n{e}");
         for w in *wanted {
             assert!(e.contains(w), "error for\n{yaml}\nwas\n{e}\nexpected to contain {w:?}");
         }

@@ -238,6 +238,7 @@ fn connect(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<Connec
         Ok(u)
             if u.authority().is_some()
                 && u.query().is_none()
+                && matches!(u.path(), "" | "/")
                 && (u.scheme_str() == Some("https")
                     || (u.scheme_str() == Some("http") && is_loopback_host(u.host().unwrap_or_default()))) =>
         {
@@ -247,8 +248,8 @@ fn connect(raw: &RawConfig, base_dir: &Path, found: &mut Found) -> Option<Connec
             found.push((
                 at.key("public_url"),
                 format!(
-                    "`{}` is not usable (expected the https URL customers open, such as https://connect.example.com; \
-                     http only on a loopback host, for trying it out)",
+                    "`{}` is not usable (expected the https URL customers open, such as https://connect.example.com, \
+                     with no path; http only on a loopback host, for trying it out)",
                     c.public_url
                 ),
             ));
@@ -726,7 +727,12 @@ fn auth(
                 not_used(name, present, found);
             }
             if raw.source.as_deref() == Some("connection") {
-                not_used("key", raw.key.is_some(), found);
+                if raw.key.is_some() {
+                    found.push((
+                        field("key"),
+                        "cannot be combined with `source: connection` (the connect link gives the key)".into(),
+                    ));
+                }
                 return Some(AuthConfig::ApiKeyConnection { model: raw.model });
             }
             let key = secret(&raw.key, "key", found)?;
