@@ -22,7 +22,7 @@ pub const WRONG_KEY: &str = "ik_hooli_not_a_real_key_000000";
 pub const UMBRELLA_SECRET: &str = "umbrella-client-secret-value-42";
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-connect-tests-0001";
 pub const STORE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-pub const SECRETS: [&str; 4] = [HOOLI_KEY, HOOLI_KEY_2, WRONG_KEY, UMBRELLA_SECRET];
+pub const SECRETS: [&str; 6] = [HOOLI_KEY, HOOLI_KEY_2, WRONG_KEY, UMBRELLA_SECRET, ADMIN_TOKEN, STORE_KEY];
 
 /// One test's log, captured on the test's (current-thread) runtime.
 #[derive(Clone)]
