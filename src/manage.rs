@@ -263,7 +263,7 @@ pub enum LinkAction {
 /// `pleo-gateway link`: makes, lists or revokes connect links in the
 /// configured store (a running gateway sees them at once).
 pub async fn link(config: &Config, action: LinkAction, out: &mut impl Write) -> Result<(), ManageError> {
-    use crate::connections::{self, Actor, LinkView};
+    use crate::connections::{self, Actor};
     let store = connections::store_for_command(config).map_err(ManageError::Failed)?;
     let uid = nix::unistd::geteuid();
     let user = nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| format!("uid{uid}"), |u| u.name);
@@ -308,11 +308,11 @@ pub async fn link(config: &Config, action: LinkAction, out: &mut impl Write) -> 
                 if tenant.as_ref().is_some_and(|t| *t != l.tenant) {
                     continue;
                 }
-                let v = LinkView::of(&l, now);
+                let state = l.state(now).as_str().to_string();
                 let expires = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.expires_at_ms),
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(l.expires_at_ms),
                 );
-                rows.push([v.id, v.tenant, v.state.to_string(), expires.to_string(), v.created_by]);
+                rows.push([l.id, l.tenant, state, expires.to_string(), l.created_by]);
             }
             let _ = write!(out, "{}", crate::config::table(&rows));
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::{header, Method, StatusCode};
 use pleo_gateway::secret::Secret;
 use support::connect::*;
+use support::logs::Logs;
 use support::*;
 
 #[tokio::test]

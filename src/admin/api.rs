@@ -99,7 +99,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
             match connections.store.links().await {
                 Ok(links) => {
                     let now = unix_now_ms();
-                    let views: Vec<LinkView> = links
+                    let views: Vec<LinkView<'_>> = links
                         .iter()
                         .filter(|l| tenant.as_ref().is_none_or(|t| *t == l.tenant))
                         .map(|l| LinkView::of(l, now))

@@ -88,33 +88,18 @@ pub struct KeyConnected {
     pub rotated: bool,
 }
 
-/// A link as the API lists it.
+/// A link as the API lists it: the record (its token's hash, never the
+/// token) and its state now.
 #[derive(Debug, serde::Serialize)]
-pub struct LinkView {
-    pub id: String,
-    pub tenant: String,
+pub struct LinkView<'a> {
+    #[serde(flatten)]
+    pub link: &'a LinkRecord,
     pub state: &'static str,
-    pub created_by: String,
-    pub created_at_ms: u64,
-    pub expires_at_ms: u64,
-    pub used_at_ms: Option<u64>,
-    pub revoked_at_ms: Option<u64>,
-    pub attempts: u32,
 }
 
-impl LinkView {
-    pub fn of(l: &LinkRecord, now: u64) -> LinkView {
-        LinkView {
-            id: l.id.clone(),
-            tenant: l.tenant.clone(),
-            state: l.state(now).as_str(),
-            created_by: l.created_by.clone(),
-            created_at_ms: l.created_at_ms,
-            expires_at_ms: l.expires_at_ms,
-            used_at_ms: l.used_at_ms,
-            revoked_at_ms: l.revoked_at_ms,
-            attempts: l.attempts,
-        }
+impl LinkView<'_> {
+    pub fn of(link: &LinkRecord, now: u64) -> LinkView<'_> {
+        LinkView { link, state: link.state(now).as_str() }
     }
 }
 

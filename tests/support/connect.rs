@@ -4,9 +4,7 @@
 //! small helpers for the API, pages and forms. Shared by
 //! tests/connect_links.rs and tests/browser.rs.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode};
@@ -23,40 +21,6 @@ pub const UMBRELLA_SECRET: &str = "umbrella-client-secret-value-42";
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-connect-tests-0001";
 pub const STORE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const SECRETS: [&str; 6] = [HOOLI_KEY, HOOLI_KEY_2, WRONG_KEY, UMBRELLA_SECRET, ADMIN_TOKEN, STORE_KEY];
-
-/// One test's log, captured on the test's (current-thread) runtime.
-#[derive(Clone)]
-pub struct Logs(pub Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    pub fn capture() -> Logs {
-        let logs = Logs(Arc::new(Mutex::new(Vec::new())));
-        let writer = logs.clone();
-        let dispatch = tracing::Dispatch::new(
-            tracing_subscriber::fmt()
-                .with_env_filter("trace")
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        );
-        std::mem::forget(tracing::dispatcher::set_default(&dispatch));
-        logs
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod connect;
+pub mod logs;
 pub mod oauth;
 pub mod postgres;
 
