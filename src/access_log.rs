@@ -28,6 +28,8 @@ use crate::config::model::{AuthModel, Environment};
 pub struct AccessSlot {
     pub tenant: OnceLock<TenantLabels>,
     pub client: OnceLock<Arc<str>>,
+    /// The `rewrites` rule that changed the path, if one did.
+    pub rewrite: OnceLock<Arc<str>>,
     /// Time to Pleo's response head, summed over the attempts (the OAuth 401 retry).
     pub upstream: std::sync::Mutex<Option<Duration>>,
 }
@@ -94,6 +96,7 @@ impl Drop for AccessLine {
             environment = tenant.map(|t| t.environment.as_str()),
             method = self.method.as_str(),
             path = self.path.as_str(),
+            rewrite = self.slot.rewrite.get().map(|r| &**r),
             status = self.status,
             error = self.error.map(|e| e.as_str()),
             bytes = self.bytes,

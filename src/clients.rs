@@ -33,15 +33,21 @@ pub struct ClientIdentity(pub Arc<Client>);
 /// Named legacy tokens (`legacy_tokens`), by SHA-256, with their counters.
 #[derive(Debug)]
 pub struct LegacyTokens {
-    by_digest: HashMap<[u8; 32], IntCounter>,
+    by_digest: HashMap<[u8; 32], (IntCounter, Box<str>)>,
     unnamed: IntCounter,
+    /// Which legacy tokens each client still sends (`GET /migration`).
+    migration: std::sync::Arc<crate::migration::MigrationLog>,
 }
 
 impl LegacyTokens {
     pub fn new(tokens: &[LegacyToken], metrics: &Metrics) -> Self {
         LegacyTokens {
-            by_digest: tokens.iter().map(|t| (t.sha256, metrics.legacy_token(&t.name))).collect(),
+            by_digest: tokens
+                .iter()
+                .map(|t| (t.sha256, (metrics.legacy_token(&t.name), t.name.as_str().into())))
+                .collect(),
             unnamed: metrics.legacy_token("unnamed"),
+            migration: metrics.migration.clone(),
         }
     }
 
@@ -54,8 +60,14 @@ impl LegacyTokens {
     pub fn count_token(&self, token: Option<&[u8]>) {
         let digest: Option<[u8; 32]> = token.map(|t| Sha256::digest(t).into());
         match digest.and_then(|d| self.by_digest.get(&d)) {
-            Some(counter) => counter.inc(),
-            None => self.unnamed.inc(),
+            Some((counter, name)) => {
+                counter.inc();
+                self.migration.legacy(None, name);
+            }
+            None => {
+                self.unnamed.inc();
+                self.migration.legacy(None, "unnamed");
+            }
         }
     }
 }

@@ -136,11 +136,16 @@ impl GatewayError {
     }
 
     /// The JSON answer for the app.
-    pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let message = match &self.detail {
+    /// The message the answer's body carries: the detail, then what to do.
+    pub fn full_message(&self) -> String {
+        match &self.detail {
             Some(d) => format!("{} {}", d, self.code.message()),
             None => self.code.message().to_string(),
-        };
+        }
+    }
+
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let message = self.full_message();
         let body = serde_json::json!({ "error": self.code.as_str(), "message": message }).to_string();
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.code.status();

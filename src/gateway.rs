@@ -156,6 +156,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         in_flight: in_flight.clone(),
         in_flight_gauge: metrics.in_flight.clone(),
         connections: connections.clone(),
+        migration: metrics.migration.clone(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
     let tls: Option<SharedTls> = match &config.tls {

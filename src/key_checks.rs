@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::AuthModel;
-use crate::credential::check::{check_key, describe, CheckState, Detail};
+use crate::credential::check::{check_key_interlocked, describe, CheckState, Detail};
 use crate::metrics::Metrics;
 use crate::routes::{Routes, SharedRoutes, Tenant};
 
@@ -124,5 +124,6 @@ async fn check(t: &Tenant) -> (CheckState, Detail) {
         let reason = "not connected yet: send a connect link".to_string();
         return (CheckState::Pending, Detail { reason: Some(reason), ..Detail::default() });
     };
-    check_key(&authorization, &t.upstream).await
+    let other = t.interlock.environment;
+    check_key_interlocked(&authorization, &t.upstream, t.environment, &t.interlock, other).await
 }

@@ -79,6 +79,26 @@ enum Command {
         #[arg(long)]
         revoke: Option<String>,
     },
+    /// A dry run: what the gateway would do with a request (tenant and rule,
+    /// or the refusal; environment, masked credential, rewrites, the upstream
+    /// URL, the headers removed). Nothing is sent.
+    Explain {
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The method, such as GET.
+        method: String,
+        /// The URL as the app sends it (http://127.0.0.1:8080/v2/x), or a path.
+        url: String,
+    },
+    /// Where each legacy app stands: the running gateway's GET /migration as a
+    /// table (Pleo's 404/405 answers per path template and client, and the
+    /// legacy tokens still sent). The admin token comes from PLEO_GATEWAY_ADMIN_TOKEN.
+    MigrationReport {
+        /// The admin listener to ask (default: the config's admin_listen).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Run only the offline Pleo stand-in for the config's tenants (no
     /// gateway), on the given addresses: one stand-in shared by several
     /// gateway processes, as in deploy/compose.
@@ -183,6 +203,39 @@ fn main() -> ExitCode {
                 }
             };
             match block_on(pleo_gateway::manage::link(&config, action, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => manage_failed(e),
+            }
+        }
+        Command::Explain { headers, method, url } => {
+            let mut parsed = Vec::new();
+            for h in &headers {
+                let Some((name, value)) = h.split_once(':') else {
+                    eprintln!("-H `{h}`: expected `Name: value`");
+                    return ExitCode::from(EX_CONFIG);
+                };
+                parsed.push((name.trim().to_string(), value.trim().to_string()));
+            }
+            let req = match pleo_gateway::explain::request(&method, &url, &parsed) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            match block_on(async {
+                pleo_gateway::explain::offline(&config, req).await.map_err(pleo_gateway::manage::ManageError::Failed)
+            }) {
+                Ok(x) => {
+                    print!("{}", x.text());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => manage_failed(e),
+            }
+        }
+        Command::MigrationReport { admin } => {
+            let addr = admin.unwrap_or_else(|| config.admin_listen.to_string());
+            match block_on(pleo_gateway::manage::migration_report(&addr, &mut std::io::stdout())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => manage_failed(e),
             }

@@ -76,6 +76,9 @@ pub struct Metrics {
     installations: IntGaugeVec,
     /// `pleo_gateway_connections_total{model,result}`: connect links and the API.
     pub connections_total: IntCounterVec,
+    /// Pleo's 404/405 answers by path template, and legacy tokens by client (`GET /migration`).
+    pub migration: std::sync::Arc<crate::migration::MigrationLog>,
+    rewrites_total: IntCounterVec,
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
     legacy_token_refused_total: IntCounterVec,
@@ -185,6 +188,13 @@ impl Metrics {
             &["model", "result"],
         )?;
         registry.register(Box::new(connections_total.clone()))?;
+        let migration = std::sync::Arc::new(crate::migration::MigrationLog::register(registry, 100)?);
+        // Bounded by the config: one series per rewrite rule.
+        let rewrites_total = IntCounterVec::new(
+            Opts::new("pleo_gateway_rewrites_total", "Requests whose path a `rewrites` rule changed, by rule."),
+            &["rule"],
+        )?;
+        registry.register(Box::new(rewrites_total.clone()))?;
         for s in crate::config::model::InstallationStatus::ALL {
             installations.with_label_values(&[s.label()]);
         }
@@ -244,10 +254,17 @@ impl Metrics {
             tenants,
             installations,
             connections_total,
+            migration,
+            rewrites_total,
             in_flight,
             config_reloads_total,
             legacy_token_refused_total,
         })
+    }
+
+    /// The counter of one rewrite rule (by its label).
+    pub fn rewrite(&self, label: &str) -> prometheus::IntCounter {
+        self.rewrites_total.with_label_values(&[label])
     }
 
     /// Sets `pleo_gateway_installations{status}` from a count per status.

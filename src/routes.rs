@@ -50,6 +50,34 @@ pub struct Tenant {
     /// The credential is made on a connect link (`source: connection`, or
     /// managed OAuth without a refresh_token in the config).
     pub from_connection: bool,
+    /// The tenant's `rewrites`, then the top-level ones, each with its counter.
+    pub rewrites: Arc<[Rewrite]>,
+    /// The other environment, for the key check's interlock only
+    /// (`check_key_interlocked`); requests never go there.
+    pub interlock: Arc<Upstream>,
+    /// Where Pleo's 404/405 answers are counted (`GET /migration`).
+    pub migration: Arc<crate::migration::MigrationLog>,
+}
+
+/// Marks a request `explain` runs through the steps: nothing is counted
+/// for it and it is never sent.
+#[derive(Clone, Copy, Debug)]
+pub struct DryRun;
+
+/// A rewrite rule ready to apply.
+#[derive(Debug)]
+pub struct Rewrite {
+    pub rule: crate::config::rewrite::RewriteRule,
+    pub label: Arc<str>,
+    pub counter: prometheus::IntCounter,
+}
+
+/// Put in a request's extensions when a rule rewrote its path.
+#[derive(Clone, Debug)]
+pub struct Rewritten {
+    pub label: Arc<str>,
+    /// The path (and query) as the app sent it, after the tenant prefix.
+    pub original: http::uri::PathAndQuery,
 }
 
 /// A managed OAuth tenant's client, for the authorization-code flow.
@@ -118,10 +146,23 @@ impl Routes {
                     in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
                     consent,
                     from_connection: t.auth.from_connection(),
+                    rewrites: t
+                        .rewrites
+                        .iter()
+                        .chain(&config.rewrites)
+                        .map(|r| Rewrite {
+                            rule: r.clone(),
+                            label: r.label.as_str().into(),
+                            counter: metrics.rewrite(&r.label),
+                        })
+                        .collect(),
+                    migration: metrics.migration.clone(),
+                    interlock: upstreams.get(other(t.environment)),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })
             .collect();
+        metrics.migration.set_max_templates(config.max_not_found_templates);
         metrics.set_tenants(|m, e| tenants.values().filter(|t| t.model == m && t.environment == e).count() as i64);
         let default_tenant = config.default_tenant.as_deref().and_then(|d| tenants.get(d).cloned());
         let tenant_headers = config
@@ -147,6 +188,13 @@ impl Routes {
             admin_tokens: config.admin.tokens.iter().map(|t| (t.sha256, t.name.as_str().into())).collect(),
             admin_open: config.admin.tokens.is_empty(),
         }
+    }
+}
+
+fn other(env: Environment) -> Environment {
+    match env {
+        Environment::Staging => Environment::Production,
+        Environment::Production => Environment::Staging,
     }
 }
 

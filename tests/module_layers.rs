@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Bottom first.
-const LAYERS: [&[&str]; 10] = [
-    &["secret", "share", "tls", "error"],
+const LAYERS: [&[&str]; 11] = [
+    &["secret", "share", "tls", "error", "migration"],
     &["config"],
     &["access_log", "metrics"],
     &["body", "clients"],
@@ -18,6 +18,7 @@ const LAYERS: [&[&str]; 10] = [
     &["credential"],
     &["routes"],
     &["steps", "key_checks", "listener", "connections"],
+    &["explain"],
     &["stack", "admin", "reload", "connect", "manage", "sandbox", "portal"],
     &["gateway"],
 ];

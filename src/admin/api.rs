@@ -172,3 +172,37 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Full<Bytes>
         .filter(Value::is_object)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "bad_request", "the body must be a JSON object"))
 }
+
+/// `POST /explain`: `{"method": "GET", "url": "/v2/x", "headers": {"X-Pleo-Tenant": "acme"}}`
+/// -> what the gateway would do with that request (nothing is sent).
+pub async fn explain(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let routes = state.routes.load_full();
+    if let Err(e) = crate::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+        return e.to_response();
+    }
+    if admin_token(&routes, &req).is_none() && !routes.admin_open {
+        return crate::error::GatewayError::new(crate::error::ErrorCode::AdminUnauthenticated).to_response();
+    }
+    let body = match read_json(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let method = body.get("method").and_then(Value::as_str).unwrap_or("GET");
+    let Some(url) = body.get("url").and_then(Value::as_str) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send {\"method\": \"GET\", \"url\": \"/v2/...\", \"headers\": {...}}",
+        );
+    };
+    let headers: Vec<(String, String)> = match body.get("headers") {
+        Some(Value::Object(m)) => {
+            m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+        }
+        _ => Vec::new(),
+    };
+    match crate::explain::request(method, url, &headers) {
+        Ok(r) => reply(StatusCode::OK, serde_json::to_value(crate::explain::explain(&routes, r)).unwrap_or_default()),
+        Err(e) => refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    }
+}

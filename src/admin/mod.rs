@@ -33,6 +33,8 @@ pub struct AdminState {
     pub in_flight_gauge: prometheus::IntGauge,
     /// Connect links and connections, for `/api/`.
     pub connections: Arc<Connections>,
+    /// Pleo's 404/405 answers and legacy tokens, for `/migration`.
+    pub migration: Arc<crate::migration::MigrationLog>,
 }
 
 /// The admin service, ready for `listener::serve`.
@@ -45,6 +47,9 @@ pub fn service(
         async move {
             if req.uri().path().starts_with("/api/") {
                 return Ok::<_, Infallible>(api::handle(&state, req).await);
+            }
+            if req.uri().path() == "/explain" && req.method() == Method::POST {
+                return Ok(api::explain(&state, req).await);
             }
             Ok(handle(&state, &req))
         }
@@ -84,6 +89,15 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             resp
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/migration" => {
+            if !admin_authorized(&routes, req) {
+                return crate::error::GatewayError::new(crate::error::ErrorCode::AdminUnauthenticated).to_response();
+            }
+            let body = serde_json::to_string(&state.migration.report()).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         // Ready even when the shared store is down: requests are still
         // served on current tokens, and pulling every replica out of a
         // balancer would turn a store outage into a full one. The body says it.
@@ -161,7 +175,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /tenants\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz, /tenants or /migration\n"),
     }
 }
 

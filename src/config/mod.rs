@@ -6,6 +6,7 @@
 mod locate;
 pub mod model;
 mod raw;
+pub mod rewrite;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,12 @@ pub struct Config {
     pub encryption_keys: Vec<Secret>,
     /// The connect pages' listener, when configured.
     pub connect: Option<ConnectConfig>,
+    /// `policy: partner`: the Early Access Programme's rules are errors.
+    pub partner_policy: bool,
+    /// Top-level `rewrites` (each tenant's own come first).
+    pub rewrites: Vec<rewrite::RewriteRule>,
+    /// `migration.max_templates`: distinct 404/405 templates tracked (then `other`).
+    pub max_not_found_templates: usize,
 }
 
 /// `connect`: the customer-facing connect pages.
@@ -168,6 +175,8 @@ pub struct TenantConfig {
     /// Opt-in: where to add the company id to each request (API-key tenants).
     pub company_id_header: Option<HeaderName>,
     pub company_id_query: Option<String>,
+    /// This tenant's `rewrites`, tried before the top-level ones.
+    pub rewrites: Vec<rewrite::RewriteRule>,
 }
 
 /// A tenant's credential, by auth model. Secrets are already resolved.

@@ -53,6 +53,28 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// Customer-facing connect pages (connect links), on their own listener.
     pub connect: Option<RawConnect>,
+    /// `partner`: Pleo's Early Access Programme rules are enforced, not warned about.
+    pub policy: Option<String>,
+    /// Path rewrites for endpoints that moved, for every tenant.
+    #[serde(default)]
+    pub rewrites: Vec<RawRewrite>,
+    pub migration: Option<RawMigration>,
+}
+
+/// One `rewrites` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    pub method: Option<String>,
+    pub from: String,
+    pub to: String,
+}
+
+/// `migration`: the 404/405 report's bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    pub max_templates: Option<usize>,
 }
 
 /// `connect`: where customers open connect links.
@@ -189,6 +211,9 @@ pub struct RawTenant {
     pub company_id_header: Option<String>,
     /// ... or as this query parameter.
     pub company_id_query: Option<String>,
+    /// Path rewrites for this tenant, tried before the top-level ones.
+    #[serde(default)]
+    pub rewrites: Vec<RawRewrite>,
 }
 
 /// Flat on purpose: which fields a model allows is checked in `validate`, so

@@ -151,6 +151,24 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
             }
         }
     }
+    let partner_policy = match raw.policy.as_deref() {
+        None => false,
+        Some("partner") => true,
+        Some(other) => {
+            found.push((path("policy"), format!("`{other}` is not a policy (expected partner)")));
+            false
+        }
+    };
+    early_access(&raw, &tenants, partner_policy, &mut found, &mut warnings);
+    let top_rewrites = rewrites(&raw.rewrites, path("rewrites"), &mut found);
+    let max_not_found_templates = match raw.migration.as_ref().and_then(|m| m.max_templates) {
+        None => 100,
+        Some(n @ 1..=10_000) => n,
+        Some(n) => {
+            found.push((path("migration").key("max_templates"), format!("{n} is out of range (expected 1 to 10000)")));
+            100
+        }
+    };
     let needs_key =
         connect.is_some() || tenants.values().any(|t| matches!(t.auth, AuthConfig::ApiKeyConnection { .. }));
     if needs_key && encryption_keys.is_empty() {
@@ -192,7 +210,97 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         admin,
         encryption_keys,
         connect,
+        partner_policy,
+        rewrites: top_rewrites,
+        max_not_found_templates,
     })
+}
+
+/// Pleo's Early Access Programme does not allow standalone API keys for
+/// partner integrations: with `policy: partner` a production standalone
+/// tenant is an error, otherwise a warning.
+fn early_access(
+    raw: &RawConfig,
+    tenants: &BTreeMap<String, TenantConfig>,
+    partner: bool,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) {
+    for (name, t) in tenants {
+        if t.environment != Environment::Production || t.auth.model() != AuthModel::StandaloneApiKey {
+            continue;
+        }
+        let rule = "Pleo's Early Access Programme does not allow standalone API keys for partner integrations \
+                    (\"Standalone API keys are not available for partner integrations\"); use an integrated API key \
+                    or OAuth 2.0";
+        if partner {
+            found.push((path("tenants").key(name).key("auth").key("model"), format!("{rule} (policy: partner)")));
+        } else if raw.tenants.contains_key(name) {
+            warnings.push(format!(
+                "tenants.{name}.auth.model: standalone_api_key in production: {rule}; set `policy: partner` to make this an error"
+            ));
+        }
+    }
+}
+
+/// A `rewrites` list: each template valid, `to` naming only `from`'s
+/// captures, no two rules that one request could match.
+fn rewrites(raw: &[super::raw::RawRewrite], at: KeyPath, found: &mut Found) -> Vec<super::rewrite::RewriteRule> {
+    use super::rewrite::{PathTemplate, RewriteRule};
+    let mut out: Vec<(usize, RewriteRule)> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let here = at.index(i);
+        let method = match r.method.as_deref() {
+            None => None,
+            Some(m) if matches!(m, "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => {
+                Some(m.parse().expect("a standard method"))
+            }
+            Some(m) => {
+                found.push((
+                    here.key("method"),
+                    format!("`{m}` is not a method (expected GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS)"),
+                ));
+                continue;
+            }
+        };
+        let (from, to) = match (PathTemplate::parse(&r.from), PathTemplate::parse(&r.to)) {
+            (Ok(f), Ok(t)) => (f, t),
+            (f, t) => {
+                if let Err(e) = f {
+                    found.push((here.key("from"), e));
+                }
+                if let Err(e) = t {
+                    found.push((here.key("to"), e));
+                }
+                continue;
+            }
+        };
+        let mut seen = BTreeSet::new();
+        if let Some(dup) = from.captures().find(|c| !seen.insert(*c)) {
+            found.push((here.key("from"), format!("captures `{{{dup}}}` twice")));
+            continue;
+        }
+        if let Some(unknown) = to.captures().find(|c| !seen.contains(c)) {
+            found.push((
+                here.key("to"),
+                format!(
+                    "unknown capture `{{{unknown}}}` (`from` captures: {})",
+                    seen.iter().map(|c| format!("{{{c}}}")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+            continue;
+        }
+        let rule = RewriteRule::new(method, from, to);
+        if let Some((j, other)) = out.iter().find(|(_, o)| o.overlaps(&rule)) {
+            found.push((
+                here.key("from"),
+                format!("overlaps rewrites[{j}] (`{}`): one request could match both; make them distinct", other.label),
+            ));
+            continue;
+        }
+        out.push((i, rule));
+    }
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// `store.encryption_key` and `store.previous_encryption_keys`: 32 bytes
@@ -622,7 +730,13 @@ fn tenants(
         if let Some(auth) = auth(&t.auth, at.key("auth"), base_dir, found, warnings) {
             out.insert(
                 name.clone(),
-                TenantConfig { environment: t.environment, auth, company_id_header, company_id_query },
+                TenantConfig {
+                    environment: t.environment,
+                    auth,
+                    company_id_header,
+                    company_id_query,
+                    rewrites: rewrites(&t.rewrites, at.key("rewrites"), found),
+                },
             );
         }
     }

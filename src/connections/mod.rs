@@ -23,7 +23,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthModel, Config, StoreConfig};
-use crate::credential::check::{check_key, CheckState, Detail};
+use crate::credential::check::{check_key_interlocked, CheckState, Detail};
 use crate::credential::connected::ConnectionMeta;
 use crate::credential::store::{unix_now_ms, StoreError};
 use crate::credential::Sessions;
@@ -253,10 +253,23 @@ impl Connections {
         let Ok(header) = http::HeaderValue::from_str(authorization.expose_secret()) else {
             return refuse("rejected", "That is not an API key. Nothing was saved.".into());
         };
-        let (state, detail) = check_key(&header, &tenant.upstream).await;
+        let interlock = &tenant.interlock;
+        let (state, detail) =
+            check_key_interlocked(&header, &tenant.upstream, tenant.environment, interlock, interlock.environment)
+                .await;
         let env = tenant.environment.as_str();
         match state {
             CheckState::Connected => {}
+            CheckState::Rejected if detail.wrong_environment.is_some() => {
+                return refuse(
+                    "rejected",
+                    format!(
+                        "This is a {} key, but this account is set up for Pleo's {env} environment. Use a key from \
+                         {env}. Nothing was saved.",
+                        interlock.environment.as_str()
+                    ),
+                )
+            }
             CheckState::Rejected => {
                 return refuse(
                     "rejected",

@@ -80,6 +80,8 @@ pub struct Detail {
     /// What an operator should know (an installation not active yet, a
     /// document that does not look as documented).
     pub note: Option<String>,
+    /// The key works in this environment instead (the environment interlock).
+    pub wrong_environment: Option<crate::config::Environment>,
 }
 
 impl KeyCheck {
@@ -112,9 +114,12 @@ impl KeyCheck {
             (CheckState::Degraded, Some(status), None) => {
                 format!("Pleo reports the installation of tenant `{tenant}` as {}.", status.as_str())
             }
-            _ => format!(
-                "Pleo rejected tenant `{tenant}`'s API key when the gateway checked it (GET /v1/installations/me)."
-            ),
+            _ => match (d.wrong_environment, &d.reason) {
+                (Some(_), Some(why)) => format!("Pleo rejected tenant `{tenant}`'s API key: {why}."),
+                _ => format!(
+                    "Pleo rejected tenant `{tenant}`'s API key when the gateway checked it (GET /v1/installations/me)."
+                ),
+            },
         };
         GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(why)
     }
@@ -137,10 +142,40 @@ impl KeyCheck {
     }
 }
 
+/// [`check_key`] in the tenant's environment and, when Pleo rejects the key
+/// there, once in the other environment: a key that works there is
+/// reported as from the wrong environment ("this is a staging key; the
+/// tenant is configured for production"). Only this check ever goes to the
+/// other environment; traffic never does.
+pub async fn check_key_interlocked(
+    authorization: &HeaderValue,
+    own: &Upstream,
+    env: crate::config::Environment,
+    other: &Upstream,
+    other_env: crate::config::Environment,
+) -> (CheckState, Detail) {
+    let (state, mut detail) = check_key(authorization, own).await;
+    if state == CheckState::Rejected {
+        let (there, _) = check_key(authorization, other).await;
+        if matches!(there, CheckState::Connected | CheckState::Degraded) {
+            detail.reason = Some(format!(
+                "this is a {} key; the tenant is configured for {} (a key works only in the environment that issued it)",
+                other_env.as_str(),
+                env.as_str()
+            ));
+            detail.wrong_environment = Some(other_env);
+        }
+    }
+    (state, detail)
+}
+
 /// One line on a tenant that is not connected, for the log and `check --online`.
 pub fn describe(state: CheckState, d: &Detail) -> String {
     match state {
-        CheckState::Rejected => format!("Pleo rejected the key ({})", d.status.unwrap_or_default()),
+        CheckState::Rejected => match &d.reason {
+            Some(why) => format!("Pleo rejected the key ({}): {why}", d.status.unwrap_or_default()),
+            None => format!("Pleo rejected the key ({})", d.status.unwrap_or_default()),
+        },
         CheckState::Degraded => {
             let status = d.installation.map_or("unknown", Status::as_str);
             match d.error_code.as_deref() {

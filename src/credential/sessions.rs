@@ -27,6 +27,8 @@ pub struct Sessions {
     state_lock: StateLock,
     /// Connected API keys (`source: connection`), by tenant.
     keys: DashMap<Box<str>, Arc<KeySlot>>,
+    /// False for a dry run (`explain`): sessions exist but never refresh.
+    drive: bool,
 }
 
 impl Sessions {
@@ -38,7 +40,21 @@ impl Sessions {
         if let Some(changes) = store.changes() {
             tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
         }
-        Sessions { map, store, metrics, stop, state_lock: StateLock::default(), keys: DashMap::new() }
+        Sessions { map, store, metrics, stop, state_lock: StateLock::default(), keys: DashMap::new(), drive: true }
+    }
+
+    /// Sessions that never load, refresh or follow anything: for building a
+    /// routing table that only answers questions (`explain`).
+    pub fn offline(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
+        Sessions {
+            map: Arc::new(DashMap::new()),
+            store,
+            metrics,
+            stop,
+            state_lock: StateLock::default(),
+            keys: DashMap::new(),
+            drive: false,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn TokenStore> {
@@ -77,7 +93,9 @@ impl Sessions {
             .entry(cfg.tenant.as_str().into())
             .or_insert_with(|| {
                 let session = OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics());
-                tokio::spawn(session.clone().drive(self.stop.clone()));
+                if self.drive {
+                    tokio::spawn(session.clone().drive(self.stop.clone()));
+                }
                 session
             })
             .clone()

@@ -41,6 +41,20 @@ fn consent_page(query: &str) -> Response<SandboxBody> {
     resp
 }
 
+/// The sandbox's answer to a path the External API does not have, if it is one:
+/// - `/v1/expenses/{id}` (moved to `/v2/expenses/{id}`), `/v1/users/{id}` and
+///   `/v1/export-jobs[/...]`: 404;
+/// - `/v2/expenses/{id}` with a method other than GET: 405.
+fn legacy_shape(method: &http::Method, path: &str) -> Option<StatusCode> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["v1", "expenses", id] | ["v1", "users", id] if !id.is_empty() => Some(StatusCode::NOT_FOUND),
+        ["v1", "export-jobs", ..] => Some(StatusCode::NOT_FOUND),
+        ["v2", "expenses", id] if !id.is_empty() && method != http::Method::GET => Some(StatusCode::METHOD_NOT_ALLOWED),
+        _ => None,
+    }
+}
+
 /// Where a denied consent goes: the redirect URI with `error=access_denied`.
 fn denied(query: &str) -> Result<String, String> {
     let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
@@ -188,6 +202,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         }
         return Ok(resp);
+    }
+    // Legacy-shaped paths, as the External API treats them (docs/migration.md):
+    // some have no twin (404), one moved to /v2, which takes GET only (405).
+    if let Some(status) = legacy_shape(&parts.method, path) {
+        let body = serde_json::json!({ "error": "not_found", "message": "No such endpoint in the External API." });
+        return Ok(json(status, body));
     }
     if let Some(ms) = path.strip_prefix("/sandbox/delay/").and_then(|n| n.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -44,7 +44,9 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
     fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
         let routes = snapshot(&req)?;
         if let Some(token) = req.uri().query().and_then(query_credential) {
-            routes.legacy_tokens.count_token(Some(token.as_bytes()));
+            if req.extensions().get::<crate::routes::DryRun>().is_none() {
+                routes.legacy_tokens.count_token(Some(token.as_bytes()));
+            }
             return Err(GatewayError::new(ErrorCode::LegacyTokenRefused)
                 .with_detail("The query string carries a credential (access_token or api_key).")
                 .into());
@@ -64,7 +66,7 @@ impl<B> Predicate<Request<B>> for AuthenticateClient {
         let client = match found {
             Ok(client) => client.clone(),
             Err(code) => {
-                if code == ErrorCode::LegacyTokenRefused {
+                if code == ErrorCode::LegacyTokenRefused && req.extensions().get::<crate::routes::DryRun>().is_none() {
                     routes.legacy_tokens.count(first);
                 }
                 return Err(GatewayError::new(code).into());

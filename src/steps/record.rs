@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::access_log::AccessSlot;
+use crate::clients::ClientIdentity;
 use crate::error::code_of;
 use crate::routes::Tenant;
 use crate::BoxError;
@@ -53,7 +54,14 @@ where
         if let (Some(slot), Some(t)) = (req.extensions().get::<Arc<AccessSlot>>(), &tenant) {
             let _ = slot.tenant.set(t.labels.clone());
         }
-        RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now() }
+        // For Pleo's 404/405 (`GET /migration`): the path as the app sent it,
+        // and who sent it. Clones of shared buffers, no copy.
+        let path = match req.extensions().get::<crate::routes::Rewritten>() {
+            Some(r) => Some(r.original.clone()),
+            None => req.uri().path_and_query().cloned(),
+        };
+        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
+        RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now(), path, client }
     }
 }
 
@@ -64,6 +72,8 @@ pin_project! {
         inner: F,
         tenant: Option<Arc<Tenant>>,
         started: Instant,
+        path: Option<http::uri::PathAndQuery>,
+        client: Option<Arc<crate::clients::Client>>,
     }
 }
 
@@ -82,6 +92,11 @@ where
                 Err(e) => code_of(e).status().as_u16(),
             };
             t.metrics.count(status);
+            // Pleo's own 404/405 (the gateway's refusals arrive as errors).
+            if matches!(&result, Ok(r) if r.status() == 404 || r.status() == 405) {
+                let path = this.path.as_ref().map_or("/", |p| p.path());
+                t.migration.not_found(this.client.as_ref().map(|c| &*c.name), &t.id, path, status);
+            }
             t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
         }
         Poll::Ready(result)

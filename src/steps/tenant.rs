@@ -35,7 +35,7 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
     fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
         let routes = snapshot(&req)?;
         let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
-        let (tenant, rest) = match find(&routes, &req, client.as_ref())? {
+        let (tenant, rest) = match find(&routes.selectors, &req, client.as_ref())? {
             Some(m) => match routes.tenants.get(m.name) {
                 Some(t) => (t.clone(), m.rest),
                 // A key holder learns no more than "not yours": whether a
@@ -64,9 +64,40 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
             *req.uri_mut() =
                 Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
         }
+        if !tenant.rewrites.is_empty() {
+            rewrite(&tenant, &mut req)?;
+        }
         req.extensions_mut().insert::<Arc<Tenant>>(tenant);
         Ok(req)
     }
+}
+
+/// Applies the first `rewrites` rule that matches: the path changes, the
+/// query stays as sent; host and credential are the tenant's whatever the
+/// rule says. Counted per rule and named in the access line.
+pub fn rewrite<B>(tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Arc<str>>, GatewayError> {
+    let Some((r, path)) =
+        tenant.rewrites.iter().find_map(|r| r.rule.apply(req.method(), req.uri().path()).map(|p| (r, p)))
+    else {
+        return Ok(None);
+    };
+    let original = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let pq = match original.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let pq = PathAndQuery::try_from(pq).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    if req.extensions().get::<crate::routes::DryRun>().is_none() {
+        r.counter.inc();
+    }
+    if let Some(slot) = req.extensions().get::<Arc<crate::access_log::AccessSlot>>() {
+        let _ = slot.rewrite.set(r.label.clone());
+    }
+    req.extensions_mut().insert(crate::routes::Rewritten { label: r.label.clone(), original });
+    Ok(Some(r.label.clone()))
 }
 
 fn unknown(name: &str) -> GatewayError {
@@ -80,12 +111,27 @@ fn unknown(name: &str) -> GatewayError {
     }
 }
 
-fn find<'r, B>(
+/// For `explain`: which `tenant_from` rule (its index) names which tenant,
+/// or `None` when none does (then `default_tenant` applies).
+pub fn rule_that_matches<B>(
     routes: &Routes,
+    req: &Request<B>,
+    client: Option<&Arc<crate::clients::Client>>,
+) -> Result<Option<(usize, String)>, GatewayError> {
+    for (i, selector) in routes.selectors.iter().enumerate() {
+        if let Some(m) = find(std::slice::from_ref(selector), req, client)? {
+            return Ok(Some((i, m.name.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+fn find<'r, B>(
+    selectors: &[Selector],
     req: &'r Request<B>,
     client: Option<&'r Arc<crate::clients::Client>>,
 ) -> Result<Option<Match<'r>>, GatewayError> {
-    for selector in &routes.selectors {
+    for selector in selectors {
         let found = match selector {
             Selector::Header(name) => {
                 let mut values = req.headers().get_all(name).iter();
