@@ -157,7 +157,10 @@ pub fn explain(routes: &Arc<Routes>, mut req: Request<()>) -> Explanation {
         out.refused = Some(refusal(e.into()));
     }
     match tenant.upstream.prepare(&mut req) {
-        Ok(()) => out.upstream = Some(format!("{} {}", req.method(), req.uri())),
+        Ok(()) => {
+            let base = &tenant.upstream.base;
+            out.upstream = Some(format!("{} {}://{}{}", req.method(), base.scheme, base.authority, req.uri()));
+        }
         Err(e) => out.refused = Some(Refusal { status: 502, error: "upstream_unavailable", message: e.to_string() }),
     }
     out

@@ -74,6 +74,21 @@ fn errors_name_file_line_key_and_expectation() {
             "tenants:\n  t1:\n    environment: staging\n    auth:\n      model: integrated_api_key\n      key: [sk_in_a_list]\n",
             &[":6:", "tenants.t1.auth.key", "expected a secret"],
         ),
+        // Migration (docs/migration.md).
+        ("rewrites:\n  - { from: \"/v1/a/{id}\", to: \"/v2/a/{idd}\" }\n", &[":2:", "rewrites[0].to", "unknown capture `{idd}`"]),
+        (
+            "rewrites:\n  - { from: \"/v1/a/{id}\", to: \"/v2/a/{id}\" }\n  - { method: GET, from: \"/v1/{x}/{y}\", to: \"/v2/b\" }\n",
+            &[":3:", "rewrites[1].from", "overlaps rewrites[0]", "/v1/a/{id} -> /v2/a/{id}"],
+        ),
+        ("rewrites:\n  - { method: FETCH, from: /v1/a, to: /v2/a }\n", &[":2:", "rewrites[0].method", "not a method"]),
+        ("rewrites:\n  - { from: /v1/a, to: \"//evil.example/a\" }\n", &[":2:", "rewrites[0].to", "not a path template"]),
+        ("rewrites:\n  - { from: \"/v1/{id}/{id}\", to: /v2/a }\n", &[":2:", "rewrites[0].from", "captures `{id}` twice"]),
+        (
+            "tenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: abcdefgh12345 }\n    rewrites:\n      - { from: \"/v1/x\", to: \"/v2/{x}\" }\n",
+            &[":6:", "tenants.t1.rewrites[0].to", "unknown capture"],
+        ),
+        ("policy: strict\n", &[":1:1", "policy", "expected partner"]),
+        ("migration: { max_templates: 0 }\n", &[":1:", "migration.max_templates", "1 to 10000"]),
         // Connect links (docs/connect.md).
         ("connect: { listen: 127.0.0.1:8443, public_url: http://127.0.0.1:8443 }\n", &[":1:1", "store", "missing `encryption_key`", "openssl rand"]),
         (
