@@ -194,10 +194,10 @@ async fn explain_says_what_would_happen_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staging_key_configured_for_production_is_named_and_no_traffic_crosses() {
-    std::env::set_var("PGW_TEST_STAGING_ONLY_KEY", STAGING_ONLY_KEY);
     let staging = staging_spec().api_key(STAGING_ONLY_KEY, "company-wrongenv");
-    let extra = "  wrongenv:\n    environment: production\n    auth: { model: integrated_api_key, key: { env: PGW_TEST_STAGING_ONLY_KEY } }\n";
-    let kit = Kit::start_with(staging, production_spec(), extra).await;
+    let extra =
+        format!("  wrongenv:\n    environment: production\n    auth: {{ model: integrated_api_key, key: {STAGING_ONLY_KEY} }}\n");
+    let kit = Kit::start_with(staging, production_spec(), &extra).await;
     let summary = kit.gw.credential_check().await;
     let (_, why) = summary.failed.iter().find(|(t, _)| t == "wrongenv").expect("wrongenv fails its check");
     assert!(why.contains("this is a staging key; the tenant is configured for production"), "{why}");
