@@ -104,6 +104,10 @@ async fn a_legacy_app_is_measured_rewritten_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_what_would_happen_and_sends_nothing() {
+    // Every test here installs its log first: the first to emit an event
+    // must not find no subscriber at all, or the access line's interest is
+    // cached as "never" for the test that reads it.
+    let _logs = Logs::capture();
     let kit = Kit::start(&extra()).await;
     kit.gw.credential_check().await;
     let sent_before = (kit.staging.requests().len(), kit.production.requests().len());
@@ -194,6 +198,7 @@ async fn explain_says_what_would_happen_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staging_key_configured_for_production_is_named_and_no_traffic_crosses() {
+    let _logs = Logs::capture();
     let staging = staging_spec().api_key(STAGING_ONLY_KEY, "company-wrongenv");
     let extra =
         format!("  wrongenv:\n    environment: production\n    auth: {{ model: integrated_api_key, key: {STAGING_ONLY_KEY} }}\n");
@@ -221,6 +226,7 @@ async fn a_staging_key_configured_for_production_is_named_and_no_traffic_crosses
 
 #[test]
 fn policy_partner_refuses_a_production_standalone_key_and_without_it_warns() {
+    let _logs = Logs::capture();
     let dir = tempfile::tempdir().unwrap();
     let tenant = "tenants:\n  initech:\n    environment: production\n    auth: { model: standalone_api_key, key: sk_production_standalone_0001 }\n";
     let path = dir.path().join("gateway.yaml");
