@@ -240,3 +240,47 @@ fn policy_partner_refuses_a_production_standalone_key_and_without_it_warns() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: tenants.initech.auth.model: standalone_api_key in production"), "{out}");
 }
+
+/// The other tenant rules: host suffix, the client's key, and the default.
+#[test]
+fn explain_names_host_suffix_client_key_and_default_tenant_rules() {
+    let _logs = Logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "environments:
+  staging: {{ base_url: http://127.0.0.1:9, token_url: http://127.0.0.1:9/oauth/token }}
+allowed_hosts: [\"*.gw.internal\"]
+tenant_from:
+  - host_suffix: .gw.internal
+  - client_key
+default_tenant: globex
+clients:
+  - {{ name: ops, key_sha256: \"{}\", tenants: [initech] }}
+tenants:
+  globex:
+    environment: staging
+    auth: {{ model: integrated_api_key, key: ik_globex_explain_0001 }}
+  initech:
+    environment: staging
+    auth: {{ model: standalone_api_key, key: sk_initech_explain_0002 }}
+",
+            sha256_hex(OPS_KEY)
+        ),
+    )
+    .unwrap();
+    let ops = format!("Authorization: Bearer {OPS_KEY}");
+    let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://initech.gw.internal/v2/x"]);
+    assert!(out.contains("initech (picked by tenant_from[0] (host_suffix .gw.internal))"), "{out}");
+    let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v2/x"]);
+    assert!(out.contains("initech (picked by tenant_from[1] (client_key))"), "{out}");
+    // A key for two tenants binds none (client_key needs exactly one): the default applies.
+    let two = std::fs::read_to_string(&path).unwrap().replace("tenants: [initech]", "tenants: [initech, globex]");
+    std::fs::write(&path, two).unwrap();
+    let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v2/x"]);
+    assert!(out.contains("tenant:           globex (picked by default_tenant)"), "{out}");
+    let (_, out) = binary(&path, &["explain", "GET", "http://127.0.0.1:8080/v2/x"]);
+    assert!(out.contains("refused:          401 client_unauthenticated"), "{out}");
+}
