@@ -39,10 +39,7 @@ pub async fn check_online(config: &Config, out: &mut impl Write) -> Result<bool,
             continue;
         }
         let Some(authorization) = static_authorization(&t.auth) else { continue };
-        let other = match t.environment {
-            crate::config::Environment::Staging => crate::config::Environment::Production,
-            crate::config::Environment::Production => crate::config::Environment::Staging,
-        };
+        let other = t.environment.other();
         let (state, d) = crate::credential::check::check_key_interlocked(
             &authorization,
             &upstreams.get(t.environment),

@@ -157,7 +157,7 @@ impl Routes {
                         })
                         .collect(),
                     migration: metrics.migration.clone(),
-                    interlock: upstreams.get(other(t.environment)),
+                    interlock: upstreams.get(t.environment.other()),
                 };
                 (id.as_str().into(), Arc::new(tenant))
             })
@@ -188,13 +188,6 @@ impl Routes {
             admin_tokens: config.admin.tokens.iter().map(|t| (t.sha256, t.name.as_str().into())).collect(),
             admin_open: config.admin.tokens.is_empty(),
         }
-    }
-}
-
-fn other(env: Environment) -> Environment {
-    match env {
-        Environment::Staging => Environment::Production,
-        Environment::Production => Environment::Staging,
     }
 }
 

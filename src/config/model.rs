@@ -21,6 +21,14 @@ impl Environment {
             Environment::Production => "production",
         }
     }
+
+    /// The other one (the key check's environment interlock).
+    pub fn other(self) -> Environment {
+        match self {
+            Environment::Staging => Environment::Production,
+            Environment::Production => Environment::Staging,
+        }
+    }
 }
 
 /// How the gateway authenticates a tenant to Pleo.
