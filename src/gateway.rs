@@ -163,16 +163,23 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
         None => None,
     };
-    let reloader = Arc::new(Reloader::new(
-        config,
-        upstreams,
-        routes.clone(),
-        sessions.clone(),
-        metrics.clone(),
-        options.clone(),
-        tls.clone(),
-        stopped.clone(),
-    ));
+    let connect_tls: Option<SharedTls> = match config.connect.as_ref().and_then(|c| c.tls.as_ref()) {
+        Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
+        None => None,
+    };
+    let reloader = Arc::new(
+        Reloader::new(
+            config,
+            upstreams,
+            routes.clone(),
+            sessions.clone(),
+            metrics.clone(),
+            options.clone(),
+            tls.clone(),
+            stopped.clone(),
+        )
+        .with_connect_tls(connect_tls.clone()),
+    );
     if strict {
         let checked = reloader.checked().await;
         if !checked.failed.is_empty() {
@@ -191,16 +198,12 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             integration: c.integration_name.clone(),
             public_url: c.public_url.clone(),
         });
-        let tls = match &c.tls {
-            Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
-            None => None,
-        };
         tracing::info!(addr = ?connect_addr, public_url = %c.public_url, "connect pages listening");
         connect_task = Some(tokio::spawn(listener::serve(
             listener,
             portal::service(portal),
             options.clone(),
-            tls,
+            connect_tls,
             stopped.clone(),
         )));
     }

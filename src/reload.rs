@@ -129,6 +129,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     serve_options: Arc<ArcSwap<ServeOptions>>,
     tls: Option<SharedTls>,
+    /// The connect pages' TLS (`connect.tls`), re-read like `tls`.
+    connect_tls: Option<SharedTls>,
     /// Held for the whole reload: two reloads never interleave.
     loaded: Mutex<Loaded>,
     /// The credential check of the routing table now serving.
@@ -156,6 +158,7 @@ impl Reloader {
             metrics,
             serve_options,
             tls,
+            connect_tls: None,
             loaded: Mutex::new(Loaded {
                 fixed: Fixed::of(config),
                 upstreams_key: upstreams_key(config),
@@ -165,6 +168,12 @@ impl Reloader {
             checked: std::sync::Mutex::new(checked),
             stop,
         }
+    }
+
+    /// The connect listener's TLS, renewed on reload like `listen`'s.
+    pub fn with_connect_tls(mut self, connect_tls: Option<SharedTls>) -> Reloader {
+        self.connect_tls = connect_tls;
+        self
     }
 
     /// Reads the config file again and applies it, or keeps the old one.
@@ -216,6 +225,10 @@ impl Reloader {
             (Some(_), Some(files)) => Some(tls::server_config(files)?),
             _ => None,
         };
+        let connect_tls = match (&self.connect_tls, config.connect.as_ref().and_then(|c| c.tls.as_ref())) {
+            (Some(_), Some(files)) => Some(tls::server_config(files)?),
+            _ => None,
+        };
 
         // From here on nothing fails.
         let routes = Arc::new(Routes::build(&config, &upstreams, &self.metrics, &self.sessions));
@@ -228,6 +241,9 @@ impl Reloader {
         self.serve_options.store(Arc::new(serve_options(&config)));
         if let (Some(shared), Some(server_tls)) = (&self.tls, server_tls) {
             shared.store(Arc::new(server_tls));
+        }
+        if let (Some(shared), Some(connect_tls)) = (&self.connect_tls, connect_tls) {
+            shared.store(Arc::new(connect_tls));
         }
         loaded.upstreams_key = key;
         loaded.upstreams = upstreams;

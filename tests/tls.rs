@@ -187,3 +187,51 @@ async fn a_renewed_certificate_is_served_after_a_reload_and_open_connections_sta
     assert_eq!(served_certificate(kit.gw.addr, &pki, &erp).await, *renewed.cert.der());
     kit.stop().await;
 }
+
+/// The connect pages over TLS (`connect.tls`), their certificate renewed by
+/// a reload like `listen`'s.
+#[tokio::test]
+async fn connect_pages_serve_tls_and_take_a_renewed_certificate_on_reload() {
+    let pki = Pki::new();
+    let first = pki.issue(&["127.0.0.1", "localhost"], false);
+    let staging = sandbox(staging_spec()).await;
+    let production = sandbox(production_spec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("connect.crt"), first.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("connect.key"), first.key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extra = format!(
+        "  hooli:\n    environment: staging\n    auth: {{ model: integrated_api_key, source: connection }}\n\
+         store: {{ kind: file, dir: state, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }}\n\
+         connect:\n  listen: 127.0.0.1:{port}\n  public_url: https://127.0.0.1:{port}\n  tls: {{ cert: connect.crt, key: connect.key }}\n"
+    );
+    let yaml = standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), &extra);
+    let gw = start_gateway(&yaml, dir.path()).await;
+    let by = pleo_gateway::connections::Actor::Cli("test".into());
+    let (_, url) = gw.connections.create_link("hooli", std::time::Duration::from_secs(600), &by).await.unwrap();
+    let url = url.unwrap();
+    assert!(url.starts_with(&format!("https://127.0.0.1:{port}/c/")), "{url}");
+
+    let client = tls_client(&pki, None, false);
+    let resp = client.request(http::Request::get(&url).body(Full::default()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let addr = gw.connect_addr.unwrap();
+    let served = |pki: &Pki| {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(pki, None)));
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+            tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+        }
+    };
+    assert_eq!(served(&pki).await, *first.cert.der());
+    let renewed = pki.issue(&["127.0.0.1", "localhost"], false);
+    std::fs::write(dir.path().join("connect.crt"), renewed.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("connect.key"), renewed.key.serialize_pem()).unwrap();
+    gw.reload().await.unwrap();
+    assert_eq!(served(&pki).await, *renewed.cert.der(), "the renewed certificate after the reload");
+    gw.shutdown().await;
+    staging.shutdown().await;
+    production.shutdown().await;
+}

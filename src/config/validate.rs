@@ -460,6 +460,14 @@ fn watched_files(raw: &RawConfig, source: &Path, base_dir: &Path) -> Vec<PathBuf
         files.extend([base_dir.join(&t.cert), base_dir.join(&t.key)]);
     }
     files.extend(raw.client_ca.as_ref().map(|f| base_dir.join(f)));
+    if let Some(t) = raw.connect.as_ref().and_then(|c| c.tls.as_ref()) {
+        files.extend([base_dir.join(&t.cert), base_dir.join(&t.key)]);
+    }
+    for k in raw.store.iter().flat_map(|s| s.encryption_key.iter().chain(&s.previous_encryption_keys)) {
+        if let SecretSource::File { file } = k {
+            files.push(base_dir.join(file));
+        }
+    }
     files
 }
 
