@@ -50,8 +50,8 @@ pub struct Tenant {
     /// The credential is made on a connect link (`source: connection`, or
     /// managed OAuth without a refresh_token in the config).
     pub from_connection: bool,
-    /// The tenant's `rewrites`, then the top-level ones, each with its counter.
-    pub rewrites: Arc<[Rewrite]>,
+    /// The tenant's own `rewrites`, each with its counter (tried before `Routes::rewrites`).
+    pub rewrites: Box<[Rewrite]>,
     /// The other environment, for the key check's interlock only
     /// (`check_key_interlocked`); requests never go there.
     pub interlock: Arc<Upstream>,
@@ -107,6 +107,8 @@ pub struct Routes {
     /// SHA-256 of each admin token, with its name.
     pub admin_tokens: HashMap<[u8; 32], Box<str>>,
     pub admin_open: bool,
+    /// The top-level `rewrites`, for every tenant (once, not per tenant).
+    pub rewrites: Box<[Rewrite]>,
 }
 
 pub type SharedRoutes = Arc<ArcSwap<Routes>>;
@@ -146,16 +148,7 @@ impl Routes {
                     in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
                     consent,
                     from_connection: t.auth.from_connection(),
-                    rewrites: t
-                        .rewrites
-                        .iter()
-                        .chain(&config.rewrites)
-                        .map(|r| Rewrite {
-                            rule: r.clone(),
-                            label: r.label.as_str().into(),
-                            counter: metrics.rewrite(&r.label),
-                        })
-                        .collect(),
+                    rewrites: rewrites(&t.rewrites, metrics),
                     migration: metrics.migration.clone(),
                     interlock: upstreams.get(t.environment.other()),
                 };
@@ -187,6 +180,7 @@ impl Routes {
             trust_forwarded_headers: config.trust_forwarded_headers,
             admin_tokens: config.admin.tokens.iter().map(|t| (t.sha256, t.name.as_str().into())).collect(),
             admin_open: config.admin.tokens.is_empty(),
+            rewrites: rewrites(&config.rewrites, metrics),
         }
     }
 }
@@ -200,6 +194,13 @@ fn browser_policy(config: &Config) -> BrowserPolicy {
         }
     }
     policy
+}
+
+fn rewrites(rules: &[crate::config::rewrite::RewriteRule], metrics: &Metrics) -> Box<[Rewrite]> {
+    rules
+        .iter()
+        .map(|r| Rewrite { rule: r.clone(), label: r.label.as_str().into(), counter: metrics.rewrite(&r.label) })
+        .collect()
 }
 
 fn consent_client(config: &Config, t: &TenantConfig, upstream: &Upstream) -> Option<Arc<ConsentClient>> {

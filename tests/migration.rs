@@ -259,6 +259,8 @@ tenant_from:
 default_tenant: globex
 clients:
   - {{ name: ops, key_sha256: \"{}\", tenants: [initech] }}
+rewrites:
+  - {{ from: /v1/x, to: /v2/everyone }}
 tenants:
   globex:
     environment: staging
@@ -266,6 +268,8 @@ tenants:
   initech:
     environment: staging
     auth: {{ model: standalone_api_key, key: sk_initech_explain_0002 }}
+    rewrites:
+      - {{ from: /v1/x, to: /v2/initech-only }}
 ",
             sha256_hex(OPS_KEY)
         ),
@@ -276,11 +280,16 @@ tenants:
     assert!(out.contains("initech (picked by tenant_from[0] (host_suffix .gw.internal))"), "{out}");
     let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v2/x"]);
     assert!(out.contains("initech (picked by tenant_from[1] (client_key))"), "{out}");
+    // A tenant's own rule comes before the top-level one.
+    let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v1/x"]);
+    assert!(out.contains("rewrite:          /v1/x -> /v2/initech-only"), "{out}");
     // A key for two tenants binds none (client_key needs exactly one): the default applies.
     let two = std::fs::read_to_string(&path).unwrap().replace("tenants: [initech]", "tenants: [initech, globex]");
     std::fs::write(&path, two).unwrap();
     let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v2/x"]);
     assert!(out.contains("tenant:           globex (picked by default_tenant)"), "{out}");
+    let (_, out) = binary(&path, &["explain", "-H", &ops, "GET", "http://127.0.0.1:8080/v1/x"]);
+    assert!(out.contains("rewrite:          /v1/x -> /v2/everyone"), "the top-level rule for the others: {out}");
     let (_, out) = binary(&path, &["explain", "GET", "http://127.0.0.1:8080/v2/x"]);
     assert!(out.contains("refused:          401 client_unauthenticated"), "{out}");
 }

@@ -64,8 +64,8 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
             *req.uri_mut() =
                 Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
         }
-        if !tenant.rewrites.is_empty() {
-            rewrite(&tenant, &mut req)?;
+        if !tenant.rewrites.is_empty() || !routes.rewrites.is_empty() {
+            rewrite(&routes, &tenant, &mut req)?;
         }
         req.extensions_mut().insert::<Arc<Tenant>>(tenant);
         Ok(req)
@@ -74,11 +74,11 @@ impl<B> Predicate<Request<B>> for ResolveTenant {
 
 /// Applies the first `rewrites` rule that matches: the path changes, the
 /// query stays as sent; host and credential are the tenant's whatever the
-/// rule says. Counted per rule and named in the access line.
-pub fn rewrite<B>(tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Arc<str>>, GatewayError> {
-    let Some((r, path)) =
-        tenant.rewrites.iter().find_map(|r| r.rule.apply(req.method(), req.uri().path()).map(|p| (r, p)))
-    else {
+/// rule says. Counted per rule and named in the access line. The tenant's
+/// own rules are tried first, then the top-level ones.
+pub fn rewrite<B>(routes: &Routes, tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Arc<str>>, GatewayError> {
+    let mut rules = tenant.rewrites.iter().chain(routes.rewrites.iter());
+    let Some((r, path)) = rules.find_map(|r| r.rule.apply(req.method(), req.uri().path()).map(|p| (r, p))) else {
         return Ok(None);
     };
     let original = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
