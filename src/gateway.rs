@@ -240,6 +240,12 @@ impl Running {
         self.reloader.reload().await
     }
 
+    /// Checks every API-key tenant with Pleo now (a reload checks only new
+    /// and changed keys) and returns what it found.
+    pub async fn recheck_all(&self) -> Summary {
+        self.reloader.recheck_all().await
+    }
+
     /// Waits for the credential check of the config now serving and returns what it found.
     pub async fn credential_check(&self) -> Summary {
         self.reloader.checked().await

@@ -133,8 +133,9 @@ pub struct Reloader {
     connect_tls: Option<SharedTls>,
     /// Held for the whole reload: two reloads never interleave.
     loaded: Mutex<Loaded>,
-    /// The credential check of the routing table now serving.
-    checked: std::sync::Mutex<watch::Receiver<Option<Summary>>>,
+    /// The credential check of the routing table now serving, and its task
+    /// (one per table: a new one replaces it).
+    checked: std::sync::Mutex<(watch::Receiver<Option<Summary>>, tokio::task::AbortHandle)>,
     stop: watch::Receiver<bool>,
 }
 
@@ -150,7 +151,7 @@ impl Reloader {
         tls: Option<SharedTls>,
         stop: watch::Receiver<bool>,
     ) -> Reloader {
-        let checked = key_checks::spawn(routes.load_full(), routes.clone(), metrics.clone(), stop.clone());
+        let checked = key_checks::spawn(routes.load_full(), routes.clone(), metrics.clone(), stop.clone(), true);
         Reloader {
             source: config.source.clone(),
             routes,
@@ -231,10 +232,11 @@ impl Reloader {
         };
 
         // From here on nothing fails.
-        let routes = Arc::new(Routes::build(&config, &upstreams, &self.metrics, &self.sessions));
+        let previous = self.routes.load_full();
+        let routes = Arc::new(Routes::build_after(&config, &upstreams, &self.metrics, &self.sessions, Some(&previous)));
         self.routes.store(routes.clone());
-        *self.checked.lock().expect("reloader lock") =
-            key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone());
+        let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
+        std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();
         self.sessions.retire_all_but(|t| {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
         });
@@ -251,10 +253,22 @@ impl Reloader {
         Ok(config.tenants.len())
     }
 
+    /// Checks every API-key tenant of the table now serving with Pleo now
+    /// (`POST /api/checks`), instead of on its schedule; `checked` then
+    /// waits for this pass.
+    pub async fn recheck_all(&self) -> Summary {
+        let _reload = self.loaded.lock().await;
+        let routes = self.routes.load_full();
+        let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), true);
+        std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();
+        drop(_reload);
+        self.checked().await
+    }
+
     /// The result of the first credential check of the routing table now
     /// serving (waits for it).
     pub async fn checked(&self) -> Summary {
-        let mut rx = self.checked.lock().expect("reloader lock").clone();
+        let mut rx = self.checked.lock().expect("reloader lock").0.clone();
         let summary = match rx.wait_for(Option::is_some).await {
             Ok(s) => s.clone().unwrap_or_default(),
             Err(_) => Summary::default(),

@@ -39,7 +39,9 @@ pub struct Tenant {
     pub max_request_body_bytes: u64,
     pub body_read_timeout: std::time::Duration,
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
-    pub check: KeyCheck,
+    /// Carried over a reload when the tenant's key and environment did not
+    /// change, so a reload asks Pleo only about new and changed keys.
+    pub check: Arc<KeyCheck>,
     /// Opt-in: the company id goes on each request as this header / query parameter.
     pub company_id_header: Option<HeaderName>,
     pub company_id_query: Option<Box<str>>,
@@ -121,6 +123,18 @@ impl Routes {
     /// Must run inside a tokio runtime when the config has managed OAuth
     /// tenants (their sessions start background refresh tasks).
     pub fn build(config: &Config, upstreams: &Upstreams, metrics: &Metrics, sessions: &Sessions) -> Routes {
+        Routes::build_after(config, upstreams, metrics, sessions, None)
+    }
+
+    /// After a reload: tenants whose key, model and environment are those of
+    /// `previous` keep its key check (and are not asked about again).
+    pub fn build_after(
+        config: &Config,
+        upstreams: &Upstreams,
+        metrics: &Metrics,
+        sessions: &Sessions,
+        previous: Option<&Routes>,
+    ) -> Routes {
         let tenants: HashMap<Box<str>, Arc<Tenant>> = config
             .tenants
             .iter()
@@ -128,6 +142,11 @@ impl Routes {
                 let model = t.auth.model();
                 let upstream = upstreams.get(t.environment);
                 let consent = consent_client(config, t, &upstream);
+                let credential = credential(config, id, t, consent.as_ref(), sessions);
+                let check = previous
+                    .and_then(|p| p.tenants.get(id.as_str()))
+                    .filter(|p| same_key(p, t.environment, &upstream, &credential))
+                    .map_or_else(Arc::default, |p| p.check.clone());
                 let tenant = Tenant {
                     id: id.as_str().into(),
                     labels: crate::access_log::TenantLabels {
@@ -137,12 +156,12 @@ impl Routes {
                     },
                     environment: t.environment,
                     model,
-                    credential: credential(config, id, t, consent.as_ref(), sessions),
+                    credential,
                     upstream,
                     metrics: metrics.for_tenant(model, t.environment, id),
                     max_request_body_bytes: config.limits.max_request_body_bytes,
                     body_read_timeout: config.limits.body_read_timeout,
-                    check: KeyCheck::default(),
+                    check,
                     company_id_header: t.company_id_header.clone(),
                     company_id_query: t.company_id_query.as_deref().map(Into::into),
                     in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
@@ -194,6 +213,18 @@ fn browser_policy(config: &Config) -> BrowserPolicy {
         }
     }
     policy
+}
+
+/// Whether a tenant's key check still holds for its new config: the same
+/// environment and base URL, and the same key (a connection's slot is the
+/// same slot: its key is checked when it is connected).
+fn same_key(previous: &Tenant, env: Environment, upstream: &Upstream, credential: &Credential) -> bool {
+    let same_key = match (&previous.credential, credential) {
+        (Credential::Static { authorization: a, .. }, Credential::Static { authorization: b, .. }) => a == b,
+        (Credential::Connected { slot: a }, Credential::Connected { slot: b }) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    same_key && previous.environment == env && previous.upstream.base == upstream.base
 }
 
 fn rewrites(rules: &[crate::config::rewrite::RewriteRule], metrics: &Metrics) -> Box<[Rewrite]> {

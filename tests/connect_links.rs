@@ -124,6 +124,13 @@ async fn a_customer_connects_an_api_key_on_a_link_and_it_rotates_without_a_faile
         |result| sample(&m, "pleo_gateway_connections_total", &[("model", "integrated_api_key"), ("result", result)]);
     assert_eq!((count("connected"), count("rotated"), count("rejected")), (1.0, 1.0, 2.0));
 
+    // Every key checked now, on request (a reload asks only about changed ones).
+    let checks = s.kit.staging.credential_checks();
+    let (status, j) = s.api(Method::POST, "/api/checks", "").await;
+    assert_eq!(status, 200, "{j}");
+    assert_eq!(j["connected"], 3, "globex, initech and the connected hooli: {j}");
+    assert_eq!(s.kit.staging.credential_checks() - checks, 3);
+
     // Disconnect: the key leaves service and the store.
     let (status, j) = s.api(Method::DELETE, "/api/tenants/hooli/connection", "").await;
     assert_eq!((status, &j["disconnected"]), (StatusCode::OK, &serde_json::json!(true)));

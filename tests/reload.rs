@@ -205,3 +205,42 @@ async fn a_managed_oauth_tenant_added_by_a_reload_needs_a_usable_state_dir_then_
     assert_eq!(kit.production.token_stats().reuse_detected, 0);
     kit.stop().await;
 }
+
+/// A reload where one of many API-key tenants changed asks Pleo about that
+/// one only: the others keep their checks (10,000 tenants would otherwise
+/// mean 10,000 calls per reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_checks_only_the_changed_key_among_many() {
+    const N: usize = 1_000;
+    let mut spec = staging_spec();
+    for i in 0..N {
+        spec = spec.api_key(&format!("ik_many_tenant_key_{i:06}"), &format!("company-many-{i}"));
+    }
+    spec = spec.api_key("ik_many_tenant_key_renewed", "company-many-7");
+    let mut extra = String::new();
+    for i in 0..N {
+        extra.push_str(&format!(
+            "  many{i}:\n    environment: staging\n    auth: {{ model: integrated_api_key, key: ik_many_tenant_key_{i:06} }}\n"
+        ));
+    }
+    let kit = Kit::start_with(spec, production_spec(), &extra).await;
+    let first = kit.gw.credential_check().await;
+    assert_eq!(first.connected, N + 2, "{:?}", first.failed.first());
+    let before = kit.staging.credential_checks();
+    assert_eq!(before, N + 2, "every key is checked at start");
+
+    kit.write_config(&kit.yaml.replace("ik_many_tenant_key_000007", "ik_many_tenant_key_renewed"));
+    kit.gw.reload().await.unwrap();
+    let after = kit.gw.credential_check().await;
+    assert_eq!(after.connected, N + 2, "the summary covers the whole table");
+    assert_eq!(kit.staging.credential_checks() - before, 1, "exactly one check: the changed key");
+    let r = kit.get("/v2/x", &[("x-pleo-tenant", "many7")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["companyId"], "company-many-7");
+
+    // An operator can still have every key checked now.
+    let all = kit.gw.recheck_all().await;
+    assert_eq!(all.connected, N + 2);
+    assert_eq!(kit.staging.credential_checks() - before, 1 + N + 2);
+    kit.stop().await;
+}

@@ -137,6 +137,15 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
                 }
             }
         }
+        (Method::POST, ["checks"]) => {
+            // Every API-key tenant, now (a reload asks only about new and changed keys).
+            let summary = crate::key_checks::pass(&routes, |_| true).await;
+            crate::connections::audit("recheck", "*", &by, "ok");
+            reply(
+                StatusCode::OK,
+                json!({ "connected": summary.connected, "failed": summary.failed, "notes": summary.notes }),
+            )
+        }
         (Method::DELETE, ["tenants", tenant, "connection"]) => {
             if !routes.tenants.contains_key(*tenant) {
                 return unknown(tenant);

@@ -65,6 +65,8 @@ pub struct KeyCheck {
     detail: Mutex<Detail>,
     /// The company id, for tenants that add it to requests (`company_id_header`/`_query`).
     company_id: arc_swap::ArcSwapOption<String>,
+    /// When Pleo was last asked; `None` until the first check.
+    checked_at: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -133,7 +135,19 @@ impl KeyCheck {
         self.company_id.load_full()
     }
 
+    /// When Pleo was last asked about this key (`None`: never, a new or changed key).
+    pub fn checked_at(&self) -> Option<std::time::Instant> {
+        *self.checked_at.lock().expect("check lock")
+    }
+
+    /// Back-dates the last check (the schedule's tests).
+    #[doc(hidden)]
+    pub fn age_to(&self, at: std::time::Instant) {
+        *self.checked_at.lock().expect("check lock") = Some(at);
+    }
+
     pub fn set(&self, state: CheckState, detail: Detail) {
+        *self.checked_at.lock().expect("check lock") = Some(std::time::Instant::now());
         if detail.company_id.is_some() || state == CheckState::Rejected {
             self.company_id.store(detail.company_id.clone().map(Arc::new));
         }
