@@ -146,12 +146,17 @@ pub async fn pass(routes: &Routes, which: impl Fn(&Tenant) -> bool) -> Summary {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
     for t in routes.tenants.values().filter(|t| is_api_key(t) && which(t)) {
-        let (t, permits) = (t.clone(), permits.clone());
+        // The permit before the task: at most CONCURRENCY checks exist at
+        // once, so 100,000 tenants do not mean 100,000 waiting tasks.
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let t = t.clone();
         tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            let _permit = permit;
             let (state, detail) = check(&t).await;
             t.check.set(state, detail);
         });
+        // Reap finished ones as we go: the set holds at most CONCURRENCY.
+        while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
     let mut summary = Summary::default();

@@ -399,6 +399,9 @@ fn run(config: Config, strict: bool) -> ExitCode {
                 return ExitCode::from(EX_UNAVAILABLE);
             }
         };
+        // Everything serving holds what it needs; the config itself (every
+        // tenant's secrets and settings once more) is not kept.
+        drop(config);
         let signal = serve_until_stopped(&running).await;
         tracing::info!(signal, "shutting down: no new connections, draining open ones");
         running.shutdown().await;
