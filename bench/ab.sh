@@ -7,6 +7,9 @@
 #   for b in old new old new; do PLEO_GATEWAY_BIN=/tmp/pgw-$b bench/ab.sh gateway http; done
 # A delay gives the harness' paced load: each connection waits that many ms
 # between requests (its "paced" row is 32 connections and 2 ms).
+# IDLE_CONNS=N measures memory instead: N kept-alive client connections,
+# each after one request, held open; prints the proxy's RSS before and with
+# them (whole process group: nginx master + worker, or the gateway), per connection.
 # usage: bench/ab.sh gateway|nginx http|https [connections=32] [seconds=4] [delay_ms=0]
 set -euo pipefail
 who=${1:?gateway|nginx} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
@@ -49,8 +52,11 @@ pgids+=($!)
 if [[ $who == nginx ]]; then
   sed -e "s#@TMP@#$w#g" -e "s#@LISTEN_PORT@#18190#g" -e "s#@UP_PORT@#$up#g" -e "s#@UP_HOST@#127.0.0.1:$up#g" \
     -e "s#@UP_SCHEME@#$origin#g" -e "s#@UP_TLS_NAME@#localhost#g" "$harness/conf/proxy.nginx.conf.tmpl" >"$w/nginx-proxy.conf"
+  # Idle mode: room for the connections held open (the template allows 8,192).
+  if [[ -n ${IDLE_CONNS:-} ]]; then sed -i "s/worker_connections [0-9]*;/worker_connections $((IDLE_CONNS * 2 + 1024));/" "$w/nginx-proxy.conf"; fi
   setsid taskset -c 0 nginx -e "$w/nginx-startup.log" -p "$w/" -c "$w/nginx-proxy.conf" -g 'daemon off;' >"$w/logs/proxy.log" 2>&1 &
 else
+  [[ -n ${IDLE_CONNS:-} ]] && export GATEWAY_EXTRA_YAML="limits: { max_connections: $((IDLE_CONNS * 2 + 1024)) }"
   GATEWAY_LISTEN=127.0.0.1:18190 GATEWAY_PORT=18190 GATEWAY_UPSTREAM=$origin://127.0.0.1:$up GATEWAY_UPSTREAM_CA=$w/ca.crt \
     GATEWAY_TENANTS_TSV=$w/tenants.tsv GATEWAY_WORKDIR=$w/gw GATEWAY_WORKERS=1 \
     setsid taskset -c 0 bash "$here/bench/gateway-wrapper.sh" >"$w/logs/proxy.log" 2>&1 &
@@ -61,6 +67,39 @@ for t in $(cut -f1 "$w/tenants.tsv"); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Pleo-Tenant: $t" "http://127.0.0.1:18190/bench/$t")
   [[ $code == 200 ]] || { echo "preflight: $t got $code" >&2; exit 1; }
 done
+if [[ -n ${IDLE_CONNS:-} ]]; then
+  rss() { ps -o rss= -g "${pgids[-1]}" | awk '{s += $1} END {print s}'; }
+  before=$(rss)
+  t=$(cut -f1 "$w/tenants.tsv" | head -1)
+  python3 - "$IDLE_CONNS" "$t" >"$w/logs/idle.txt" 2>&1 <<'PY' &
+import asyncio, sys
+n, tenant = int(sys.argv[1]), sys.argv[2]
+req = f"GET /bench/{tenant} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pleo-Tenant: {tenant}\r\n\r\n".encode()
+async def one(held):
+    r, w = await asyncio.open_connection("127.0.0.1", 18190)
+    w.write(req)
+    head = await r.readuntil(b"\r\n\r\n")
+    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+    await r.readexactly(length)
+    held.append(w)
+async def main():
+    held = []
+    for i in range(0, n, 500):
+        await asyncio.gather(*(one(held) for _ in range(min(500, n - i))))
+    print(f"open {len(held)}", flush=True)
+    await asyncio.sleep(30)
+asyncio.run(main())
+PY
+  opener=$!
+  for _ in $(seq 600); do grep -q '^open' "$w/logs/idle.txt" && break; sleep 0.1; done
+  grep -q '^open' "$w/logs/idle.txt" || { cat "$w/logs/idle.txt" >&2; exit 1; }
+  sleep 1
+  after=$(rss)
+  kill $opener 2>/dev/null || true
+  awk -v who="$who" -v n="$IDLE_CONNS" -v b="$before" -v a="$after" \
+    'BEGIN { printf "%s idle: RSS %.1f MiB -> %.1f MiB with %d idle connections: %.1f KiB each\n", who, b/1024, a/1024, n, (a-b)/n }'
+  exit 0
+fi
 wrk_run() { WRK_DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
 busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wrk_run 2s >/dev/null

@@ -34,6 +34,8 @@ admin_port=$((${GATEWAY_PORT:?} + 100))
     echo "    environment: $env"
     echo "    auth: { model: $model, $field: { file: $name.secret } }"
   done <"$GATEWAY_TENANTS_TSV"
+  # More top-level keys for one measurement (bench/ab.sh's idle mode raises limits.max_connections).
+  if [[ -n ${GATEWAY_EXTRA_YAML:-} ]]; then printf '%s\n' "$GATEWAY_EXTRA_YAML"; fi
 } >"$w/gateway.yaml"
 # No per-request logging (the harness measures the proxy, not a log writer):
 # access_log is off above and events are warnings only.
