@@ -415,17 +415,7 @@ async fn replicas_share_links_and_connected_keys_through_postgres() {
 }
 
 fn cli(s: &Setup, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
-        .args(args)
-        .arg("--config")
-        .arg(s.kit.dir.path().join("gateway.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    for secret in SECRETS {
-        assert!(!text.contains(secret), "a secret in the command's output");
-    }
-    (out.status.code(), text)
+    run_binary(&s.kit.dir.path().join("gateway.yaml"), args, &SECRETS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

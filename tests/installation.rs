@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
 
 async fn tenants(kit: &Kit) -> serde_json::Value {
@@ -29,17 +27,7 @@ async fn recheck(kit: &Kit) {
 }
 
 fn gateway(kit: &Kit, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
-        .args(args)
-        .arg("--config")
-        .arg(kit.dir.path().join("gateway.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    for s in ALL_SECRETS {
-        assert!(!text.contains(s), "a secret in the command's output");
-    }
-    (out.status.code(), text)
+    run_binary(&kit.dir.path().join("gateway.yaml"), args, &ALL_SECRETS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,3 +397,19 @@ impl Drop for Process {
         }
     }
 }
+
+/// Runs the gateway binary with `args` and `--config config`: its exit code
+/// and all it printed, which must hold none of `secrets`.
+pub fn run_binary(config: &Path, args: &[&str], secrets: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pleo-gateway"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for s in secrets {
+        assert!(!text.contains(s), "a secret in the output of {args:?}");
+    }
+    (out.status.code(), text)
+}
