@@ -103,10 +103,16 @@ fi
 wrk_run() { WRK_DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
 busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wrk_run 2s >/dev/null
+# The proxy's own user and system time (its whole process group), to split
+# CPU 0's busy time into the proxy's user-space work and the kernel's.
+cputimes() { for p in $(pgrep -g "${pgids[-1]}"); do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'; }
 read -r b0 _ < <(busy)
+read -r u0 s0 < <(cputimes)
 wrk_run "${secs}s" >"$w/logs/wrk.txt"
+read -r u1 s1 < <(cputimes)
 read -r b1 _ < <(busy)
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
-  -v d="$delay" 'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r }'
+  -v d="$delay" -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
+  'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f)\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r }'
