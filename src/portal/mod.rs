@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 
 use crate::config::AuthModel;
 use crate::connections::store::{LinkRecord, LinkState};
-use crate::connections::{token_hash, Actor, Connections};
+use crate::connections::{Actor, Connections};
 use crate::credential::Sessions;
 use crate::routes::{SharedRoutes, Tenant};
 use crate::secret::Secret;
@@ -518,9 +518,4 @@ fn clear_cookie(resp: &mut Page, public_url: &str) {
     if let Ok(v) = HeaderValue::from_str(&oauth::clear_cookie(public_url)) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
-}
-
-/// The hash a link token is stored under (re-exported for the tests' sake).
-pub fn link_hash(token: &str) -> String {
-    token_hash(token)
 }

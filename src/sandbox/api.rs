@@ -55,6 +55,19 @@ fn legacy_shape(method: &http::Method, path: &str) -> Option<StatusCode> {
     }
 }
 
+/// The end of a consent: the browser sent back to the client's redirect
+/// URI (with a code, or `error=access_denied`), or why the request was bad.
+fn back_to_client(status: StatusCode, location: Result<String, String>, consented: bool) -> Response<SandboxBody> {
+    match location {
+        Ok(location) => {
+            let mut resp = json(status, serde_json::json!({ "consented": consented }));
+            resp.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).expect("URL from a URL"));
+            resp
+        }
+        Err(why) => json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "invalid_request", "message": why })),
+    }
+}
+
 /// Where a denied consent goes: the redirect URI with `error=access_denied`.
 fn denied(query: &str) -> Result<String, String> {
     let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
@@ -85,30 +98,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "decision"))
             .finish();
         let location = if allow { shared.tokens.lock().expect("sandbox lock").authorize(&rest) } else { denied(&rest) };
-        return Ok(match location {
-            Ok(location) => {
-                let mut resp = json(StatusCode::SEE_OTHER, serde_json::json!({ "consented": allow }));
-                resp.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).expect("URL from a URL"));
-                resp
-            }
-            Err(why) => {
-                json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "invalid_request", "message": why }))
-            }
-        });
+        return Ok(back_to_client(StatusCode::SEE_OTHER, location, allow));
     }
     if parts.uri.path() == "/oauth/authorize" {
         record(&shared, &parts, 0, String::new());
         let result = shared.tokens.lock().expect("sandbox lock").authorize(parts.uri.query().unwrap_or(""));
-        return Ok(match result {
-            Ok(location) => {
-                let mut resp = json(StatusCode::FOUND, serde_json::json!({ "consented": true }));
-                resp.headers_mut().insert(header::LOCATION, HeaderValue::try_from(location).expect("URL from a URL"));
-                resp
-            }
-            Err(why) => {
-                json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "invalid_request", "message": why }))
-            }
-        });
+        return Ok(back_to_client(StatusCode::FOUND, result, true));
     }
     if parts.uri.path() == "/oauth/token" {
         let form = match Limited::new(body, 64 * 1024).collect().await {
