@@ -135,6 +135,91 @@ async fn idle_keep_alive_connections_are_closed_but_busy_ones_are_not() {
     kit.stop().await;
 }
 
+/// Reads one response with a content-length body; returns its status line.
+async fn one_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text.lines().next().unwrap_or_default().to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_outlives_the_header_read_timeout_but_a_later_slow_head_does_not() {
+    let kit = Kit::start("limits: { header_read_timeout: 300ms, idle_timeout: 60s }\n").await;
+    let request = b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n";
+    let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    assert_eq!(one_response(&mut s).await, "HTTP/1.1 200 OK");
+
+    // Idle between requests for longer than the header read timeout: the
+    // connection is kept (idle_timeout is 60 s), and serves the next request.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.write_all(request).await.unwrap();
+    assert_eq!(one_response(&mut s).await, "HTTP/1.1 200 OK", "an idle keep-alive connection was closed");
+
+    // The next head starts after a pause and never ends: cut off after
+    // header_read_timeout from its first byte, not from the last response.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let first_byte = Instant::now();
+    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
+    let trickle = async {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    };
+    trickle.await;
+    let closed = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(closed.is_ok(), "a slow head is still open after {:?}", first_byte.elapsed());
+    assert!(first_byte.elapsed() >= Duration::from_millis(250), "{:?}", first_byte.elapsed());
+    assert_eq!(kit.upstream_count(), 2);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn http2_pings_between_requests_do_not_count_as_a_slow_head() {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let kit = Kit::start("limits: { header_read_timeout: 300ms, idle_timeout: 60s }\n").await;
+    let tcp = TcpStream::connect(kit.gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let get = || {
+        http::Request::get(format!("http://{}/v2/x", kit.gw.addr))
+            .header("x-pleo-tenant", "globex")
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    // A second of pings (frames arriving with no request open), then the
+    // same connection serves another request.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let resp = send.send_request(get()).await.expect("the h2 connection was closed while idle");
+    assert_eq!(resp.status(), 200);
+    driver.abort();
+    kit.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_that_stops_arriving_gets_408_after_body_read_timeout() {
     let kit = Kit::start("limits: { body_read_timeout: 300ms }\n").await;

@@ -1,14 +1,33 @@
-//! Per-connection activity, for the idle keep-alive timeout. hyper 1.x has
-//! no idle timeout of its own (its header read timeout only starts when a
-//! request begins), so each connection counts its open requests, and a
-//! connection with none for `idle_timeout` is closed gracefully (HTTP/1:
-//! closed; HTTP/2: GOAWAY). A request counts as open from the call until
-//! its response body has been sent or dropped, so a slow download or a long
-//! wait for Pleo is never "idle".
+//! What a client connection has been doing, and when it must end.
+//!
+//! Four bounds apply to every connection, and one timer per connection
+//! enforces them all:
+//! - the first request must begin within `header_read_timeout` of accept
+//!   (a client that never sends one, or stops after the h2 preface);
+//! - an HTTP/1 request head must be complete within `header_read_timeout`
+//!   of its first byte (a slowloris);
+//! - a connection with no open request for `idle_timeout` is closed
+//!   gracefully (HTTP/1: closed; HTTP/2: GOAWAY);
+//! - writes to a client that stopped reading may pend for at most
+//!   `response_write_timeout`.
+//!
+//! hyper's own header read timeout is off: it starts as soon as a response
+//! is written, so it also closed idle keep-alive connections after
+//! `header_read_timeout` instead of `idle_timeout`, and it armed and
+//! disarmed a boxed timer for every request. Here, the request path only
+//! stores a few timestamps in atomics ([`Watched`](super::watched::Watched)
+//! notes reads and pending writes, [`Counted`] notes requests). The
+//! connection's timer asks [`Activity::next`] what is due when it fires,
+//! and is set so that it can never fire late: any deadline an event creates
+//! after a check lies at least the shortest bound after that check.
+//!
+//! A request counts as open from the call until its response body has been
+//! sent or dropped, so a slow download or a long wait for Pleo is never
+//! "idle".
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -16,64 +35,146 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::Service;
 
+use super::ServeOptions;
 use crate::tls::ClientCertNames;
 
+/// Times are milliseconds since `base` plus one, so 0 can mean "none".
 #[derive(Debug)]
 pub struct Activity {
+    base: Instant,
+    /// Requests open now.
     open: AtomicUsize,
     /// Whether any request began on this connection.
-    began: std::sync::atomic::AtomicBool,
-    /// Milliseconds since `base` when the last request ended.
-    last_ms: AtomicU64,
-    base: Instant,
-    went_idle: Notify,
+    began: AtomicBool,
+    /// When the last request ended.
+    last_end: AtomicU64,
+    /// When the first byte after the last request arrived, while no
+    /// request was open: a request head is being read.
+    head_since: AtomicU64,
+    /// When writes started pending (0: they are not).
+    stalled_since: AtomicU64,
+    /// HTTP/2: bytes arrive between requests (pings, settings), so they do
+    /// not start a head.
+    multiplexed: AtomicBool,
+}
+
+/// What the connection's timer should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing is due: check again then.
+    CheckAt(Instant),
+    /// No open request for `idle_timeout`: close gracefully.
+    Idle,
+    /// A bound was broken: drop the connection.
+    Close(&'static str),
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    /// `base` is when the connection was accepted.
+    pub fn new(base: Instant) -> Arc<Activity> {
         Arc::new(Activity {
+            base,
             open: AtomicUsize::new(0),
-            began: std::sync::atomic::AtomicBool::new(false),
-            last_ms: AtomicU64::new(0),
-            base: Instant::now(),
-            went_idle: Notify::new(),
+            began: AtomicBool::new(false),
+            last_end: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+            stalled_since: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
         })
     }
 
-    pub fn ever_began(&self) -> bool {
-        self.began.load(Ordering::Acquire)
+    fn stamp(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+
+    fn at(&self, stamp: u64) -> Instant {
+        self.base + Duration::from_millis(stamp.saturating_sub(1))
+    }
+
+    pub fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the client: with no request open on HTTP/1,
+    /// they are the start of the next request's head.
+    pub fn read_some(&self) {
+        if self.open.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+        {
+            self.head_since.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client pends (the client is not reading).
+    pub fn write_pending(&self) {
+        if self.stalled_since.load(Ordering::Relaxed) == 0 {
+            self.stalled_since.store(self.stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client went through.
+    pub fn write_done(&self) {
+        if self.stalled_since.load(Ordering::Relaxed) != 0 {
+            self.stalled_since.store(0, Ordering::Relaxed);
+        }
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
         if !self.began.load(Ordering::Relaxed) {
-            self.began.store(true, Ordering::Release);
+            self.began.store(true, Ordering::Relaxed);
         }
-        self.open.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if self.head_since.load(Ordering::Relaxed) != 0 {
+            self.head_since.store(0, Ordering::Relaxed);
+        }
         Busy(self.clone())
     }
 
-    /// Resolves once the connection has had no open request for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
-        loop {
-            if self.open.load(Ordering::Acquire) > 0 {
-                // Woken (with a stored permit, so no race) when the count drops to 0.
-                self.went_idle.notified().await;
-                continue;
+    /// What is due at `now`. `closing`: a graceful close already began, so
+    /// idleness no longer matters.
+    pub fn next(&self, now: Instant, opts: &ServeOptions, closing: bool) -> Next {
+        let (header, idle, write) = (opts.header_read_timeout, opts.idle_timeout, opts.response_write_timeout);
+        // Any bound can start at any moment from now (a stall, a head, the
+        // end of the last open request), and then ends no sooner than this.
+        let mut check = now + header.min(idle).min(write);
+        let stalled = self.stalled_since.load(Ordering::Relaxed);
+        if stalled != 0 {
+            let due = self.at(stalled) + write;
+            if now >= due {
+                return Next::Close("the client stopped reading (response_write_timeout)");
             }
-            let since = self.base + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
-            let deadline = since + idle;
-            if Instant::now() >= deadline {
-                if self.open.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                continue;
-            }
-            tokio::time::sleep_until(deadline).await;
+            check = check.min(due);
         }
+        if !self.began.load(Ordering::Relaxed) {
+            let due = self.base + header;
+            if now >= due {
+                return Next::Close("no request within header_read_timeout");
+            }
+            return Next::CheckAt(check.min(due));
+        }
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return Next::CheckAt(check);
+        }
+        let head = self.head_since.load(Ordering::Relaxed);
+        if head != 0 {
+            let due = self.at(head) + header;
+            if now >= due {
+                return Next::Close("request head not complete within header_read_timeout");
+            }
+            check = check.min(due);
+        }
+        if !closing {
+            let due = self.at(self.last_end.load(Ordering::Relaxed)) + idle;
+            if now >= due {
+                return Next::Idle;
+            }
+            check = check.min(due);
+        }
+        Next::CheckAt(check)
     }
 }
 
@@ -84,10 +185,8 @@ pub struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         let a = &self.0;
-        a.last_ms.store(a.base.elapsed().as_millis() as u64, Ordering::Release);
-        if a.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.went_idle.notify_one();
-        }
+        a.last_end.store(a.stamp(), Ordering::Relaxed);
+        a.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -181,20 +280,127 @@ impl<B: Body> Body for CountedBody<B> {
 mod tests {
     use super::*;
 
+    fn opts() -> ServeOptions {
+        ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 65536,
+            response_write_timeout: Duration::from_secs(30),
+            max_connections: 10,
+        }
+    }
+
+    async fn advance(secs: u64) -> Instant {
+        tokio::time::advance(Duration::from_secs(secs)).await;
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_must_begin_within_the_header_read_timeout() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0);
+        assert_eq!(a.next(t0, &opts(), false), Next::CheckAt(t0 + Duration::from_secs(10)));
+        let now = advance(10).await;
+        assert_eq!(a.next(now, &opts(), false), Next::Close("no request within header_read_timeout"));
+        let b = Activity::new(t0);
+        drop(b.begin());
+        assert!(matches!(b.next(now, &opts(), false), Next::CheckAt(_)), "a request began in time");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_only_after_the_last_request_ends() {
-        let a = Activity::new();
+        let a = Activity::new(Instant::now());
         let busy = a.begin();
-        let waiting = tokio::spawn({
-            let a = a.clone();
-            async move { a.idle_for(Duration::from_secs(10)).await }
-        });
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert!(!waiting.is_finished(), "an open request is never idle");
+        let now = advance(100).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)), "an open request is never idle");
         drop(busy);
-        tokio::time::sleep(Duration::from_secs(9)).await;
-        assert!(!waiting.is_finished());
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(waiting.is_finished());
+        let now = advance(59).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)));
+        // Idle keep-alive outlives the header read timeout: no head started.
+        let now = advance(1).await;
+        assert_eq!(a.next(now, &opts(), false), Next::Idle);
+        assert!(matches!(a.next(now, &opts(), true), Next::CheckAt(_)), "already closing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_must_be_complete_within_the_header_read_timeout_of_its_first_byte() {
+        let a = Activity::new(Instant::now());
+        drop(a.begin());
+        advance(30).await;
+        a.read_some();
+        let now = advance(9).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)));
+        a.read_some(); // more bytes do not move the start
+        let now = advance(1).await;
+        assert_eq!(a.next(now, &opts(), false), Next::Close("request head not complete within header_read_timeout"));
+        // Once the request begins, its head is complete.
+        let busy = a.begin();
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)));
+        drop(busy);
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_bytes_between_requests_start_no_head() {
+        let a = Activity::new(Instant::now());
+        a.set_multiplexed();
+        drop(a.begin());
+        a.read_some();
+        let now = advance(59).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)), "pings are not a slow head");
+        let now = advance(1).await;
+        assert_eq!(a.next(now, &opts(), false), Next::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_may_pend_for_the_response_write_timeout_between_progress() {
+        let a = Activity::new(Instant::now());
+        let _busy = a.begin();
+        a.write_pending();
+        let now = advance(20).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)));
+        a.write_done();
+        a.write_pending();
+        let now = advance(20).await;
+        assert!(matches!(a.next(now, &opts(), false), Next::CheckAt(_)), "a write went through in between");
+        let now = advance(10).await;
+        assert_eq!(a.next(now, &opts(), false), Next::Close("the client stopped reading (response_write_timeout)"));
+    }
+
+    /// The timer is never late: whatever happens after a check, the next
+    /// check comes no later than the earliest deadline those events create,
+    /// because every check is within the shortest bound.
+    #[tokio::test(start_paused = true)]
+    async fn the_next_check_is_never_after_a_deadline() {
+        let s = Duration::from_secs;
+        for (header, idle, write) in [(s(10), s(60), s(30)), (s(10), s(3), s(30)), (s(10), s(60), s(2))] {
+            let o = ServeOptions {
+                header_read_timeout: header,
+                idle_timeout: idle,
+                response_write_timeout: write,
+                ..opts()
+            };
+            let shortest = header.min(idle).min(write);
+            let a = Activity::new(Instant::now());
+            let mut busy = Vec::new();
+            // A fixed pseudo-random walk of events, one second apart.
+            let mut x: u32 = 12345;
+            for _ in 0..2000 {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                match (x >> 16) % 6 {
+                    0 => busy.push(a.begin()),
+                    1 => drop(busy.pop()),
+                    2 => a.read_some(),
+                    3 => a.write_pending(),
+                    4 => a.write_done(),
+                    _ => {}
+                }
+                let now = advance(1).await;
+                if let Next::CheckAt(at) = a.next(now, &o, false) {
+                    assert!(at > now && at <= now + shortest, "{:?} from now", at - now);
+                }
+            }
+        }
     }
 }

@@ -2,14 +2,14 @@
 //! (prior knowledge, or ALPN over TLS) on the same port with hyper-util's
 //! auto builder.
 //!
-//! Each connection runs in its own task that also watches two things: the
-//! shutdown signal (stop reading new requests, finish the open ones) and the
-//! idle timeout (no open request for `idle_timeout`). On shutdown the accept
+//! Each connection runs in its own task that also watches the shutdown
+//! signal (stop reading new requests, finish the open ones) and one timer
+//! for the connection's timeouts (see `activity`). On shutdown the accept
 //! loop stops at once, open connections get `drain_timeout` to finish, and
 //! whatever is left after that is aborted.
 
 mod activity;
-mod stall;
+mod watched;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use activity::{Activity, Counted};
-use stall::{Stall, Watched};
+use activity::{Activity, Counted, Next};
 use tokio_rustls::TlsAcceptor;
+use watched::Watched;
 
 use crate::tls::{self, ClientCertNames, SharedTls};
 
@@ -95,11 +95,11 @@ pub async fn serve<S, B>(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let stall = Stall::new();
-                let stream = Watched::new(stream, stall.clone());
+                let activity = Activity::new(tokio::time::Instant::now());
+                let stream = Watched::new(stream, activity.clone(), tls.is_none());
                 let (service, builder, shutdown) = (service.clone(), builder.clone(), conn_shutdown.clone());
                 match &tls {
-                    None => conns.spawn(connection(stream, service, builder, opts, stall, None, shutdown)),
+                    None => conns.spawn(connection(stream, service, builder, opts, activity, None, shutdown)),
                     Some(tls) => {
                         let config = tls.load_full();
                         conns.spawn(async move {
@@ -109,8 +109,12 @@ pub async fn serve<S, B>(
                                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => return tracing::debug!("TLS handshake timed out"),
                             };
-                            let cert = tls::client_cert_names(stream.get_ref().1);
-                            connection(stream, service, builder, opts, stall, cert, shutdown).await
+                            let session = stream.get_ref().1;
+                            if session.alpn_protocol() == Some(b"h2") {
+                                activity.set_multiplexed();
+                            }
+                            let cert = tls::client_cert_names(session);
+                            connection(stream, service, builder, opts, activity, cert, shutdown).await
                         })
                     }
                 };
@@ -137,8 +141,10 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
+        // The head timeout is the connection's own (see `activity`):
+        // hyper's also ran between requests, closing idle keep-alive
+        // connections after header_read_timeout instead of idle_timeout.
+        .header_read_timeout(None)
         // One write() of head + body instead of writev(): for API-sized
         // answers it saves the iovec work, measured at ~6% CPU/request at
         // http c32 (README "Tests and benchmarks"). Large bodies are still
@@ -150,17 +156,15 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one connection until it ends: closes it gracefully on shutdown or
-/// after `idle_timeout` without an open request, and drops it when no request
-/// began within `header_read_timeout` (a client that never sends a request,
-/// or stops after the h2 preface, before hyper's own head timeout starts) or
-/// when writes to it pend for `response_write_timeout` (a client that
-/// stopped reading).
+/// after `idle_timeout` without an open request, and drops it when a bound
+/// in [`Activity::next`] is broken (no first request, a head that never
+/// ends, a client that stopped reading).
 async fn connection<I, S, B>(
     io: I,
     service: S,
     builder: auto::Builder<TokioExecutor>,
     opts: ServeOptions,
-    stall: Arc<Stall>,
+    activity: Arc<Activity>,
     cert: Option<ClientCertNames>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -171,39 +175,41 @@ async fn connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Activity::new();
     let service = TowerToHyperService::new(Counted::new(service, activity.clone(), cert));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let first_request = tokio::time::sleep(opts.header_read_timeout);
-    tokio::pin!(first_request);
-    let mut first_checked = false;
+    let first = match activity.next(tokio::time::Instant::now(), &opts, false) {
+        Next::CheckAt(at) => at,
+        _ => return,
+    };
+    let timer = tokio::time::sleep_until(first);
+    tokio::pin!(timer);
     let mut closing = false;
     loop {
         tokio::select! {
-            _ = &mut first_request, if !first_checked => {
-                first_checked = true;
-                if !activity.ever_began() {
-                    tracing::debug!("no request within header_read_timeout; closing the connection");
-                    return;
-                }
-            }
-            _ = stall.exceeded(opts.response_write_timeout) => {
-                tracing::debug!("the client stopped reading (response_write_timeout); closing the connection");
-                return;
-            }
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = stopping(&mut shutdown), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            _ = &mut timer => {
+                let now = tokio::time::Instant::now();
+                let mut next = activity.next(now, &opts, closing);
+                if next == Next::Idle {
+                    tracing::trace!("closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    next = activity.next(now, &opts, closing);
+                }
+                match next {
+                    Next::CheckAt(at) => timer.as_mut().reset(at),
+                    Next::Close(why) => return tracing::debug!(why, "closing the connection"),
+                    // Never answered once closing; nothing is left to wait for.
+                    Next::Idle => return,
+                }
             }
-            _ = activity.idle_for(opts.idle_timeout), if !closing => {
-                tracing::trace!("closing an idle connection");
+            _ = stopping(&mut shutdown), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
