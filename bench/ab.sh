@@ -5,14 +5,18 @@
 # request from /proc/stat. Quicker and less noisy than bench/load.sh when
 # runs of two builds are alternated:
 #   for b in old new old new; do PLEO_GATEWAY_BIN=/tmp/pgw-$b bench/ab.sh gateway http; done
+# `hyper` is the floor under the gateway: examples/bare_proxy.rs, the same
+# job on the gateway's stack (hyper, tokio, rustls) with nothing else.
 # A delay gives the harness' paced load: each connection waits that many ms
 # between requests (its "paced" row is 32 connections and 2 ms).
+# SYSCALLS=1 also counts the proxy's system calls per request (perf stat;
+# the counting itself costs CPU, so take the CPU figures from runs without it).
 # IDLE_CONNS=N measures memory instead: N kept-alive client connections,
 # each after one request, held open; prints the proxy's RSS before and with
 # them (whole process group: nginx master + worker, or the gateway), per connection.
-# usage: bench/ab.sh gateway|nginx http|https [connections=32] [seconds=4] [delay_ms=0]
+# usage: bench/ab.sh gateway|nginx|hyper http|https [connections=32] [seconds=4] [delay_ms=0]
 set -euo pipefail
-who=${1:?gateway|nginx} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
+who=${1:?gateway|nginx|hyper} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${BENCH_HARNESS:-$here/../shared/bench}
 w=$here/bench-results/ab
@@ -55,6 +59,11 @@ if [[ $who == nginx ]]; then
   # Idle mode: room for the connections held open (the template allows 8,192).
   if [[ -n ${IDLE_CONNS:-} ]]; then sed -i "s/worker_connections [0-9]*;/worker_connections $((IDLE_CONNS * 2 + 1024));/" "$w/nginx-proxy.conf"; fi
   setsid taskset -c 0 nginx -e "$w/nginx-startup.log" -p "$w/" -c "$w/nginx-proxy.conf" -g 'daemon off;' >"$w/logs/proxy.log" 2>&1 &
+elif [[ $who == hyper ]]; then
+  # The floor: a bare hyper proxy on the gateway's stack (examples/bare_proxy.rs).
+  bare=${BARE_PROXY_BIN:-$here/target/release/examples/bare_proxy}
+  [[ -x $bare ]] || (cd "$here" && cargo build --release --quiet --example bare_proxy)
+  setsid taskset -c 0 "$bare" 127.0.0.1:18190 "$origin://127.0.0.1:$up" "$w/tenants.auth" "$w/ca.crt" >"$w/logs/proxy.log" 2>&1 &
 else
   [[ -n ${IDLE_CONNS:-} ]] && export GATEWAY_EXTRA_YAML="limits: { max_connections: $((IDLE_CONNS * 2 + 1024)) }"
   GATEWAY_LISTEN=127.0.0.1:18190 GATEWAY_PORT=18190 GATEWAY_UPSTREAM=$origin://127.0.0.1:$up GATEWAY_UPSTREAM_CA=$w/ca.crt \
@@ -108,11 +117,21 @@ wrk_run 2s >/dev/null
 cputimes() { for p in $(pgrep -g "${pgids[-1]}"); do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'; }
 read -r b0 _ < <(busy)
 read -r u0 s0 < <(cputimes)
+if [[ -n ${SYSCALLS:-} ]]; then
+  # Count the proxy's system calls and context switches over the measured run.
+  perf stat -x, -e 'syscalls:sys_enter_*' -e 'sched:sched_switch' -p "$(pgrep -g "${pgids[-1]}" | paste -sd,)" \
+    -o "$w/logs/syscalls.csv" -- sleep "$secs" >/dev/null 2>&1 &
+  counting=$!
+fi
 wrk_run "${secs}s" >"$w/logs/wrk.txt"
 read -r u1 s1 < <(cputimes)
 read -r b1 _ < <(busy)
+[[ -n ${SYSCALLS:-} ]] && wait "$counting"
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
   -v d="$delay" -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
   'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f)\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r }'
+if [[ -n ${SYSCALLS:-} ]]; then
+  awk -F, -v r="$reqs" '$1 / r >= 0.005 { sub(/^(syscalls:sys_enter_|sched:)/, "", $3); printf "  %s %.2f/req", $3, $1 / r } END { print "" }' "$w/logs/syscalls.csv"
+fi
