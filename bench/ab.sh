@@ -114,9 +114,15 @@ busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc
 wrk_run 2s >/dev/null
 # The proxy's own user and system time (its whole process group), to split
 # CPU 0's busy time into the proxy's user-space work and the kernel's.
+# The proxy's exact run time (ns, the scheduler's sum_exec_runtime over all
+# its threads): user, system and the softirq work done in its syscalls. Tick
+# sampling (/proc/stat, and the user/system split above) is coarse for loads
+# that wake an idle CPU for a few microseconds at a time.
+runtime() { for p in $(pgrep -g "${pgids[-1]}"); do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {printf "%.0f\n", s}'; }
 cputimes() { for p in $(pgrep -g "${pgids[-1]}"); do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'; }
 read -r b0 _ < <(busy)
 read -r u0 s0 < <(cputimes)
+r0=$(runtime)
 if [[ -n ${SYSCALLS:-} ]]; then
   # Count the proxy's system calls and context switches over the measured run.
   perf stat -x, -e 'syscalls:sys_enter_*' -e 'sched:sched_switch' -p "$(pgrep -g "${pgids[-1]}" | paste -sd,)" \
@@ -125,13 +131,14 @@ if [[ -n ${SYSCALLS:-} ]]; then
 fi
 wrk_run "${secs}s" >"$w/logs/wrk.txt"
 read -r u1 s1 < <(cputimes)
+r1=$(runtime)
 read -r b1 _ < <(busy)
 [[ -n ${SYSCALLS:-} ]] && wait "$counting"
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
-  -v d="$delay" -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
-  'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f)\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r }'
+  -v d="$delay" -v u=$((u1 - u0)) -v sy=$((s1 - s0)) -v rt=$((r1 - r0)) \
+  'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f; run time %.1f)\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r, rt / 1e3 / r }'
 if [[ -n ${SYSCALLS:-} ]]; then
   awk -F, -v r="$reqs" '$1 / r >= 0.005 { sub(/^(syscalls:sys_enter_|sched:)/, "", $3); printf "  %s %.2f/req", $3, $1 / r } END { print "" }' "$w/logs/syscalls.csv"
 fi
