@@ -176,14 +176,15 @@ async fn connection<I, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = TowerToHyperService::new(Counted::new(service, activity.clone(), cert));
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    // Pinned where it is made: a binding moved into `tokio::pin!` kept a
+    // second slot for it in this future (rustc does not overlap the two),
+    // and every idle connection paid for both.
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
     let first = match activity.next(tokio::time::Instant::now(), &opts, false) {
         Next::CheckAt(at) => at,
         _ => return,
     };
-    let timer = tokio::time::sleep_until(first);
-    tokio::pin!(timer);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(first));
     let mut closing = false;
     loop {
         tokio::select! {
