@@ -26,6 +26,18 @@ async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Result<String
     }
 }
 
+/// A head that never ends: one header line, then a byte every `every`,
+/// `bytes` times or until the gateway closes the connection.
+async fn slow_head(s: &mut TcpStream, bytes: usize, every: Duration) {
+    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
+    for _ in 0..bytes {
+        tokio::time::sleep(every).await;
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+    }
+}
+
 #[tokio::test]
 async fn declared_body_over_the_limit_is_refused_before_reading_it() {
     let kit = Kit::start("limits: { max_request_body_bytes: 1000 }\n").await;
@@ -97,17 +109,7 @@ async fn a_slowloris_head_is_cut_off_by_the_header_read_timeout() {
     let kit = Kit::start("limits: { header_read_timeout: 500ms }\n").await;
     let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
     let started = Instant::now();
-    // A head that never ends: one header line, then a byte now and then.
-    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
-    let trickle = async {
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if s.write_all(b"x").await.is_err() {
-                break;
-            }
-        }
-    };
-    trickle.await;
+    slow_head(&mut s, 50, Duration::from_millis(100)).await;
     let closed = read_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(closed.is_ok(), "the connection is still open after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -174,16 +176,7 @@ async fn keep_alive_outlives_the_header_read_timeout_but_a_later_slow_head_does_
     // header_read_timeout from its first byte, not from the last response.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let first_byte = Instant::now();
-    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
-    let trickle = async {
-        for _ in 0..30 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if s.write_all(b"x").await.is_err() {
-                break;
-            }
-        }
-    };
-    trickle.await;
+    slow_head(&mut s, 30, Duration::from_millis(50)).await;
     let closed = read_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(closed.is_ok(), "a slow head is still open after {:?}", first_byte.elapsed());
     assert!(first_byte.elapsed() >= Duration::from_millis(250), "{:?}", first_byte.elapsed());
