@@ -178,7 +178,7 @@ async fn connection<I, S, B>(
     let service = TowerToHyperService::new(Counted::new(service, activity.clone(), cert));
     // Pinned where it is made: a binding moved into `tokio::pin!` kept a
     // second slot for it in this future (rustc does not overlap the two),
-    // and every idle connection paid for both.
+    // which made the future 4,304 bytes instead of 2,712.
     let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
     let first = match activity.next(tokio::time::Instant::now(), &opts, false) {
         Next::CheckAt(at) => at,
