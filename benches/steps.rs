@@ -15,11 +15,11 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use pleo_gateway::clients::{Client, ClientIdentity};
 use pleo_gateway::config::Config;
-use pleo_gateway::credential::store::FileStore;
 use pleo_gateway::credential::Sessions;
 use pleo_gateway::metrics::Metrics;
-use pleo_gateway::routes::{Routes, Snapshot};
-use pleo_gateway::steps::tenant::ResolveTenant;
+use pleo_gateway::proxy::routes::{Routes, Snapshot};
+use pleo_gateway::proxy::steps::tenant::ResolveTenant;
+use pleo_gateway::state::FileStore;
 use pleo_gateway::upstream::{strip_hop_by_hop, Upstreams};
 use tower::filter::Predicate;
 

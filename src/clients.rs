@@ -135,11 +135,7 @@ impl ClientKeys {
 /// A new gateway client key: 32 random bytes, URL-safe base64, with a
 /// `pgw_` prefix so a leaked one is recognisable in a secret scanner.
 pub fn generate_key() -> crate::secret::Secret {
-    use base64::Engine;
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the OS random source works");
-    crate::secret::Secret::new(format!("pgw_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    crate::secret::Secret::new(format!("pgw_{}", crate::secret::random_token(32)))
 }
 
 /// The hex SHA-256 that `clients[].key_sha256` and `legacy_tokens[].sha256` hold.

@@ -15,16 +15,16 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AuthConfig, Config, Environment};
-use crate::connections::Connections;
 use crate::credential::Sessions;
 use crate::key_checks::Summary;
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::portal::{self, Portal};
+use crate::onboarding::pages::Portal;
+use crate::onboarding::Onboarding;
+use crate::proxy::routes::{Routes, SharedRoutes};
+use crate::proxy::stack;
 use crate::reload::{self, ReloadError, Reloader};
-use crate::routes::{Routes, SharedRoutes};
 use crate::sandbox::{Sandbox, SandboxSpec};
-use crate::stack;
 use crate::tls::{self, SharedTls, TlsError};
 use crate::upstream::{UpstreamError, Upstreams};
 
@@ -70,7 +70,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
     pub sessions: Arc<Sessions>,
-    pub connections: Arc<Connections>,
+    pub connections: Arc<Onboarding>,
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -93,10 +93,9 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
     let upstreams = Upstreams::build(config)?;
     let (stop, stopped) = watch::channel(false);
-    let (store, postgres) =
-        crate::credential::open_store(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
-    let sessions = Arc::new(Sessions::new(store, metrics.clone(), stopped.clone()));
-    let connections = Arc::new(Connections::new(config, postgres, sessions.clone(), metrics.connections_total.clone()));
+    let store = crate::state::open(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
+    let sessions = Arc::new(Sessions::new(store.clone(), metrics.clone(), stopped.clone()));
+    let connections = Arc::new(Onboarding::new(config, store, sessions.clone(), metrics.connections_total.clone()));
     // Keys customers connected: in service before the first request. A
     // store that does not answer leaves those tenants not connected (503)
     // until it does; the shared store is read again every poll interval.
@@ -201,7 +200,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         tracing::info!(addr = ?connect_addr, public_url = %c.public_url, "connect pages listening");
         connect_task = Some(tokio::spawn(listener::serve(
             listener,
-            portal::service(portal),
+            crate::onboarding::pages::service(portal),
             options.clone(),
             connect_tls,
             stopped.clone(),

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::AuthModel;
 use crate::credential::check::{check_key_interlocked, describe, CheckState, Detail};
 use crate::metrics::Metrics;
-use crate::routes::{Routes, SharedRoutes, Tenant};
+use crate::proxy::routes::{Routes, SharedRoutes, Tenant};
 
 /// How often tenants that are not connected are checked again.
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -216,7 +216,7 @@ mod tests {
             ));
         }
         let sandbox = Sandbox::spawn(listener, spec, None);
-        let (routes, _registry) = crate::routes::for_tests(&yaml);
+        let (routes, _registry) = crate::proxy::routes::for_tests(&yaml);
         pass(&routes, |_| true).await;
         assert_eq!(sandbox.credential_checks(), 12);
         // Nothing is due yet.

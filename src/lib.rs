@@ -1,38 +1,48 @@
 //! pleo-gateway: an authenticating reverse proxy in front of Pleo's External API.
 //!
-//! `steps/` holds the request's path, one file per step in the order a
-//! request travels (`stack.rs` assembles them; docs/architecture.md). Below the steps, in layers that only import downwards
-//! (`tests/module_layers.rs` keeps it so; docs/architecture.md explains
-//! them): types (`secret`, `share`, `tls`, `error`), `config`, `access_log`
-//! and `metrics`, `body` and `clients`, `upstream`, `credential`, `routes`.
-//! Above them: `key_checks`, `listener`, then `stack`, `admin`, `reload`,
-//! `connect`, `manage`, `sandbox` (the offline stand-in for Pleo), and
-//! `gateway`, which starts and stops it all.
+//! One home for each concept (docs/architecture.md draws the layers;
+//! `tests/it/module_layers.rs` keeps imports pointing down):
+//!
+//! - `proxy/`: the request's path. `stack.rs` assembles the steps
+//!   (`steps/`, one file each, in the order a request travels), `routes.rs`
+//!   is the routing table they read, `explain.rs` the dry run over the same
+//!   steps.
+//! - `pleo/`: the one client of Pleo's own endpoints (token endpoint,
+//!   installation, authorize URL and PKCE), with one timeout policy.
+//! - `state/`: everything kept between requests (token chains, links,
+//!   onboarded keys) in one store, files or PostgreSQL.
+//! - `credential/`: a tenant's credential at run time: static headers, OAuth
+//!   sessions and their refresh, onboarded key slots, key checks.
+//! - `onboarding/`: everything a customer touches to give the gateway a
+//!   credential: connect links, their pages, sealing.
+//! - `cli/`: one file per subcommand.
+//!
+//! Below them: types (`secret`, `share`, `tls`, `error`, `migration`),
+//! `config`, `access_log` and `metrics`, `body` and `clients`, `upstream`.
+//! Above: `key_checks`, `listener`, `admin`, `reload`, `sandbox` (the
+//! offline stand-in for Pleo), and `gateway`, which starts and stops it all.
 
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod clients;
 pub mod config;
-pub mod connect;
-pub mod connections;
 pub mod credential;
 pub mod error;
-pub mod explain;
 pub mod gateway;
 pub mod key_checks;
 pub mod listener;
-pub mod manage;
 pub mod metrics;
 pub mod migration;
-pub mod portal;
+pub mod onboarding;
+pub mod pleo;
+pub mod proxy;
 pub mod reload;
-pub mod routes;
 pub mod sandbox;
 pub mod secret;
 pub mod share;
-pub mod stack;
-pub mod steps;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 

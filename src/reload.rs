@@ -28,7 +28,7 @@ use crate::credential::Sessions;
 use crate::key_checks::{self, Summary};
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
-use crate::routes::{Routes, SharedRoutes};
+use crate::proxy::routes::{Routes, SharedRoutes};
 use crate::tls::{self, SharedTls, TlsError};
 use crate::upstream::{UpstreamError, Upstreams};
 
@@ -324,7 +324,7 @@ async fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::store::FileStore;
+    use crate::state::FileStore;
     use std::path::Path;
 
     const TENANT: &str = "environments:\n  staging: { base_url: \"http://127.0.0.1:9\" }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: ik_unit_0123456789abcdef }\n";
@@ -392,7 +392,7 @@ mod tests {
     }
 
     fn reloads(registry: &prometheus::Registry, result: &str) -> f64 {
-        crate::routes::counter(registry, "pleo_gateway_config_reloads_total", &[("result", result)])
+        crate::proxy::routes::counter(registry, "pleo_gateway_config_reloads_total", &[("result", result)])
     }
 
     #[tokio::test]

@@ -44,6 +44,16 @@ impl fmt::Debug for Secret {
 
 /// Whether a credential can go in an HTTP header as is: non-empty, visible
 /// ASCII only (no spaces, no control characters).
+/// `n` random bytes from the OS, base64url without padding: client keys,
+/// link tokens, nonces, PKCE verifiers.
+pub fn random_token(n: usize) -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut b = vec![0u8; n];
+    ring::rand::SystemRandom::new().fill(&mut b).expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
 pub fn is_header_safe(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }

@@ -17,9 +17,9 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::{admin_token, AdminState};
-use crate::connections::{Actor, LinkView};
-use crate::credential::store::unix_now_ms;
+use crate::onboarding::{Actor, LinkView};
 use crate::secret::Secret;
+use crate::state::unix_now_ms;
 
 const MAX_BODY: usize = 16 * 1024;
 
@@ -40,7 +40,7 @@ fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) ->
 
 pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let routes = state.routes.load_full();
-    if let Err(e) = crate::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+    if let Err(e) = crate::proxy::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
         return e.to_response();
     }
     // Never open: with no admin tokens configured, nobody may change credentials here.
@@ -58,7 +58,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
     };
     let connections = &state.connections;
     let unknown = |t: &str| refuse(StatusCode::NOT_FOUND, "unknown_tenant", format!("no tenant `{t}` in the config"));
-    let store_down = |e: crate::credential::store::StoreError| {
+    let store_down = |e: crate::state::StoreError| {
         tracing::error!(error = %e, "management API: store error");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store did not answer; nothing was changed")
     };
@@ -75,7 +75,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
             let ttl = match body.get("expires").and_then(Value::as_str) {
                 None => connections.link_ttl,
                 Some(text) => match humantime::parse_duration(text) {
-                    Ok(d) if d >= Duration::from_secs(60) && d <= crate::connections::MAX_LINK_TTL => d,
+                    Ok(d) if d >= Duration::from_secs(60) && d <= crate::onboarding::MAX_LINK_TTL => d,
                     _ => {
                         return refuse(
                             StatusCode::BAD_REQUEST,
@@ -140,7 +140,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
         (Method::POST, ["checks"]) => {
             // Every API-key tenant, now (a reload asks only about new and changed keys).
             let summary = crate::key_checks::pass(&routes, |_| true).await;
-            crate::connections::audit("recheck", "*", &by, "ok");
+            crate::onboarding::audit("recheck", "*", &by, "ok");
             reply(
                 StatusCode::OK,
                 json!({ "connected": summary.connected, "failed": summary.failed, "notes": summary.notes }),
@@ -186,7 +186,7 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Full<Bytes>
 /// -> what the gateway would do with that request (nothing is sent).
 pub async fn explain(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let routes = state.routes.load_full();
-    if let Err(e) = crate::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+    if let Err(e) = crate::proxy::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
         return e.to_response();
     }
     if admin_token(&routes, &req).is_none() && !routes.admin_open {
@@ -210,8 +210,10 @@ pub async fn explain(state: &AdminState, req: Request<Incoming>) -> Response<Ful
         }
         _ => Vec::new(),
     };
-    match crate::explain::request(method, url, &headers) {
-        Ok(r) => reply(StatusCode::OK, serde_json::to_value(crate::explain::explain(&routes, r)).unwrap_or_default()),
+    match crate::proxy::explain::request(method, url, &headers) {
+        Ok(r) => {
+            reply(StatusCode::OK, serde_json::to_value(crate::proxy::explain::explain(&routes, r)).unwrap_or_default())
+        }
         Err(e) => refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     }
 }

@@ -16,11 +16,11 @@ use hyper::body::Incoming;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::config::AuthModel;
-use crate::connections::Connections;
 use crate::credential::Sessions;
+use crate::onboarding::Onboarding;
 
 mod api;
-use crate::routes::SharedRoutes;
+use crate::proxy::routes::SharedRoutes;
 
 #[derive(Debug)]
 pub struct AdminState {
@@ -32,7 +32,7 @@ pub struct AdminState {
     pub in_flight: crate::share::InFlightCount,
     pub in_flight_gauge: prometheus::IntGauge,
     /// Connect links and connections, for `/api/`.
-    pub connections: Arc<Connections>,
+    pub connections: Arc<Onboarding>,
     /// Pleo's 404/405 answers and legacy tokens, for `/migration`.
     pub migration: Arc<crate::migration::MigrationLog>,
 }
@@ -71,7 +71,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     let routes = state.routes.load();
     // DNS rebinding and cross-site reads apply here too: /tenants lists
     // company ids and masked credentials. No browser origin is allowed.
-    if let Err(e) = crate::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
+    if let Err(e) = crate::proxy::steps::guard::check(req.uri(), req.headers(), &routes.browsers.admin_hosts, &[]) {
         return e.to_response();
     }
     match req.uri().path() {
@@ -143,8 +143,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         entry["installation_status"] = d.installation.map(|s| s.as_str()).into();
                         if let Some(code) = d.error_code {
                             entry["installation_error"] =
-                                format!("{code}: {}", crate::credential::installation::explain_error_code(&code))
-                                    .into();
+                                format!("{code}: {}", crate::pleo::installation::explain_error_code(&code)).into();
                         }
                         if let Some(note) = d.note {
                             entry["note"] = note.into();
@@ -182,12 +181,12 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
 /// `/tenants` is open when no admin tokens are configured (validation allows
 /// that on loopback only, or with `admin.allow_unauthenticated`); otherwise
 /// it takes `Authorization: Bearer <token>` whose SHA-256 is listed.
-fn admin_authorized<B>(routes: &crate::routes::Routes, req: &Request<B>) -> bool {
+fn admin_authorized<B>(routes: &crate::proxy::routes::Routes, req: &Request<B>) -> bool {
     routes.admin_open || admin_token(routes, req).is_some()
 }
 
 /// The name of the admin token the request carries, if it is one of `admin.tokens`.
-fn admin_token<B>(routes: &crate::routes::Routes, req: &Request<B>) -> Option<String> {
+fn admin_token<B>(routes: &crate::proxy::routes::Routes, req: &Request<B>) -> Option<String> {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let token = req.headers().get(header::AUTHORIZATION).and_then(|v| {

@@ -18,19 +18,15 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderValue, StatusCode};
 
-use super::installation::{self, explain_error_code, Status};
-use crate::body::RequestBody;
 use crate::error::{ErrorCode, GatewayError};
+use crate::pleo::installation::{self, explain_error_code, Call, Status};
 use crate::upstream::Upstream;
 
+/// Says what this call is, in Pleo's logs (and to the sandbox).
 const USER_AGENT: &str = concat!("pleo-gateway-credential-check/", env!("CARGO_PKG_VERSION"));
-/// One check may take this long.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -209,31 +205,10 @@ pub fn describe(state: CheckState, d: &Detail) -> String {
 
 /// `GET /v1/installations/me` with `authorization` in `up`'s environment.
 pub async fn check_key(authorization: &HeaderValue, up: &Upstream) -> (CheckState, Detail) {
-    let uri = format!("{}/v1/installations/me", up.base);
-    let mut req = Request::new(RequestBody::empty());
-    *req.method_mut() = Method::GET;
-    *req.uri_mut() = match uri.parse() {
-        Ok(u) => u,
-        Err(_) => return (CheckState::Unverified, Detail { reason: Some("bad base URL".into()), ..Detail::default() }),
+    let (status, body) = match installation::call(up, Call::Show, authorization, USER_AGENT).await {
+        Ok(answer) => answer,
+        Err(e) => return (CheckState::Unverified, Detail { reason: Some(e.to_string()), ..Detail::default() }),
     };
-    req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
-    req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    // Says what this call is, in Pleo's logs (and to the sandbox).
-    req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-    let resp = match tokio::time::timeout(TIMEOUT, up.client().request(req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let reason = if e.is_connect() { "cannot connect to Pleo" } else { "the request to Pleo failed" };
-            return (CheckState::Unverified, Detail { reason: Some(reason.into()), ..Detail::default() });
-        }
-        Err(_) => {
-            return (
-                CheckState::Unverified,
-                Detail { reason: Some("Pleo did not answer in time".into()), ..Detail::default() },
-            )
-        }
-    };
-    let status = resp.status();
     let detail = Detail { status: Some(status.as_u16()), ..Detail::default() };
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return (CheckState::Rejected, detail);
@@ -241,14 +216,6 @@ pub async fn check_key(authorization: &HeaderValue, up: &Upstream) -> (CheckStat
     if !status.is_success() {
         return (CheckState::Unverified, Detail { reason: Some(format!("Pleo answered {status}")), ..detail });
     }
-    // Small JSON: the installation document decides.
-    let body = match tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        _ => {
-            let reason = Some("Pleo's answer could not be read".into());
-            return (CheckState::Unverified, Detail { reason, ..detail });
-        }
-    };
     let inst = installation::parse(&body);
     let mut detail = Detail {
         company_id: inst.company_id,

@@ -1,21 +1,17 @@
-//! Step 4: attach the tenant's Pleo credential.
-//!
-//! Reads the `Arc<Tenant>` that `tenant` resolved and sets `Authorization`:
-//! `Basic base64(key + ":")` for both API-key models and `Bearer <token>`
-//! for oauth2. Static values are built once when the config loads, marked
-//! sensitive, and only cloned here. Managed OAuth tenants get theirs from
-//! their session (`refresh`), which keeps a fresh token on hand.
+//! A tenant's Pleo credential at run time, as the attach step puts it on a
+//! request: `Basic base64(key + ":")` for both API-key models and
+//! `Bearer <token>` for oauth2. Static values are built once when the
+//! config loads, marked sensitive, and only cloned. Managed OAuth tenants
+//! get theirs from their session (`refresh`, kept in `sessions`), which
+//! keeps a fresh token on hand; onboarded keys sit in a `key_slot`; an
+//! API key's standing with Pleo is its `check`.
 
 mod api_key;
 pub mod check;
-pub mod connected;
-pub mod installation;
+pub mod key_slot;
 mod oauth2;
-pub mod postgres;
 pub mod refresh;
 mod sessions;
-pub mod store;
-pub mod token_endpoint;
 mod token_state;
 
 use std::fmt;
@@ -36,7 +32,7 @@ pub enum Credential {
     /// Managed OAuth: the session holds the current access token.
     OAuth { session: Arc<OAuthSession>, masked: String },
     /// An API key from a connection (`source: connection`), none until made.
-    Connected { slot: Arc<connected::KeySlot> },
+    Connected { slot: Arc<key_slot::KeySlot> },
 }
 
 // Never print the header value, even though it is marked sensitive.
@@ -107,30 +103,4 @@ pub fn static_authorization(auth: &AuthConfig) -> Option<HeaderValue> {
 pub fn basic_value(key: &Secret) -> Secret {
     let v = api_key::basic(key);
     Secret::new(v.to_str().expect("base64 is visible ASCII"))
-}
-
-/// The token store, and the PostgreSQL store when that is the kind.
-pub type OpenedStore = (Arc<dyn store::TokenStore>, Option<Arc<postgres::PostgresStore>>);
-
-/// The configured token store, and the PostgreSQL store itself when that
-/// is the kind (connect links and connections live beside the chains). A
-/// shared store also starts following the changes other replicas make
-/// (until `stop`); must run inside tokio then.
-pub fn open_store(
-    config: &crate::config::Config,
-    metrics: &crate::metrics::Metrics,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<OpenedStore, String> {
-    match &config.store {
-        crate::config::StoreConfig::File => {
-            // Nothing remote to be down: the gauge reads up.
-            metrics.store.up.set(1);
-            Ok((Arc::new(store::FileStore::new(&config.state_dir)), None))
-        }
-        crate::config::StoreConfig::Postgres(pg) => {
-            let store = Arc::new(postgres::PostgresStore::new(pg, metrics.store.clone())?);
-            store.spawn_watch(stop);
-            Ok((store.clone(), Some(store)))
-        }
-    }
 }

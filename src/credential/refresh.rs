@@ -27,12 +27,12 @@ use http::HeaderValue;
 use tokio::sync::{watch, Mutex, Notify};
 
 use super::oauth2::bearer;
-use super::store::{fingerprint, unix_now_ms, Lease, Leased, StoreError, StoredToken, TokenStore};
-use super::token_endpoint::{Exchange, Grant, TokenError};
 pub use super::token_state::{Current, Status};
 use crate::error::{ErrorCode, GatewayError};
 pub use crate::metrics::RefreshMetrics;
+use crate::pleo::token_endpoint::{Exchange, Grant, TokenError};
 use crate::secret::Secret;
+use crate::state::{fingerprint, unix_now_ms, Lease, Leased, StoreError, StoredToken, TokenStore};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -597,7 +597,7 @@ impl OAuthSession {
             Ok(tokens) => {
                 self.metrics.success.inc();
                 tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
-                self.save_then_use(flight, cur, chain.rotated(tokens, issued_ms), lease).await
+                self.save_then_use(flight, cur, tokens.rotate(chain, issued_ms), lease).await
             }
             Err(TokenError::InvalidGrant) => {
                 self.metrics.failure.inc();
@@ -721,8 +721,8 @@ fn random_unit() -> f64 {
 mod tests {
     use super::*;
     use crate::config::{Config, Environment};
-    use crate::credential::store::{FileStore, StoreFuture};
     use crate::sandbox::{OAuthClient, Sandbox, SandboxSpec};
+    use crate::state::{FileStore, StoreFuture};
     use crate::upstream::Upstreams;
 
     /// A file store whose saves fail while `fail` is set (a full disk, a
@@ -741,7 +741,7 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 let path = self.inner.path(tenant);
                 let source = std::io::Error::other("disk full");
-                return Box::pin(async move { Err(super::super::store::StoreError::Unwritable { path, source }) });
+                return Box::pin(async move { Err(crate::state::StoreError::Unwritable { path, source }) });
             }
             self.inner.save(tenant, token)
         }
@@ -763,7 +763,7 @@ mod tests {
         let config = Config::from_yaml(&yaml, &dir.path().join("g.yaml")).unwrap();
         let client = Upstreams::build(&config).unwrap().get(Environment::Production).client().clone();
         let token_url = config.environments[&Environment::Production].token_url.clone();
-        let endpoint = Arc::new(crate::credential::token_endpoint::TokenEndpoint::new(
+        let endpoint = Arc::new(crate::pleo::token_endpoint::TokenEndpoint::new(
             token_url,
             "c1",
             &Secret::new("client-secret-value"),
@@ -802,7 +802,7 @@ mod tests {
 
     // === the state machine against a scripted token endpoint ===
 
-    use super::super::token_endpoint::Tokens;
+    use crate::pleo::token_endpoint::Tokens;
     use std::sync::Mutex as StdMutex;
 
     /// A token endpoint that answers from a script and records what it was sent.

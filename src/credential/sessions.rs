@@ -11,10 +11,10 @@ use std::time::Instant;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
-use super::connected::KeySlot;
+use super::key_slot::KeySlot;
 use super::refresh::{OAuthSession, SessionConfig};
-use super::store::{StateLock, TokenStore};
 use crate::metrics::Metrics;
+use crate::state::{StateLock, TokenStore};
 
 #[derive(Debug)]
 pub struct Sessions {

@@ -181,12 +181,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     }
     if path == "/sandbox/reset" {
         // Pleo (or a balancer) dropping the connection halfway through an answer.
-        let mut resp = Response::new(Either::Right(Zeros { remaining: 1 << 20, cut_at: Some((1 << 20) - 16384) }));
+        let mut resp =
+            Response::new(Either::Right(Zeros { remaining: 1 << 20, cut_at: Some((1 << 20) - 16384), counted: None }));
         resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("1048576"));
         return Ok(resp);
     }
     if let Some(n) = path.strip_prefix("/sandbox/bytes/").and_then(|n| n.parse::<u64>().ok()) {
-        let mut resp = Response::new(Either::Right(Zeros { remaining: n, cut_at: None }));
+        let mut resp = Response::new(Either::Right(Zeros {
+            remaining: n,
+            cut_at: None,
+            counted: Some(shared.bytes_streamed.clone()),
+        }));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         return Ok(resp);
     }
@@ -315,6 +320,8 @@ pub struct Zeros {
     /// `/sandbox/reset`: fail (hyper then resets the connection) once this
     /// few bytes are left.
     cut_at: Option<u64>,
+    /// Where the bytes produced are added up (`Sandbox::bytes_streamed`).
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Body for Zeros {
@@ -330,6 +337,9 @@ impl Body for Zeros {
         }
         let n = self.remaining.min(ZERO_CHUNK.len() as u64) as usize;
         self.remaining -= n as u64;
+        if let Some(c) = &self.counted {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZERO_CHUNK[..n])))))
     }
 

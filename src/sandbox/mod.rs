@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AuthConfig, Config, Environment};
 use crate::credential::static_authorization;
-use crate::credential::store::FileStore;
 use crate::secret::Secret;
+use crate::state::FileStore;
 
 pub use oauth::{OAuthClient, Retained, TokenStats, KEEP_ISSUED, KEEP_RETIRED};
 
@@ -180,6 +180,9 @@ struct Shared {
     /// `GET /v1/installations/me` calls from the gateway's credential check
     /// (not in `recorded`, which is the traffic the gateway proxied).
     credential_checks: std::sync::atomic::AtomicUsize,
+    /// Bytes `/sandbox/bytes/N` bodies have handed to the server so far: the
+    /// server stops asking once flow control (or a full socket) stops it.
+    bytes_streamed: Arc<std::sync::atomic::AtomicU64>,
     /// Installations by company (`/v1/installations/me`).
     installations: Mutex<std::collections::HashMap<String, installation::Installation>>,
 }
@@ -206,6 +209,7 @@ impl Sandbox {
             presented: Mutex::new(VecDeque::new()),
             connections: Default::default(),
             credential_checks: Default::default(),
+            bytes_streamed: Default::default(),
             installations: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -221,6 +225,12 @@ impl Sandbox {
     /// Requests received so far, oldest first (credential checks excepted).
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.recorded.lock().expect("sandbox lock").iter().cloned().collect()
+    }
+
+    /// Bytes of `/sandbox/bytes/N` answers produced so far, all requests
+    /// together. It stops growing when every such stream is blocked.
+    pub fn bytes_streamed(&self) -> u64 {
+        self.shared.bytes_streamed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// OAuth bookkeeping: how many refreshes, and how many replays of a rotated token.

@@ -1,0 +1,59 @@
+//! `pleo-gateway [run]`: start the gateway and serve until SIGTERM or
+//! SIGINT; SIGHUP reloads the config.
+
+use std::process::ExitCode;
+
+use super::{init_logging, EX_UNAVAILABLE};
+use crate::config::Config;
+use crate::gateway;
+
+pub fn run(config: Config, strict: bool) -> ExitCode {
+    init_logging(config.access_log.format);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match super::runtime(config.workers) {
+        Ok(rt) => rt,
+        Err(e) => return super::failed(e),
+    };
+    rt.block_on(async move {
+        let running = match gateway::start_with(&config, strict).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        // Everything serving holds what it needs; the config itself (every
+        // tenant's secrets and settings once more) is not kept.
+        drop(config);
+        let signal = serve_until_stopped(&running).await;
+        tracing::info!(signal, "shutting down: no new connections, draining open ones");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reloads on SIGHUP; returns the signal that asks to stop.
+async fn serve_until_stopped(running: &gateway::Running) -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        // Without signal handlers, Ctrl-C still ends the process the default way.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // The outcome is logged and counted by the reload itself.
+                let _ = running.reload().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The routing table: everything a request needs, prepared when the config
+//! loads (tenant lookup, credential header values, upstream handles, metric
+//! handles) so the hot path parses nothing and takes no lock. Requests read a
+//! snapshot through `ArcSwap`; `observe` loads it once per request and every
+//! later step reads that same snapshot, so a reload never splits a request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, Request};
+
+use crate::access_log::AccessLogConfig;
+use crate::clients::{ClientKeys, LegacyTokens};
+use crate::config::{AuthConfig, TenantConfig};
+use crate::config::{AuthModel, BrowserPolicy, Config, Environment, Selector};
+use crate::credential::check::KeyCheck;
+use crate::credential::refresh::SessionConfig;
+use crate::credential::{static_authorization, Credential, Sessions};
+use crate::error::{ErrorCode, GatewayError};
+use crate::metrics::{Metrics, TenantMetrics};
+use crate::pleo::authorize::ConsentClient;
+use crate::upstream::Upstream;
+use crate::upstream::Upstreams;
+use crate::BoxError;
+
+/// One tenant, ready to serve.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: Box<str>,
+    /// How the access log names it (built once, cloned per request).
+    pub labels: crate::access_log::TenantLabels,
+    pub environment: Environment,
+    pub model: AuthModel,
+    pub credential: Credential,
+    pub upstream: Arc<Upstream>,
+    pub metrics: TenantMetrics,
+    /// `limits.max_request_body_bytes` and `body_read_timeout`, kept here for the credential step.
+    pub max_request_body_bytes: u64,
+    pub body_read_timeout: std::time::Duration,
+    /// API-key tenants: what `GET /v1/installations/me` said about the key.
+    /// Carried over a reload when the tenant's key and environment did not
+    /// change, so a reload asks Pleo only about new and changed keys.
+    pub check: Arc<KeyCheck>,
+    /// Opt-in: the company id goes on each request as this header / query parameter.
+    pub company_id_header: Option<HeaderName>,
+    pub company_id_query: Option<Box<str>>,
+    /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
+    pub in_flight: crate::share::Share,
+    /// Managed OAuth tenants: what a connect link's consent needs.
+    pub consent: Option<Arc<ConsentClient>>,
+    /// The credential is made on a connect link (`source: connection`, or
+    /// managed OAuth without a refresh_token in the config).
+    pub from_connection: bool,
+    /// The tenant's own `rewrites`, each with its counter (tried before `Routes::rewrites`).
+    pub rewrites: Box<[Rewrite]>,
+    /// The other environment, for the key check's interlock only
+    /// (`check_key_interlocked`); requests never go there.
+    pub interlock: Arc<Upstream>,
+    /// Where Pleo's 404/405 answers are counted (`GET /migration`).
+    pub migration: Arc<crate::migration::MigrationLog>,
+}
+
+/// Marks a request `explain` runs through the steps: nothing is counted
+/// for it and it is never sent.
+#[derive(Clone, Copy, Debug)]
+pub struct DryRun;
+
+/// A rewrite rule ready to apply.
+#[derive(Debug)]
+pub struct Rewrite {
+    pub rule: crate::config::rewrite::RewriteRule,
+    pub label: Arc<str>,
+    pub counter: prometheus::IntCounter,
+}
+
+/// Put in a request's extensions when a rule rewrote its path.
+#[derive(Clone, Debug)]
+pub struct Rewritten {
+    pub label: Arc<str>,
+    /// The path (and query) as the app sent it, after the tenant prefix.
+    pub original: http::uri::PathAndQuery,
+}
+
+#[derive(Debug)]
+pub struct Routes {
+    pub tenants: HashMap<Box<str>, Arc<Tenant>>,
+    pub selectors: Vec<Selector>,
+    pub default_tenant: Option<Arc<Tenant>>,
+    pub clients: ClientKeys,
+    pub legacy_tokens: LegacyTokens,
+    /// Headers that carry a tenant tag; removed before anything goes upstream.
+    pub tenant_headers: Vec<HeaderName>,
+    pub max_in_flight: usize,
+    pub max_request_body_bytes: u64,
+    pub access_log: AccessLogConfig,
+    /// Hosts and origins browsers may use (`guard`); `host_suffix` tenant
+    /// names are among the hosts.
+    pub browsers: BrowserPolicy,
+    pub trust_forwarded_headers: bool,
+    /// SHA-256 of each admin token, with its name.
+    pub admin_tokens: HashMap<[u8; 32], Box<str>>,
+    pub admin_open: bool,
+    /// The top-level `rewrites`, for every tenant (once, not per tenant).
+    pub rewrites: Box<[Rewrite]>,
+}
+
+pub type SharedRoutes = Arc<ArcSwap<Routes>>;
+
+/// The routes a request is served with, put in its extensions by `observe`.
+#[derive(Clone, Debug)]
+pub struct Snapshot(pub Arc<Routes>);
+
+impl Routes {
+    /// Must run inside a tokio runtime when the config has managed OAuth
+    /// tenants (their sessions start background refresh tasks).
+    pub fn build(config: &Config, upstreams: &Upstreams, metrics: &Metrics, sessions: &Sessions) -> Routes {
+        Routes::build_after(config, upstreams, metrics, sessions, None)
+    }
+
+    /// After a reload: tenants whose key, model and environment are those of
+    /// `previous` keep its key check (and are not asked about again).
+    pub fn build_after(
+        config: &Config,
+        upstreams: &Upstreams,
+        metrics: &Metrics,
+        sessions: &Sessions,
+        previous: Option<&Routes>,
+    ) -> Routes {
+        let tenants: HashMap<Box<str>, Arc<Tenant>> = config
+            .tenants
+            .iter()
+            .map(|(id, t)| {
+                let model = t.auth.model();
+                let upstream = upstreams.get(t.environment);
+                let consent = ConsentClient::for_tenant(config, t, upstream.client().clone()).map(Arc::new);
+                let credential = credential(config, id, t, consent.as_ref(), sessions);
+                let check = previous
+                    .and_then(|p| p.tenants.get(id.as_str()))
+                    .filter(|p| same_key(p, t.environment, &upstream, &credential))
+                    .map_or_else(Arc::default, |p| p.check.clone());
+                let tenant = Tenant {
+                    id: id.as_str().into(),
+                    labels: crate::access_log::TenantLabels {
+                        name: id.as_str().into(),
+                        model,
+                        environment: t.environment,
+                    },
+                    environment: t.environment,
+                    model,
+                    credential,
+                    upstream,
+                    metrics: metrics.for_tenant(model, t.environment, id),
+                    max_request_body_bytes: config.limits.max_request_body_bytes,
+                    body_read_timeout: config.limits.body_read_timeout,
+                    check,
+                    company_id_header: t.company_id_header.clone(),
+                    company_id_query: t.company_id_query.as_deref().map(Into::into),
+                    in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
+                    consent,
+                    from_connection: t.auth.from_connection(),
+                    rewrites: rewrites(&t.rewrites, metrics),
+                    migration: metrics.migration.clone(),
+                    interlock: upstreams.get(t.environment.other()),
+                };
+                (id.as_str().into(), Arc::new(tenant))
+            })
+            .collect();
+        metrics.migration.set_max_templates(config.max_not_found_templates);
+        metrics.set_tenants(|m, e| tenants.values().filter(|t| t.model == m && t.environment == e).count() as i64);
+        let default_tenant = config.default_tenant.as_deref().and_then(|d| tenants.get(d).cloned());
+        let tenant_headers = config
+            .tenant_from
+            .iter()
+            .filter_map(|s| match s {
+                Selector::Header(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
+        Routes {
+            tenants,
+            selectors: config.tenant_from.clone(),
+            default_tenant,
+            clients: ClientKeys::new(&config.clients, config.limits.max_in_flight_per_client),
+            legacy_tokens: LegacyTokens::new(&config.legacy_tokens, metrics),
+            tenant_headers,
+            max_in_flight: config.limits.max_in_flight,
+            max_request_body_bytes: config.limits.max_request_body_bytes,
+            access_log: config.access_log,
+            browsers: browser_policy(config),
+            trust_forwarded_headers: config.trust_forwarded_headers,
+            admin_tokens: config.admin.tokens.iter().map(|t| (t.sha256, t.name.as_str().into())).collect(),
+            admin_open: config.admin.tokens.is_empty(),
+            rewrites: rewrites(&config.rewrites, metrics),
+        }
+    }
+}
+
+/// `allowed_hosts`, plus every name a `host_suffix` rule routes by.
+fn browser_policy(config: &Config) -> BrowserPolicy {
+    let mut policy = config.browsers.clone();
+    for s in &config.tenant_from {
+        if let Selector::HostSuffix(suffix) = s {
+            policy.hosts.push(suffix.clone());
+        }
+    }
+    policy
+}
+
+/// Whether a tenant's key check still holds for its new config: the same
+/// environment and base URL, and the same key (a connection's slot is the
+/// same slot: its key is checked when it is connected).
+fn same_key(previous: &Tenant, env: Environment, upstream: &Upstream, credential: &Credential) -> bool {
+    let same_key = match (&previous.credential, credential) {
+        (Credential::Static { authorization: a, .. }, Credential::Static { authorization: b, .. }) => a == b,
+        (Credential::Connected { slot: a }, Credential::Connected { slot: b }) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    same_key && previous.environment == env && previous.upstream.base == upstream.base
+}
+
+fn rewrites(rules: &[crate::config::rewrite::RewriteRule], metrics: &Metrics) -> Box<[Rewrite]> {
+    rules
+        .iter()
+        .map(|r| Rewrite { rule: r.clone(), label: r.label.as_str().into(), counter: metrics.rewrite(&r.label) })
+        .collect()
+}
+
+fn credential(
+    config: &Config,
+    id: &str,
+    t: &TenantConfig,
+    consent: Option<&Arc<ConsentClient>>,
+    sessions: &Sessions,
+) -> Credential {
+    let masked = t.auth.masked();
+    if let Some(authorization) = static_authorization(&t.auth) {
+        return Credential::Static { authorization, masked };
+    }
+    let (AuthConfig::OAuth2Managed { refresh_token, .. }, Some(consent)) = (&t.auth, consent) else {
+        // `source: connection`: the key a connect link made, when there is one.
+        return Credential::Connected { slot: sessions.key_slot(id) };
+    };
+    let endpoint = consent.endpoint.clone();
+    let session = sessions.get_or_start(SessionConfig {
+        tenant: id.to_string(),
+        endpoint,
+        initial_refresh_token: refresh_token.clone(),
+        retry_body_bytes: config.limits.retry_body_bytes,
+        forced_refresh_interval: config.limits.forced_refresh_interval,
+        // A request waits at most for one token call plus saving the result.
+        wait: config.limits.token_timeout + std::time::Duration::from_secs(2),
+    });
+    Credential::OAuth { session, masked }
+}
+
+/// The snapshot `observe` attached. Missing only if the stack is mis-assembled.
+pub fn snapshot<B>(req: &Request<B>) -> Result<Arc<Routes>, BoxError> {
+    snapshot_ref(req).cloned()
+}
+
+/// The same, borrowed, for steps that only read it.
+pub fn snapshot_ref<B>(req: &Request<B>) -> Result<&Arc<Routes>, BoxError> {
+    match req.extensions().get::<Snapshot>() {
+        Some(s) => Ok(&s.0),
+        None => Err(GatewayError::new(ErrorCode::UpstreamUnavailable)
+            .with_source("routes snapshot missing: observe layer not installed")
+            .into()),
+    }
+}
+
+/// Routes built from a YAML config, for the steps' unit tests, with the
+/// registry their counters live in. API-key tenants only: no session starts.
+#[cfg(test)]
+pub(crate) fn for_tests(yaml: &str) -> (Arc<Routes>, prometheus::Registry) {
+    let config = Config::from_yaml(yaml, std::path::Path::new("/tmp/unit.yaml")).expect("a valid test config");
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::register(&registry, true).unwrap());
+    let upstreams = Upstreams::build(&config).unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let store = Arc::new(crate::state::FileStore::new("/nonexistent/unit"));
+    let sessions = Sessions::new(store, metrics.clone(), stopped);
+    (Arc::new(Routes::build(&config, &upstreams, &metrics, &sessions)), registry)
+}
+
+/// A counter's value in `registry`, for the steps' unit tests.
+#[cfg(test)]
+pub(crate) fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .find(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .map_or(0.0, |m| m.get_counter().get_value())
+}

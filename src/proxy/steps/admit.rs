@@ -1,0 +1,213 @@
+//! Steps 3 and 9 of 12: admission, what the gateway agrees to work on.
+//!
+//! First of all ([`Admit`]): sheds load with 503 `overloaded` once
+//! `limits.max_in_flight` requests are being handled (queuing without bound
+//! would only turn a burst into timeouts and memory), refuses a method Pleo's
+//! API does not use with 405 (TRACE would echo the attached credential back,
+//! CONNECT would open a tunnel), and refuses a body whose declared
+//! `Content-Length` is over `limits.max_request_body_bytes` with 413 before a
+//! byte of it is read. Bodies of unknown length are held to the same limit
+//! while they stream (`body::RequestBody`).
+//!
+//! Once the tenant is known ([`ShareLayer`]): each tenant and each client
+//! key may hold only its share of the in-flight slots
+//! (`max_in_flight_per_tenant`, `max_in_flight_per_client`), so one noisy app
+//! or a tenant with trickling uploads gets 503 `overloaded` before it can
+//! take every slot from the others. The slots are held until the response
+//! body is done (`observe` moves them into the body).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{header, Method, Request, Response};
+use pin_project_lite::pin_project;
+use tower::filter::Predicate;
+use tower::{Layer, Service};
+
+use crate::clients::ClientIdentity;
+use crate::error::{ErrorCode, GatewayError};
+use crate::proxy::routes::{snapshot_ref, Tenant};
+use crate::share::{InFlightCount, Slots};
+use crate::BoxError;
+
+#[derive(Clone, Debug)]
+pub struct Admit {
+    /// Requests in flight: `observe` has already counted this one.
+    in_flight: InFlightCount,
+}
+
+impl Admit {
+    pub fn new(in_flight: InFlightCount) -> Self {
+        Admit { in_flight }
+    }
+}
+
+/// The methods Pleo's External API uses.
+fn forwarded_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::OPTIONS
+    )
+}
+
+impl<B> Predicate<Request<B>> for Admit {
+    type Request = Request<B>;
+
+    fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
+        // Borrowed, not cloned: this step only reads two numbers.
+        let routes = snapshot_ref(&req)?;
+        if self.in_flight.get() > routes.max_in_flight {
+            return Err(GatewayError::new(ErrorCode::Overloaded).into());
+        }
+        if !forwarded_method(req.method()) {
+            return Err(GatewayError::new(ErrorCode::MethodNotAllowed).into());
+        }
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > routes.max_request_body_bytes) {
+            return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).into());
+        }
+        Ok(req)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShareLayer;
+
+impl<S> Layer<S> for ShareLayer {
+    type Service = Shares<S>;
+    fn layer(&self, inner: S) -> Shares<S> {
+        Shares { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Shares<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Shares<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = SharesFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let refused = || SharesFuture::Refused { err: Some(GatewayError::new(ErrorCode::Overloaded).into()) };
+        // A request without a tenant or client takes no slot of that kind.
+        let tenant = match req.extensions().get::<Arc<Tenant>>().map(|t| t.in_flight.take()) {
+            Some(None) => return refused(),
+            taken => taken.flatten(),
+        };
+        let client = match req.extensions().get::<ClientIdentity>().map(|c| c.0.in_flight.take()) {
+            Some(None) => return refused(),
+            taken => taken.flatten(),
+        };
+        let slots = Slots::new(tenant, client);
+        SharesFuture::Called { inner: self.inner.call(req), slots: Some(slots) }
+    }
+}
+
+pin_project! {
+    #[project = SharesProj]
+    #[derive(Debug)]
+    pub enum SharesFuture<F> {
+        Called { #[pin] inner: F, slots: Option<Slots> },
+        Refused { err: Option<BoxError> },
+    }
+}
+
+impl<F, RB> Future for SharesFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SharesProj::Refused { err } => Poll::Ready(Err(err.take().expect("polled after completion"))),
+            SharesProj::Called { inner, slots } => {
+                let mut resp = ready!(inner.poll(cx))?;
+                if let Some(slots) = slots.take() {
+                    resp.extensions_mut().insert(slots);
+                }
+                Poll::Ready(Ok(resp))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::code_of;
+    use crate::proxy::routes::{for_tests, Routes, Snapshot};
+    use tower::ServiceExt;
+
+    const CONFIG: &str = "limits: { max_in_flight: 2, max_in_flight_per_tenant: 1, max_request_body_bytes: 100 }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: ik_unit_0123456789abcdef }\n";
+
+    fn request(routes: &Arc<Routes>, method: Method, content_length: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/v2/x").extension(Snapshot(routes.clone()));
+        if let Some(n) = content_length {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn sheds_load_past_max_in_flight_counting_this_request() {
+        let (routes, _) = for_tests(CONFIG);
+        let count = InFlightCount::default();
+        let mut admit = Admit::new(count.clone());
+        // `observe` has entered this request already: 2 of 2 is admitted...
+        let (_a, _b) = (count.enter(), count.enter());
+        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
+        // ...a third is not, and is admitted again once one finishes.
+        let c = count.enter();
+        assert_eq!(code_of(&admit.check(request(&routes, Method::GET, None)).unwrap_err()), ErrorCode::Overloaded);
+        drop(c);
+        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
+    }
+
+    #[test]
+    fn refuses_methods_pleo_does_not_use_and_declared_bodies_over_the_limit() {
+        let (routes, _) = for_tests(CONFIG);
+        let mut admit = Admit::new(InFlightCount::default());
+        for m in [Method::TRACE, Method::CONNECT, Method::from_bytes(b"PROPFIND").unwrap()] {
+            let err = admit.check(request(&routes, m.clone(), None)).unwrap_err();
+            assert_eq!(code_of(&err), ErrorCode::MethodNotAllowed, "{m}");
+        }
+        assert!(admit.check(request(&routes, Method::POST, Some("100"))).is_ok(), "at the limit");
+        let over = admit.check(request(&routes, Method::POST, Some("101"))).unwrap_err();
+        assert_eq!(code_of(&over), ErrorCode::RequestBodyTooLarge);
+        // An unreadable length is left to the streaming limit in `body`.
+        assert!(admit.check(request(&routes, Method::POST, Some("lots"))).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_holds_its_share_until_the_response_is_dropped() {
+        let (routes, _) = for_tests(CONFIG);
+        let tenant = routes.tenants.get("t1").unwrap().clone();
+        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) });
+        let shares = ShareLayer.layer(inner);
+        let call = |shares: Shares<_>| {
+            let req = Request::builder().extension(tenant.clone()).body(()).unwrap();
+            shares.oneshot(req)
+        };
+        let held = call(shares.clone()).await.unwrap();
+        assert!(held.extensions().get::<Slots>().is_some(), "the slot travels with the response");
+        assert_eq!(tenant.in_flight.used(), 1);
+        // The share is 1: a second request for the tenant is refused while the first is held.
+        assert_eq!(code_of(&call(shares.clone()).await.unwrap_err()), ErrorCode::Overloaded);
+        drop(held);
+        assert_eq!(tenant.in_flight.used(), 0);
+        assert!(call(shares).await.is_ok());
+    }
+}

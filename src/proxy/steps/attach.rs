@@ -1,0 +1,219 @@
+//! Step 11 of 12: attach the tenant's Pleo credential. API keys and unmanaged tokens: one
+//! header clone, then straight on (no allocation, no await). Managed OAuth:
+//! ask the session for a token (lock-free unless a refresh is needed), and if
+//! Pleo answers 401, refresh once and retry once, when the request body was
+//! small enough to keep (`limits.retry_body_bytes`). A larger body has
+//! already streamed to Pleo, so Pleo's 401 goes back as it is.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::{self, Kept, RequestBody};
+use crate::credential::refresh::OAuthSession;
+use crate::credential::Credential;
+use crate::error::{ErrorCode, GatewayError};
+use crate::proxy::routes::Tenant;
+use crate::upstream::ResponseBody;
+use crate::BoxError;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttachLayer;
+
+impl<S> Layer<S> for AttachLayer {
+    type Service = Attach<S>;
+    fn layer(&self, inner: S) -> Attach<S> {
+        Attach { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attach<S> {
+    inner: S,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
+
+pin_project! {
+    /// Static credentials go straight on (the inner future, no allocation);
+    /// managed OAuth and refusals are boxed.
+    #[project = EitherProj]
+    #[derive(Debug)]
+    pub enum Either<L, R> {
+        Left { #[pin] inner: L },
+        Right { #[pin] inner: R },
+    }
+}
+
+impl<L, R, T> Future for Either<L, R>
+where
+    L: Future<Output = T>,
+    R: Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            EitherProj::Left { inner } => inner.poll(cx),
+            EitherProj::Right { inner } => inner.poll(cx),
+        }
+    }
+}
+
+impl<S> Service<Request<Incoming>> for Attach<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = Either<S::Future, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
+            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
+            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
+        };
+        let authorization = match &tenant.credential {
+            Credential::Static { authorization, .. } => authorization.clone(),
+            Credential::Connected { slot } => match slot.get() {
+                Some(key) => key.authorization.clone(),
+                None => {
+                    let err = not_connected(&tenant.id);
+                    return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
+                }
+            },
+            Credential::OAuth { session, .. } => {
+                // Take the service that was made ready; leave a clone behind.
+                let inner = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, inner);
+                return Either::Right { inner: Box::pin(with_session(inner, session.clone(), req)) };
+            }
+        };
+        if tenant.check.refuses() {
+            let err = tenant.check.refusal(&tenant.id);
+            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
+        }
+        req.headers_mut().insert(header::AUTHORIZATION, authorization);
+        if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
+            add_company_id(&tenant, &mut req);
+        }
+        let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
+        Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
+    }
+}
+
+/// The 503 of a `source: connection` tenant nobody has connected yet.
+fn not_connected(tenant: &str) -> GatewayError {
+    GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(format!(
+        "tenant `{tenant}` is not connected yet: send a connect link (`pleo-gateway link {tenant}`, or POST \
+         /api/tenants/{tenant}/connect-links on the admin listener) to the customer's Pleo admin."
+    ))
+}
+
+/// The operator's opt-in (`company_id_header`, `company_id_query`): the
+/// company id the key check found, for apps that do not know it. Without a
+/// known id the request goes as it is (Pleo then says what is missing).
+/// A query parameter the app already sent is left alone.
+fn add_company_id<B>(tenant: &Tenant, req: &mut Request<B>) {
+    let Some(id) = tenant.check.company_id() else {
+        tracing::debug!(tenant = %tenant.id, "company id not known yet; not added");
+        return;
+    };
+    if let (Some(name), Ok(value)) = (&tenant.company_id_header, HeaderValue::from_str(&id)) {
+        req.headers_mut().insert(name.clone(), value);
+    }
+    if let Some(param) = &tenant.company_id_query {
+        let uri = req.uri();
+        let query = uri.query().unwrap_or("");
+        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == **param) {
+            return;
+        }
+        // The id was checked to be [A-Za-z0-9-] when parsed: no escaping needed.
+        let sep = if query.is_empty() { "" } else { "&" };
+        let pq = format!("{}?{query}{sep}{param}={id}", uri.path());
+        if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+}
+
+async fn with_session<S>(
+    mut inner: S,
+    session: Arc<OAuthSession>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, BoxError>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    let authorization = session.authorization().await?;
+    let (mut parts, body) = req.into_parts();
+    parts.headers.insert(header::AUTHORIZATION, authorization.clone());
+    let (max, pause) = parts
+        .extensions
+        .get::<Arc<Tenant>>()
+        .map_or((u64::MAX, std::time::Duration::MAX), |t| (t.max_request_body_bytes, t.body_read_timeout));
+    let kept = body::keep_if_small(body, session.retry_body_bytes(), max, pause).await.map_err(|e| {
+        if body::is_too_large(&*e) {
+            GatewayError::new(ErrorCode::RequestBodyTooLarge)
+        } else if body::is_timed_out(&*e) {
+            GatewayError::new(ErrorCode::RequestBodyTimeout)
+        } else {
+            GatewayError::new(ErrorCode::UpstreamUnavailable)
+                .with_source(format!("reading the request body failed: {e}"))
+        }
+    })?;
+    let bytes = match kept {
+        Kept::TooLarge(streaming) => return inner.call(Request::from_parts(parts, streaming)).await,
+        Kept::Whole(bytes) => bytes,
+    };
+
+    // Keep what a second attempt needs: the whole head, extensions included
+    // (the tenant, and the access slot so the retry's upstream time counts).
+    let retry_head = {
+        let mut r = Request::new(());
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = parts.uri.clone();
+        *r.version_mut() = parts.version;
+        *r.headers_mut() = parts.headers.clone();
+        *r.extensions_mut() = parts.extensions.clone();
+        r
+    };
+    let first = inner.call(Request::from_parts(parts, RequestBody::kept(bytes.clone()))).await?;
+    if first.status() != StatusCode::UNAUTHORIZED {
+        return Ok(first);
+    }
+    let renewed: HeaderValue = match session.after_rejection(&authorization).await {
+        Ok(Some(v)) => v,
+        // Not worth a rotation (fresh token, or a forced refresh just ran).
+        Ok(None) => {
+            tracing::debug!(tenant = %session.tenant, "Pleo answered 401; no forced refresh (rate limited)");
+            return Ok(first);
+        }
+        // No better token to be had: Pleo's answer stands.
+        Err(e) => {
+            tracing::warn!(tenant = %session.tenant, error = %e, "Pleo rejected the access token and no new one is available");
+            return Ok(first);
+        }
+    };
+    drop(first);
+    tracing::info!(tenant = %session.tenant, "Pleo rejected the access token; retrying once with a refreshed one");
+    let (mut head, ()) = retry_head.into_parts();
+    head.headers.insert(header::AUTHORIZATION, renewed);
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(Request::from_parts(head, RequestBody::kept(bytes))).await
+}

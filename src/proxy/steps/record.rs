@@ -1,0 +1,104 @@
+//! Step 8 of 12 (the tenant is known from here): counts `requests_total` and
+//! `request_duration_seconds` for requests whose tenant is known, by auth
+//! model and environment (and tenant when `metrics.per_tenant`), and tells
+//! the access line which tenant it was.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::access_log::AccessSlot;
+use crate::clients::ClientIdentity;
+use crate::error::code_of;
+use crate::proxy::routes::Tenant;
+use crate::BoxError;
+
+/// Counts `requests_total` and `request_duration_seconds` for requests whose
+/// tenant is known; sits right after tenant resolution for that reason.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordLayer;
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+    fn layer(&self, inner: S) -> Record<S> {
+        Record { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Record<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Record<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = RecordFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let tenant = req.extensions().get::<Arc<Tenant>>().cloned();
+        // The access line (when on) learns the tenant here.
+        if let (Some(slot), Some(t)) = (req.extensions().get::<Arc<AccessSlot>>(), &tenant) {
+            let _ = slot.tenant.set(t.labels.clone());
+        }
+        // For Pleo's 404/405 (`GET /migration`): the path as the app sent it,
+        // and who sent it. Clones of shared buffers, no copy.
+        let path = match req.extensions().get::<crate::proxy::routes::Rewritten>() {
+            Some(r) => Some(r.original.clone()),
+            None => req.uri().path_and_query().cloned(),
+        };
+        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
+        RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now(), path, client }
+    }
+}
+
+pin_project! {
+    #[derive(Debug)]
+    pub struct RecordFuture<F> {
+        #[pin]
+        inner: F,
+        tenant: Option<Arc<Tenant>>,
+        started: Instant,
+        path: Option<http::uri::PathAndQuery>,
+        client: Option<Arc<crate::clients::Client>>,
+    }
+}
+
+impl<F, RB> Future for RecordFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(t) = this.tenant {
+            let status = match &result {
+                Ok(resp) => resp.status().as_u16(),
+                Err(e) => code_of(e).status().as_u16(),
+            };
+            t.metrics.count(status);
+            // Pleo's own 404/405 (the gateway's refusals arrive as errors).
+            if matches!(&result, Ok(r) if r.status() == 404 || r.status() == 405) {
+                let path = this.path.as_ref().map_or("/", |p| p.path());
+                t.migration.not_found(this.client.as_ref().map(|c| &*c.name), &t.id, path, status);
+            }
+            t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
+        }
+        Poll::Ready(result)
+    }
+}

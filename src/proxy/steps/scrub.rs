@@ -1,0 +1,110 @@
+//! Step 10 of 12: only the gateway decides what Pleo sees.
+//!
+//! Runs after the tenant is known and before its credential is attached, so
+//! nothing a client sends can remove or replace that credential. (It used to
+//! run after: `Connection: authorization` made the hop-by-hop strip delete
+//! the gateway's own credential, Pleo answered 401, and every such request
+//! rotated the tenant's refresh token.)
+//!
+//! Removes from the request:
+//! - hop-by-hop headers and every header `Connection` names (RFC 9110 7.6.1);
+//! - anything that carries a credential or session: `Authorization`,
+//!   `Proxy-Authorization`, `Cookie`, API-key headers;
+//! - forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) unless
+//!   `trust_forwarded_headers` is set: a client must not choose what Pleo
+//!   believes about where a request came from.
+//!
+//! `x-request-id` survives a `Connection` listing: observe set it for Pleo
+//! and the app alike.
+
+use http::{header, HeaderMap, HeaderName, Request};
+use tower::filter::Predicate;
+
+use crate::proxy::routes::snapshot_ref;
+use crate::proxy::steps::observe::REQUEST_ID;
+use crate::upstream::{connection_named, HOP_BY_HOP};
+use crate::BoxError;
+
+/// Headers that carry a credential or a browser session: never forwarded,
+/// whatever the client meant by them.
+const CREDENTIALS: [HeaderName; 7] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-auth-token"),
+    HeaderName::from_static("x-access-token"),
+];
+
+/// What a client could use to claim another address or scheme.
+const FORWARDING: [HeaderName; 7] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+];
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScrubHeaders;
+
+impl<B> Predicate<Request<B>> for ScrubHeaders {
+    type Request = Request<B>;
+
+    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
+        let trust_forwarded = snapshot_ref(&req)?.trust_forwarded_headers;
+        scrub(req.headers_mut(), trust_forwarded);
+        Ok(req)
+    }
+}
+
+/// Removes what must not reach Pleo from a client's headers.
+pub fn scrub(headers: &mut HeaderMap, trust_forwarded: bool) {
+    // Most requests carry none of these: one pass over the few headers
+    // there are, instead of a lookup for each of the 21 names.
+    if !headers.keys().any(|k| stripped(k, trust_forwarded)) {
+        return;
+    }
+    for name in connection_named(headers).into_iter().filter(|n| *n != REQUEST_ID) {
+        headers.remove(name);
+    }
+    let gone: Vec<HeaderName> = headers.keys().filter(|k| stripped(k, trust_forwarded)).cloned().collect();
+    for name in gone {
+        headers.remove(name);
+    }
+}
+
+/// Whether a header of this name never goes to Pleo.
+fn stripped(name: &HeaderName, trust_forwarded: bool) -> bool {
+    HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || (!trust_forwarded && FORWARDING.contains(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn connection_cannot_protect_or_remove_what_the_gateway_sets() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("authorization, x-request-id, x-custom"));
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert(header::COOKIE, HeaderValue::from_static("session=1"));
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        scrub(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["x-kept", "x-request-id"]);
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        scrub(&mut h, true);
+        assert!(h.contains_key("x-forwarded-for"));
+    }
+}

@@ -1,0 +1,243 @@
+//! Step 7 of 12: which tenant is this request for?
+//!
+//! Tries `tenant_from` in order (header, path prefix, host suffix, client key),
+//! first match wins, then `default_tenant`. Adds the `Arc<Tenant>` to the
+//! request's extensions; strips the tenant header and, for a path-prefix
+//! match, the prefix, so neither reaches Pleo. Refuses 400 `tenant_required`,
+//! 403 `unknown_tenant`, and 403 `tenant_forbidden` when the authenticated
+//! client may not use the tenant.
+
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{header, Request, Uri};
+use tower::filter::Predicate;
+
+use crate::clients::ClientIdentity;
+use crate::config::Selector;
+use crate::error::{ErrorCode, GatewayError};
+use crate::proxy::routes::{snapshot, Routes, Tenant};
+use crate::BoxError;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResolveTenant;
+
+/// What a rule found: a tenant name, and for a path prefix the path to send on.
+#[derive(Debug, PartialEq, Eq)]
+struct Match<'a> {
+    name: &'a str,
+    rest: Option<String>,
+}
+
+impl<B> Predicate<Request<B>> for ResolveTenant {
+    type Request = Request<B>;
+
+    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
+        let routes = snapshot(&req)?;
+        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
+        let (tenant, rest) = match find(&routes.selectors, &req, client.as_ref())? {
+            Some(m) => match routes.tenants.get(m.name) {
+                Some(t) => (t.clone(), m.rest),
+                // A key holder learns no more than "not yours": whether a
+                // tenant exists is none of its business.
+                None if client.is_some() => return Err(GatewayError::new(ErrorCode::TenantForbidden).into()),
+                None => return Err(unknown(m.name).into()),
+            },
+            None => match &routes.default_tenant {
+                Some(t) => (t.clone(), None),
+                None => return Err(GatewayError::new(ErrorCode::TenantRequired).into()),
+            },
+        };
+        if let Some(c) = &client {
+            if !c.tenants.contains(&tenant.id) {
+                return Err(GatewayError::new(ErrorCode::TenantForbidden).into());
+            }
+        }
+        for h in &routes.tenant_headers {
+            req.headers_mut().remove(h);
+        }
+        if let Some(rest) = rest {
+            let pq = PathAndQuery::try_from(rest)
+                .map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.path_and_query = Some(pq);
+            *req.uri_mut() =
+                Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+        }
+        if !tenant.rewrites.is_empty() || !routes.rewrites.is_empty() {
+            rewrite(&routes, &tenant, &mut req)?;
+        }
+        req.extensions_mut().insert::<Arc<Tenant>>(tenant);
+        Ok(req)
+    }
+}
+
+/// Applies the first `rewrites` rule that matches: the path changes, the
+/// query stays as sent; host and credential are the tenant's whatever the
+/// rule says. Counted per rule and named in the access line. The tenant's
+/// own rules are tried first, then the top-level ones.
+pub fn rewrite<B>(routes: &Routes, tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Arc<str>>, GatewayError> {
+    let mut rules = tenant.rewrites.iter().chain(routes.rewrites.iter());
+    let Some((r, path)) = rules.find_map(|r| r.rule.apply(req.method(), req.uri().path()).map(|p| (r, p))) else {
+        return Ok(None);
+    };
+    let original = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let pq = match original.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let pq = PathAndQuery::try_from(pq).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    if req.extensions().get::<crate::proxy::routes::DryRun>().is_none() {
+        r.counter.inc();
+    }
+    if let Some(slot) = req.extensions().get::<Arc<crate::access_log::AccessSlot>>() {
+        let _ = slot.rewrite.set(r.label.clone());
+    }
+    req.extensions_mut().insert(crate::proxy::routes::Rewritten { label: r.label.clone(), original });
+    Ok(Some(r.label.clone()))
+}
+
+fn unknown(name: &str) -> GatewayError {
+    // Echo the name only when it is short and plain, so the answer cannot carry
+    // anything odd a client put in the header.
+    let plain = name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        GatewayError::new(ErrorCode::UnknownTenant).with_detail(format!("Tenant `{name}` is not configured."))
+    } else {
+        GatewayError::new(ErrorCode::UnknownTenant)
+    }
+}
+
+/// For `explain`: which `tenant_from` rule (its index) names which tenant,
+/// or `None` when none does (then `default_tenant` applies).
+pub fn rule_that_matches<B>(
+    routes: &Routes,
+    req: &Request<B>,
+    client: Option<&Arc<crate::clients::Client>>,
+) -> Result<Option<(usize, String)>, GatewayError> {
+    for (i, selector) in routes.selectors.iter().enumerate() {
+        if let Some(m) = find(std::slice::from_ref(selector), req, client)? {
+            return Ok(Some((i, m.name.to_string())));
+        }
+    }
+    Ok(None)
+}
+
+fn find<'r, B>(
+    selectors: &[Selector],
+    req: &'r Request<B>,
+    client: Option<&'r Arc<crate::clients::Client>>,
+) -> Result<Option<Match<'r>>, GatewayError> {
+    for selector in selectors {
+        let found = match selector {
+            Selector::Header(name) => {
+                let mut values = req.headers().get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(_), Some(_)) => {
+                        return Err(GatewayError::new(ErrorCode::AmbiguousRequest)
+                            .with_detail(format!("The request has more than one {name} header.")))
+                    }
+                    (v, _) => v.map(|v| Match { name: v.to_str().unwrap_or("\u{0}"), rest: None }),
+                }
+            }
+            Selector::PathPrefix(prefix) => from_path(req.uri(), prefix)?,
+            Selector::HostSuffix(suffix) => host(req).and_then(|h| from_host(h, suffix)),
+            Selector::ClientKey => {
+                client.and_then(|c| c.bound_tenant.as_deref()).map(|name| Match { name, rest: None })
+            }
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// `/tenants/acme/v2/x?q` with prefix `/tenants/` -> acme, `/v2/x?q`.
+/// A path that only looks like the prefix (`/Tenants/acme`, `/tenants//x`,
+/// `/tenants`) is refused rather than passed on to the next rule or the
+/// default tenant, which would send it with another tenant's credential.
+fn from_path<'a>(uri: &'a Uri, prefix: &str) -> Result<Option<Match<'a>>, GatewayError> {
+    let path = uri.path();
+    let Some(after) = path.strip_prefix(prefix) else {
+        let stem = prefix.trim_end_matches('/');
+        let looks_alike = path.len() >= stem.len()
+            && path.is_char_boundary(stem.len())
+            && path[..stem.len()].eq_ignore_ascii_case(stem)
+            && matches!(path.as_bytes().get(stem.len()), None | Some(b'/'));
+        if looks_alike {
+            return Err(malformed_prefix(prefix));
+        }
+        return Ok(None);
+    };
+    let (name, tail) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    if name.is_empty() {
+        return Err(malformed_prefix(prefix));
+    }
+    let rest = match uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    Ok(Some(Match { name, rest: Some(rest) }))
+}
+
+fn malformed_prefix(prefix: &str) -> GatewayError {
+    GatewayError::new(ErrorCode::TenantRequired)
+        .with_detail(format!("The path starts like the tenant prefix `{prefix}` but names no tenant the way it must (`{prefix}<tenant>/...`, same case)."))
+}
+
+fn host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().host().or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+/// `acme.gw.internal:8080` with suffix `.gw.internal` -> acme.
+fn from_host<'a>(host: &'a str, suffix: &str) -> Option<Match<'a>> {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let cut = name.len().checked_sub(suffix.len())?;
+    if cut == 0 || !name.is_char_boundary(cut) || !name[cut..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    Some(Match { name: &name[..cut], rest: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_prefix_keeps_rest_and_query_byte_for_byte() {
+        let uri: Uri = "/tenants/acme/v2/employees%2Fx?a=%20b&c".parse().unwrap();
+        let m = from_path(&uri, "/tenants/").unwrap().unwrap();
+        assert_eq!(m.name, "acme");
+        assert_eq!(m.rest.as_deref(), Some("/v2/employees%2Fx?a=%20b&c"));
+        let uri: Uri = "/tenants/acme".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/").unwrap().unwrap().rest.as_deref(), Some("/"));
+        let uri: Uri = "/v2/employees".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/").unwrap(), None);
+        let uri: Uri = "/tenantsx/acme".parse().unwrap();
+        assert_eq!(from_path(&uri, "/tenants/").unwrap(), None);
+    }
+
+    #[test]
+    fn look_alike_prefixes_are_refused_not_passed_on() {
+        for p in ["/tenants//v2", "/Tenants/acme/v2", "/TENANTS/acme", "/tenants", "/tenants/"] {
+            let uri: Uri = p.parse().unwrap();
+            let e = from_path(&uri, "/tenants/").unwrap_err();
+            assert_eq!(e.code, ErrorCode::TenantRequired, "{p}");
+        }
+    }
+
+    #[test]
+    fn host_suffix() {
+        assert_eq!(from_host("acme.gw.internal:8080", ".gw.internal").unwrap().name, "acme");
+        assert_eq!(from_host("ACME.GW.INTERNAL", ".gw.internal").unwrap().name, "ACME");
+        assert_eq!(from_host(".gw.internal", ".gw.internal"), None);
+        assert_eq!(from_host("gw.internal", ".gw.internal"), None);
+    }
+}
