@@ -3,7 +3,7 @@
 # from start to /readyz 200, RSS once the start-up checks are done (and the
 # high-water mark), and a reload where one tenant's key changed: the time
 # from SIGHUP to "config reloaded". Pleo is a closed port here (the key
-# checks fail fast); tests/reload.rs counts that a reload asks Pleo about
+# checks fail fast); tests/it/reload.rs counts that a reload asks Pleo about
 # the changed key only. Tenant resolution against 1,000 vs 100,000 tenants:
 # `cargo bench --bench steps -- resolve_tenant`.
 # usage: bench/scale.sh [tenants=100000]
@@ -12,8 +12,8 @@ n=${1:-100000}
 here=$(cd "$(dirname "$0")/.." && pwd)
 w=${RESULTS_DIR:-$here/bench-results}/scale
 rm -rf "$w" && mkdir -p "$w"
-bin=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
-[[ -x $bin ]] || (cd "$here" && cargo build --release -q)
+bin=${PLEO_GATEWAY_BIN:-$here/target/dist/pleo-gateway}
+[[ -x $bin ]] || (cd "$here" && cargo build --profile dist -q)
 python3 - "$n" "$w/gateway.yaml" <<'PY'
 import sys
 n, path = int(sys.argv[1]), sys.argv[2]

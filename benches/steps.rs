@@ -13,15 +13,14 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use pleo_gateway::clients::{Client, ClientIdentity};
+use pleo_gateway::clients::Client;
 use pleo_gateway::config::Config;
 use pleo_gateway::credential::Sessions;
 use pleo_gateway::metrics::Metrics;
-use pleo_gateway::proxy::routes::{Routes, Snapshot};
-use pleo_gateway::proxy::steps::tenant::ResolveTenant;
+use pleo_gateway::proxy::routes::Routes;
+use pleo_gateway::proxy::steps::tenant;
 use pleo_gateway::state::FileStore;
 use pleo_gateway::upstream::{strip_hop_by_hop, Upstreams};
-use tower::filter::Predicate;
 
 /// `tenants` API-key tenants on `upstream`; with `client`, a gateway client
 /// bound to the middle tenant (so every rule, `client_key` too, can resolve).
@@ -103,11 +102,8 @@ fn resolve(c: &mut Criterion) {
                     if let Some(h) = host {
                         req.headers_mut().insert("host", HeaderValue::from_static(h));
                     }
-                    if key {
-                        req.extensions_mut().insert(ClientIdentity(client.clone()));
-                    }
-                    req.extensions_mut().insert(Snapshot(routes.clone()));
-                    ResolveTenant.check(req).unwrap()
+                    let client = key.then(|| client.clone());
+                    tenant::resolve(req, routes.clone(), client, None).unwrap()
                 })
             });
         }

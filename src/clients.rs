@@ -26,10 +26,6 @@ pub struct Client {
     pub in_flight: crate::share::Share,
 }
 
-/// Put in the request's extensions once the caller is authenticated.
-#[derive(Clone, Debug)]
-pub struct ClientIdentity(pub Arc<Client>);
-
 /// Named legacy tokens (`legacy_tokens`), by SHA-256, with their counters.
 #[derive(Debug)]
 pub struct LegacyTokens {
@@ -51,24 +47,38 @@ impl LegacyTokens {
         }
     }
 
-    /// Counts a refused credential under its app's name. Only on the refusal
-    /// path, so the hash costs nothing on accepted requests.
-    pub fn count(&self, value: Option<&HeaderValue>) {
-        self.count_token(value.map(|v| credential_part(v.as_bytes())));
+    /// The app a refused credential belongs to (`unnamed` if none). Only
+    /// on the refusal path, so the hash costs nothing on accepted requests.
+    pub fn seen(&self, value: Option<&HeaderValue>) -> LegacyTokenSeen {
+        self.seen_token(value.map(|v| credential_part(v.as_bytes())))
     }
 
-    pub fn count_token(&self, token: Option<&[u8]>) {
+    pub fn seen_token(&self, token: Option<&[u8]>) -> LegacyTokenSeen {
         let digest: Option<[u8; 32]> = token.map(|t| Sha256::digest(t).into());
-        match digest.and_then(|d| self.by_digest.get(&d)) {
-            Some((counter, name)) => {
-                counter.inc();
-                self.migration.legacy(None, name);
-            }
-            None => {
-                self.unnamed.inc();
-                self.migration.legacy(None, "unnamed");
-            }
-        }
+        let (counter, app) = match digest.and_then(|d| self.by_digest.get(&d)) {
+            Some((counter, name)) => (counter.clone(), name.clone()),
+            None => (self.unnamed.clone(), "unnamed".into()),
+        };
+        LegacyTokenSeen { counter, app, migration: self.migration.clone() }
+    }
+}
+
+/// A refused legacy credential, by app. It travels as the refusal's source
+/// and is counted where the refusal is recorded (`rescue`), so a dry run
+/// (`explain`), which runs the same steps, counts nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("a legacy credential (app `{app}`)")]
+pub struct LegacyTokenSeen {
+    counter: IntCounter,
+    app: Box<str>,
+    migration: std::sync::Arc<crate::migration::MigrationLog>,
+}
+
+impl LegacyTokenSeen {
+    /// `pleo_gateway_legacy_token_refused_total{app}` and `GET /migration`.
+    pub fn record(&self) {
+        self.counter.inc();
+        self.migration.legacy(None, &self.app);
     }
 }
 

@@ -182,6 +182,18 @@ pub fn code_of(err: &BoxError) -> ErrorCode {
     err.downcast_ref::<GatewayError>().map(|e| e.code).unwrap_or(ErrorCode::UpstreamUnavailable)
 }
 
+/// The first error of type `T` in `err`'s chain, `err` included.
+pub fn find<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// Renders `err` and its causes on one line, for the log.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();

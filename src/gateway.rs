@@ -70,7 +70,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub admin: Arc<AdminState>,
     pub sessions: Arc<Sessions>,
-    pub connections: Arc<Onboarding>,
+    pub onboarding: Arc<Onboarding>,
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -95,7 +95,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     let (stop, stopped) = watch::channel(false);
     let store = crate::state::open(config, &metrics, stopped.clone()).map_err(StartError::Store)?;
     let sessions = Arc::new(Sessions::new(store.clone(), metrics.clone(), stopped.clone()));
-    let connections = Arc::new(Onboarding::new(config, store, sessions.clone(), metrics.connections_total.clone()));
+    let connections = Arc::new(Onboarding::new(config, store, sessions.clone(), metrics.onboardings_total.clone()));
     // Keys customers connected: in service before the first request. A
     // store that does not answer leaves those tenants not connected (503)
     // until it does; the shared store is read again every poll interval.
@@ -224,7 +224,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         metrics,
         admin,
         sessions,
-        connections,
+        onboarding: connections,
         reloader,
         stop,
         tasks,

@@ -74,8 +74,8 @@ pub struct Metrics {
     token_expiry: GaugeVec,
     tenants: IntGaugeVec,
     installations: IntGaugeVec,
-    /// `pleo_gateway_connections_total{model,result}`: connect links and the API.
-    pub connections_total: IntCounterVec,
+    /// `pleo_gateway_onboardings_total{model,result}`: connect links and the API.
+    pub onboardings_total: IntCounterVec,
     /// Pleo's 404/405 answers by path template, and legacy tokens by client (`GET /migration`).
     pub migration: std::sync::Arc<crate::migration::MigrationLog>,
     rewrites_total: IntCounterVec,
@@ -180,14 +180,14 @@ impl Metrics {
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         registry.register(Box::new(installations.clone()))?;
-        let connections_total = IntCounterVec::new(
+        let onboardings_total = IntCounterVec::new(
             Opts::new(
-                "pleo_gateway_connections_total",
+                "pleo_gateway_onboardings_total",
                 "Connections made, rotated, refused and removed (connect links and the management API), by result.",
             ),
             &["model", "result"],
         )?;
-        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(onboardings_total.clone()))?;
         let migration = std::sync::Arc::new(crate::migration::MigrationLog::register(registry, 100)?);
         // Bounded by the config: one series per rewrite rule.
         let rewrites_total = IntCounterVec::new(
@@ -253,7 +253,7 @@ impl Metrics {
             token_expiry,
             tenants,
             installations,
-            connections_total,
+            onboardings_total,
             migration,
             rewrites_total,
             in_flight,

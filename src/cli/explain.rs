@@ -34,7 +34,7 @@ pub async fn explain(
     let store = crate::state::open_for_command(config).map_err(failed)?;
     let sessions = Arc::new(crate::credential::Sessions::offline(store.clone(), metrics.clone(), stopped));
     let onboarding =
-        crate::onboarding::Onboarding::new(config, store, sessions.clone(), metrics.connections_total.clone());
+        crate::onboarding::Onboarding::new(config, store, sessions.clone(), metrics.onboardings_total.clone());
     if config.tenants.values().any(|t| t.auth.from_connection()) {
         onboarding.load().await.map_err(|e| failed(e.to_string()))?;
     }

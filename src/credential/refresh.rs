@@ -536,7 +536,7 @@ impl OAuthSession {
         let (tenant, now) = (&*self.tenant, Instant::now());
         let chain = match (&settings.initial, stored) {
             (Some((rt, fp)), s) if s.as_ref().and_then(|s| s.imported_from.as_deref()) != Some(fp.as_str()) => {
-                // Names the key, never its value (tests/oauth.rs searches the
+                // Names the key, never its value (tests/it/oauth.rs searches the
                 // captured logs for INITIAL_RT and SECOND_CONSENT_RT).
                 tracing::info!(tenant, "importing the refresh_token from the config (new consent)");
                 StoredToken::imported(rt.clone(), fp.clone())

@@ -147,7 +147,7 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None)
         // One write() of head + body instead of writev(): for API-sized
         // answers it saves the iovec work, measured at ~6% CPU/request at
-        // http c32 (README "Tests and benchmarks"). Large bodies are still
+        // http c32 (docs/benchmarks.md). Large bodies are still
         // bounded by max_buf_size.
         .writev(false)
         .max_buf_size(opts.max_header_bytes);

@@ -1,5 +1,5 @@
 //! Customers connect themselves: connect links, and the credentials they
-//! make. Shared by the connect pages (`portal`), the management API
+//! make. Shared by the connect pages (`pages`), the management API
 //! (`admin::api`) and `pleo-gateway link`.
 //!
 //! - A link is a 256-bit random token in a URL; the store keeps its

@@ -1,23 +1,21 @@
 //! A dry run (`pleo-gateway explain`, `POST /explain`): what the gateway
 //! would do with a request, without sending it. The request goes through
-//! the same steps a real one does (the predicates of `stack.rs`, in order,
-//! marked [`DryRun`] so nothing is counted), then stops where the
-//! credential would go on: the tenant and the rule that picked it, or the
-//! refusal and why; the environment, auth model and masked credential;
-//! the rewrite; the final upstream URL; the headers that would be removed.
+//! the very functions the stack runs (`steps::route`, the scrub, the
+//! credential step's decision, the upstream rewrite), which decide without
+//! counting anything, and stops where it would be sent: the tenant and the
+//! rule that picked it, or the refusal and why; the environment, auth model
+//! and masked credential; the rewrite; the final upstream URL; the headers
+//! that would be removed.
 
 use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Uri};
 use serde::Serialize;
-use tower::filter::Predicate;
 
-use crate::clients::ClientIdentity;
+use super::routes::{Routes, Snapshot};
+use super::steps::{self, attach, scrub};
 use crate::config::Selector;
 use crate::error::GatewayError;
-use crate::proxy::routes::{DryRun, Rewritten, Routes, Snapshot, Tenant};
-use crate::proxy::steps::{admit::Admit, client_auth::AuthenticateClient, guard::GuardBrowsers, legacy::RefuseLegacy};
-use crate::proxy::steps::{scrub::ScrubHeaders, tenant::ResolveTenant};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Explanation {
@@ -107,59 +105,43 @@ pub fn explain(routes: &Arc<Routes>, mut req: Request<()>) -> Explanation {
     let mut out = Explanation { request: format!("{} {}", req.method(), req.uri()), ..Explanation::default() };
     let before: Vec<HeaderName> = req.headers().keys().cloned().collect();
     req.extensions_mut().insert(Snapshot(routes.clone()));
-    req.extensions_mut().insert(DryRun);
-
-    macro_rules! step {
-        ($p:expr) => {
-            match $p.check(req) {
-                Ok(r) => r,
-                Err(e) => {
-                    out.refused = Some(refusal(e));
-                    return out;
-                }
-            }
-        };
-    }
-    req = step!(Admit::new(Default::default()));
-    req = step!(RefuseLegacy);
-    req = step!(GuardBrowsers);
-    req = step!(AuthenticateClient);
-    let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
-    out.client = client.as_ref().map(|c| c.name.to_string());
-    out.tenant_rule = match crate::proxy::steps::tenant::rule_that_matches(routes, &req, client.as_ref()) {
-        Ok(Some((i, _))) => Some(format!("tenant_from[{i}] ({})", describe(&routes.selectors[i]))),
-        Ok(None) => routes.default_tenant.as_ref().map(|_| "default_tenant".to_string()),
-        Err(_) => None,
+    // No other request is in flight for a dry run: this one alone.
+    let mut routed = match steps::route(req, 1) {
+        Ok(r) => r,
+        Err(e) => {
+            out.refused = Some(refusal(e));
+            return out;
+        }
     };
-    req = step!(ResolveTenant);
-    let tenant = req.extensions().get::<Arc<Tenant>>().cloned().expect("ResolveTenant puts the tenant");
+    let tenant = routed.tenant.clone();
+    out.client = routed.client.as_ref().map(|c| c.name.to_string());
+    out.tenant_rule = Some(match routed.rule {
+        Some(i) => format!("tenant_from[{i}] ({})", describe(&routes.selectors[i])),
+        None => "default_tenant".to_string(),
+    });
     out.tenant = Some(tenant.id.to_string());
     out.environment = Some(tenant.environment.as_str());
     out.auth_model = Some(tenant.model.as_str());
     out.credential = Some(tenant.credential.masked());
     out.credential_state = Some(tenant.credential.state().to_string());
-    if let Some(r) = req.extensions().get::<Rewritten>() {
+    if let Some(r) = &routed.rewrite {
         out.rewrite = Some(RewriteStep {
             rule: r.label.to_string(),
             from: r.original.path().to_string(),
-            to: req.uri().path().to_string(),
+            to: routed.req.uri().path().to_string(),
         });
     }
-    req = step!(ScrubHeaders);
-    let after: Vec<&HeaderName> = req.headers().keys().collect();
+    scrub::scrub(routed.req.headers_mut(), routes.trust_forwarded_headers);
+    let after: Vec<&HeaderName> = routed.req.headers().keys().collect();
     out.headers_removed = before.iter().filter(|h| !after.contains(h)).map(|h| h.as_str().to_string()).collect();
-    let api_key = tenant.model != crate::config::AuthModel::OAuth2;
-    if api_key && tenant.check.refuses() {
-        out.refused = Some(refusal(tenant.check.refusal(&tenant.id).into()));
-    } else if api_key && tenant.credential.key_authorization().is_none() {
-        let e = GatewayError::new(crate::error::ErrorCode::CredentialUnavailable)
-            .with_detail(format!("tenant `{}` is not connected yet: send a connect link.", tenant.id));
+    if let Err(e) = attach::credential(&tenant) {
         out.refused = Some(refusal(e.into()));
     }
-    match tenant.upstream.prepare(&mut req) {
+    match tenant.upstream.prepare(&mut routed.req) {
         Ok(()) => {
             let base = &tenant.upstream.base;
-            out.upstream = Some(format!("{} {}://{}{}", req.method(), base.scheme, base.authority, req.uri()));
+            out.upstream =
+                Some(format!("{} {}://{}{}", routed.req.method(), base.scheme, base.authority, routed.req.uri()));
         }
         Err(e) => out.refused = Some(Refusal { status: 502, error: "upstream_unavailable", message: e.to_string() }),
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, Request};
+use http::HeaderName;
 
 use crate::access_log::AccessLogConfig;
 use crate::clients::{ClientKeys, LegacyTokens};
@@ -17,12 +17,10 @@ use crate::config::{AuthModel, BrowserPolicy, Config, Environment, Selector};
 use crate::credential::check::KeyCheck;
 use crate::credential::refresh::SessionConfig;
 use crate::credential::{static_authorization, Credential, Sessions};
-use crate::error::{ErrorCode, GatewayError};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::pleo::authorize::ConsentClient;
 use crate::upstream::Upstream;
 use crate::upstream::Upstreams;
-use crate::BoxError;
 
 /// One tenant, ready to serve.
 #[derive(Debug)]
@@ -61,25 +59,12 @@ pub struct Tenant {
     pub migration: Arc<crate::migration::MigrationLog>,
 }
 
-/// Marks a request `explain` runs through the steps: nothing is counted
-/// for it and it is never sent.
-#[derive(Clone, Copy, Debug)]
-pub struct DryRun;
-
 /// A rewrite rule ready to apply.
 #[derive(Debug)]
 pub struct Rewrite {
     pub rule: crate::config::rewrite::RewriteRule,
     pub label: Arc<str>,
     pub counter: prometheus::IntCounter,
-}
-
-/// Put in a request's extensions when a rule rewrote its path.
-#[derive(Clone, Debug)]
-pub struct Rewritten {
-    pub label: Arc<str>,
-    /// The path (and query) as the app sent it, after the tenant prefix.
-    pub original: http::uri::PathAndQuery,
 }
 
 #[derive(Debug)]
@@ -252,21 +237,6 @@ fn credential(
         wait: config.limits.token_timeout + std::time::Duration::from_secs(2),
     });
     Credential::OAuth { session, masked }
-}
-
-/// The snapshot `observe` attached. Missing only if the stack is mis-assembled.
-pub fn snapshot<B>(req: &Request<B>) -> Result<Arc<Routes>, BoxError> {
-    snapshot_ref(req).cloned()
-}
-
-/// The same, borrowed, for steps that only read it.
-pub fn snapshot_ref<B>(req: &Request<B>) -> Result<&Arc<Routes>, BoxError> {
-    match req.extensions().get::<Snapshot>() {
-        Some(s) => Ok(&s.0),
-        None => Err(GatewayError::new(ErrorCode::UpstreamUnavailable)
-            .with_source("routes snapshot missing: observe layer not installed")
-            .into()),
-    }
 }
 
 /// Routes built from a YAML config, for the steps' unit tests, with the

@@ -6,49 +6,34 @@ use std::sync::Arc;
 use tower::filter::{Filter, FilterLayer};
 use tower::ServiceBuilder;
 
+use super::routes::SharedRoutes;
+use super::steps::admit::{ShareLayer, Shares};
+use super::steps::attach::{Attach, AttachLayer};
+use super::steps::observe::{Observe, ObserveLayer};
+use super::steps::proxy::Proxy;
+use super::steps::record::{Record, RecordLayer};
+use super::steps::rescue::{Rescue, RescueLayer};
+use super::steps::scrub::ScrubHeaders;
+use super::steps::Route;
 use crate::metrics::Metrics;
-use crate::proxy::routes::SharedRoutes;
-use crate::proxy::steps::admit::{Admit, ShareLayer, Shares};
-use crate::proxy::steps::attach::{Attach, AttachLayer};
-use crate::proxy::steps::client_auth::AuthenticateClient;
-use crate::proxy::steps::guard::GuardBrowsers;
-use crate::proxy::steps::legacy::RefuseLegacy;
-use crate::proxy::steps::observe::{Observe, ObserveLayer};
-use crate::proxy::steps::proxy::Proxy;
-use crate::proxy::steps::record::{Record, RecordLayer};
-use crate::proxy::steps::rescue::{Rescue, RescueLayer};
-use crate::proxy::steps::scrub::ScrubHeaders;
-use crate::proxy::steps::tenant::ResolveTenant;
 use crate::share::InFlightCount;
 
-type Inner = Record<Shares<Filter<Attach<Proxy>, ScrubHeaders>>>;
-
 /// The whole gateway as one tower service (`Error = Infallible`).
-pub type GatewayService = Observe<
-    Rescue<
-        Filter<
-            Filter<Filter<Filter<Filter<Inner, ResolveTenant>, AuthenticateClient>, GuardBrowsers>, RefuseLegacy>,
-            Admit,
-        >,
-    >,
->;
+pub type GatewayService = Observe<Rescue<Filter<Record<Shares<Filter<Attach<Proxy>, ScrubHeaders>>>, Route>>>;
 
 pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>, in_flight: InFlightCount) -> GatewayService {
     ServiceBuilder::new()
         // Outermost: snapshot, request id and in-flight count for every request, refusals included.
         .layer(ObserveLayer::new(routes, in_flight.clone()))
-        // Every error below becomes the contract's JSON answer; nothing reaches hyper as an error.
-        .layer(RescueLayer::new(metrics.clone()))
-        // Shed load, refuse unused methods and oversized bodies before doing any work for them.
-        .layer(FilterLayer::new(Admit::new(in_flight)))
-        // Legacy host/credentials first: they are refused whatever else is wrong.
-        .layer(FilterLayer::new(RefuseLegacy))
-        // Then what a browser could be tricked into sending (DNS rebinding, cross-site).
-        .layer(FilterLayer::new(GuardBrowsers))
-        // Who is calling, before we tell them anything about tenants.
-        .layer(FilterLayer::new(AuthenticateClient))
-        // Which tenant; strips the tag so it never goes upstream.
-        .layer(FilterLayer::new(ResolveTenant))
+        // Every error below becomes the contract's JSON answer, and refusals are recorded here;
+        // nothing reaches hyper as an error.
+        .layer(RescueLayer::new(metrics))
+        // Steps 3-7, pure decisions in this order (`steps::route`, which `explain` runs too):
+        // admit (shed load, unused methods, oversized bodies: before any work), legacy (refused
+        // whatever else is wrong), guard (what a browser could be tricked into sending),
+        // client_auth (who calls, before we say anything about tenants), tenant (which one; the
+        // tag never goes upstream). Out comes a `Routed` request.
+        .layer(FilterLayer::new(Route::new(in_flight)))
         // From here the tenant is known: count requests by auth model and environment.
         .layer(RecordLayer)
         // One tenant or client may hold only its share of the in-flight slots.

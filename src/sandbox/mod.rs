@@ -124,7 +124,7 @@ impl SandboxSpec {
                 let value = value.to_str().expect("credential headers are visible ASCII").to_string();
                 spec.accepted.push(Accepted { authorization: Secret::new(value), company_id });
             } else if let AuthConfig::ApiKeyConnection { .. } = &t.auth {
-                // The demo's keys for a tenant connected on a link (README, "Connecting customers").
+                // The demo's keys for a tenant connected on a link (docs/connect.md).
                 for n in 1..=2 {
                     let key = Secret::new(format!("sandbox-{name}-key-000{n}"));
                     spec.accepted.push(Accepted {

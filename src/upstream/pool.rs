@@ -7,7 +7,7 @@
 //! that waits for the connection to be idle again. Here an HTTP/1
 //! connection goes back to the pool when its response body ends
 //! ([`PooledBody`]), in the task that read it. The measurement that
-//! justifies this is in the README ("Performance").
+//! justifies this is in docs/benchmarks.md.
 //!
 //! Pleo picks the protocol by ALPN. An h2 connection is shared by up to
 //! [`H2_STREAMS_PER_CONN`] requests at once (more open another one), HTTP/1
@@ -19,7 +19,7 @@
 //! stops reading a large download leaves its stream's data unread, and with
 //! one window for everything (hyper's adaptive window sizes the connection
 //! like a stream) eight such apps stopped every other tenant's traffic on
-//! the environment (tests/h2_isolation.rs). So each stream gets a fixed
+//! the environment (tests/it/h2_isolation.rs). So each stream gets a fixed
 //! window and the connection a window as large as all the streams it may
 //! carry together: stalled streams can only use up their own share. The
 //! stream cap also keeps us under Pleo's SETTINGS_MAX_CONCURRENT_STREAMS

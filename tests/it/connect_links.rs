@@ -3,7 +3,7 @@
 //! connection"), the OAuth consent on the public callback, and what must
 //! never happen: a link used twice, a form from another link, a key
 //! stored before Pleo took it, a secret in a page, a URL, a file or a log.
-//! Real sockets throughout; the browser itself is in tests/browser.rs.
+//! Real sockets throughout; the browser itself is in tests/it/browser.rs.
 
 use crate::support;
 
@@ -121,7 +121,7 @@ async fn a_customer_connects_an_api_key_on_a_link_and_it_rotates_without_a_faile
 
     let m = s.kit.metrics().await;
     let count =
-        |result| sample(&m, "pleo_gateway_connections_total", &[("model", "integrated_api_key"), ("result", result)]);
+        |result| sample(&m, "pleo_gateway_onboardings_total", &[("model", "integrated_api_key"), ("result", result)]);
     assert_eq!((count("connected"), count("rotated"), count("rejected")), (1.0, 1.0, 2.0));
 
     // Every key checked now, on request (a reload asks only about changed ones).
@@ -293,7 +293,7 @@ async fn an_oauth_consent_on_a_link_connects_the_tenant_and_a_denial_stores_noth
     assert_eq!(s.tenant_status("umbrella").await, 200);
 
     let m = s.kit.metrics().await;
-    let count = |result| sample(&m, "pleo_gateway_connections_total", &[("model", "oauth2"), ("result", result)]);
+    let count = |result| sample(&m, "pleo_gateway_onboardings_total", &[("model", "oauth2"), ("result", result)]);
     assert_eq!((count("connected"), count("denied"), count("disconnected")), (2.0, 1.0, 1.0));
     let log = logs.text();
     assert_no_secret("the log", &log);

@@ -12,6 +12,8 @@ mod compose;
 mod connect_links;
 mod degraded;
 mod deploy;
+mod docs;
+mod explain_agrees;
 mod guard;
 mod h2_isolation;
 mod installation;

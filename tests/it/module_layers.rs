@@ -89,7 +89,7 @@ fn every_module_imports_only_from_the_layers_below_it() {
     let mut wrong = Vec::new();
     for (module, named) in &graph {
         let Some(mine) = layer_of(module) else {
-            wrong.push(format!("`{module}` has no layer: add it to LAYERS in tests/module_layers.rs"));
+            wrong.push(format!("`{module}` has no layer: add it to LAYERS in tests/it/module_layers.rs"));
             continue;
         };
         for dep in named {

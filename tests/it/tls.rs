@@ -206,7 +206,7 @@ async fn connect_pages_serve_tls_and_take_a_renewed_certificate_on_reload() {
     let yaml = standard_yaml(dir.path(), &base_url(&staging), &base_url(&production), &extra);
     let gw = start_gateway(&yaml, dir.path()).await;
     let by = pleo_gateway::onboarding::Actor::Cli("test".into());
-    let (_, url) = gw.connections.create_link("hooli", std::time::Duration::from_secs(600), &by).await.unwrap();
+    let (_, url) = gw.onboarding.create_link("hooli", std::time::Duration::from_secs(600), &by).await.unwrap();
     let url = url.unwrap();
     assert!(url.starts_with(&format!("https://127.0.0.1:{port}/c/")), "{url}");
 

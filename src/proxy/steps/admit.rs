@@ -1,6 +1,6 @@
 //! Steps 3 and 9 of 12: admission, what the gateway agrees to work on.
 //!
-//! First of all ([`Admit`]): sheds load with 503 `overloaded` once
+//! First of all ([`admit`]): sheds load with 503 `overloaded` once
 //! `limits.max_in_flight` requests are being handled (queuing without bound
 //! would only turn a burst into timeouts and memory), refuses a method Pleo's
 //! API does not use with 405 (TRACE would echo the attached credential back,
@@ -18,31 +18,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{header, Method, Request, Response};
 use pin_project_lite::pin_project;
-use tower::filter::Predicate;
 use tower::{Layer, Service};
 
-use crate::clients::ClientIdentity;
 use crate::error::{ErrorCode, GatewayError};
-use crate::proxy::routes::{snapshot_ref, Tenant};
-use crate::share::{InFlightCount, Slots};
+use crate::proxy::context::Routed;
+use crate::proxy::routes::Routes;
+use crate::share::Slots;
 use crate::BoxError;
-
-#[derive(Clone, Debug)]
-pub struct Admit {
-    /// Requests in flight: `observe` has already counted this one.
-    in_flight: InFlightCount,
-}
-
-impl Admit {
-    pub fn new(in_flight: InFlightCount) -> Self {
-        Admit { in_flight }
-    }
-}
 
 /// The methods Pleo's External API uses.
 fn forwarded_method(m: &Method) -> bool {
@@ -52,24 +38,20 @@ fn forwarded_method(m: &Method) -> bool {
     )
 }
 
-impl<B> Predicate<Request<B>> for Admit {
-    type Request = Request<B>;
-
-    fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
-        // Borrowed, not cloned: this step only reads two numbers.
-        let routes = snapshot_ref(&req)?;
-        if self.in_flight.get() > routes.max_in_flight {
-            return Err(GatewayError::new(ErrorCode::Overloaded).into());
-        }
-        if !forwarded_method(req.method()) {
-            return Err(GatewayError::new(ErrorCode::MethodNotAllowed).into());
-        }
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > routes.max_request_body_bytes) {
-            return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge).into());
-        }
-        Ok(req)
+/// Step 3: shed load past `max_in_flight` (`in_flight` counts this
+/// request), refuse methods Pleo does not use and declared bodies over the limit.
+pub fn admit<B>(req: &Request<B>, routes: &Routes, in_flight: usize) -> Result<(), GatewayError> {
+    if in_flight > routes.max_in_flight {
+        return Err(GatewayError::new(ErrorCode::Overloaded));
     }
+    if !forwarded_method(req.method()) {
+        return Err(GatewayError::new(ErrorCode::MethodNotAllowed));
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > routes.max_request_body_bytes) {
+        return Err(GatewayError::new(ErrorCode::RequestBodyTooLarge));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,9 +69,9 @@ pub struct Shares<S> {
     inner: S,
 }
 
-impl<S, B, RB> Service<Request<B>> for Shares<S>
+impl<S, B, RB> Service<Routed<B>> for Shares<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+    S: Service<Routed<B>, Response = Response<RB>, Error = BoxError>,
 {
     type Response = Response<RB>;
     type Error = BoxError;
@@ -99,18 +81,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Routed<B>) -> Self::Future {
         let refused = || SharesFuture::Refused { err: Some(GatewayError::new(ErrorCode::Overloaded).into()) };
-        // A request without a tenant or client takes no slot of that kind.
-        let tenant = match req.extensions().get::<Arc<Tenant>>().map(|t| t.in_flight.take()) {
+        let Some(tenant) = req.tenant.in_flight.take() else { return refused() };
+        // A request without a client takes no client slot.
+        let client = match req.client.as_ref().map(|c| c.in_flight.take()) {
             Some(None) => return refused(),
             taken => taken.flatten(),
         };
-        let client = match req.extensions().get::<ClientIdentity>().map(|c| c.0.in_flight.take()) {
-            Some(None) => return refused(),
-            taken => taken.flatten(),
-        };
-        let slots = Slots::new(tenant, client);
+        let slots = Slots::new(Some(tenant), client);
         SharesFuture::Called { inner: self.inner.call(req), slots: Some(slots) }
     }
 }
@@ -148,13 +127,13 @@ where
 mod tests {
     use super::*;
     use crate::error::code_of;
-    use crate::proxy::routes::{for_tests, Routes, Snapshot};
+    use crate::proxy::routes::for_tests;
     use tower::ServiceExt;
 
     const CONFIG: &str = "limits: { max_in_flight: 2, max_in_flight_per_tenant: 1, max_request_body_bytes: 100 }\ntenants:\n  t1:\n    environment: staging\n    auth: { model: integrated_api_key, key: ik_unit_0123456789abcdef }\n";
 
-    fn request(routes: &Arc<Routes>, method: Method, content_length: Option<&str>) -> Request<()> {
-        let mut b = Request::builder().method(method).uri("/v2/x").extension(Snapshot(routes.clone()));
+    fn request(method: Method, content_length: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/v2/x");
         if let Some(n) = content_length {
             b = b.header(header::CONTENT_LENGTH, n);
         }
@@ -164,41 +143,41 @@ mod tests {
     #[test]
     fn sheds_load_past_max_in_flight_counting_this_request() {
         let (routes, _) = for_tests(CONFIG);
-        let count = InFlightCount::default();
-        let mut admit = Admit::new(count.clone());
-        // `observe` has entered this request already: 2 of 2 is admitted...
-        let (_a, _b) = (count.enter(), count.enter());
-        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
-        // ...a third is not, and is admitted again once one finishes.
-        let c = count.enter();
-        assert_eq!(code_of(&admit.check(request(&routes, Method::GET, None)).unwrap_err()), ErrorCode::Overloaded);
-        drop(c);
-        assert!(admit.check(request(&routes, Method::GET, None)).is_ok());
+        // `observe` has entered this request already: 2 of 2 is admitted, a third is not.
+        assert!(admit(&request(Method::GET, None), &routes, 2).is_ok());
+        assert_eq!(admit(&request(Method::GET, None), &routes, 3).unwrap_err().code, ErrorCode::Overloaded);
     }
 
     #[test]
     fn refuses_methods_pleo_does_not_use_and_declared_bodies_over_the_limit() {
         let (routes, _) = for_tests(CONFIG);
-        let mut admit = Admit::new(InFlightCount::default());
         for m in [Method::TRACE, Method::CONNECT, Method::from_bytes(b"PROPFIND").unwrap()] {
-            let err = admit.check(request(&routes, m.clone(), None)).unwrap_err();
-            assert_eq!(code_of(&err), ErrorCode::MethodNotAllowed, "{m}");
+            let err = admit(&request(m.clone(), None), &routes, 1).unwrap_err();
+            assert_eq!(err.code, ErrorCode::MethodNotAllowed, "{m}");
         }
-        assert!(admit.check(request(&routes, Method::POST, Some("100"))).is_ok(), "at the limit");
-        let over = admit.check(request(&routes, Method::POST, Some("101"))).unwrap_err();
-        assert_eq!(code_of(&over), ErrorCode::RequestBodyTooLarge);
+        assert!(admit(&request(Method::POST, Some("100")), &routes, 1).is_ok(), "at the limit");
+        let over = admit(&request(Method::POST, Some("101")), &routes, 1).unwrap_err();
+        assert_eq!(over.code, ErrorCode::RequestBodyTooLarge);
         // An unreadable length is left to the streaming limit in `body`.
-        assert!(admit.check(request(&routes, Method::POST, Some("lots"))).is_ok());
+        assert!(admit(&request(Method::POST, Some("lots")), &routes, 1).is_ok());
     }
 
     #[tokio::test]
     async fn a_tenant_holds_its_share_until_the_response_is_dropped() {
         let (routes, _) = for_tests(CONFIG);
         let tenant = routes.tenants.get("t1").unwrap().clone();
-        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) });
+        let inner = tower::service_fn(|_: Routed<()>| async { Ok::<_, BoxError>(Response::new(())) });
         let shares = ShareLayer.layer(inner);
         let call = |shares: Shares<_>| {
-            let req = Request::builder().extension(tenant.clone()).body(()).unwrap();
+            let req = Routed {
+                req: Request::new(()),
+                tenant: tenant.clone(),
+                client: None,
+                rule: None,
+                rewrite: None,
+                access: None,
+                routes: routes.clone(),
+            };
             shares.oneshot(req)
         };
         let held = call(shares.clone()).await.unwrap();

@@ -19,6 +19,7 @@ use crate::body::{self, Kept, RequestBody};
 use crate::credential::refresh::OAuthSession;
 use crate::credential::Credential;
 use crate::error::{ErrorCode, GatewayError};
+use crate::proxy::context::Routed;
 use crate::proxy::routes::Tenant;
 use crate::upstream::ResponseBody;
 use crate::BoxError;
@@ -66,9 +67,34 @@ where
     }
 }
 
-impl<S> Service<Request<Incoming>> for Attach<S>
+/// What the credential step does for a tenant: put a header on, or ask
+/// the OAuth session for one. Pure: `explain` gives the same answer.
+#[derive(Debug)]
+pub enum Credentialed<'a> {
+    Header(HeaderValue),
+    Session(&'a Arc<OAuthSession>),
+}
+
+/// The tenant's credential, or why it has none to give: an onboarded key
+/// not there yet, or a key Pleo refused (`credential_unavailable`).
+pub fn credential(tenant: &Tenant) -> Result<Credentialed<'_>, GatewayError> {
+    let authorization = match &tenant.credential {
+        Credential::Static { authorization, .. } => authorization.clone(),
+        Credential::Connected { slot } => match slot.get() {
+            Some(key) => key.authorization.clone(),
+            None => return Err(not_connected(&tenant.id)),
+        },
+        Credential::OAuth { session, .. } => return Ok(Credentialed::Session(session)),
+    };
+    if tenant.check.refuses() {
+        return Err(tenant.check.refusal(&tenant.id));
+    }
+    Ok(Credentialed::Header(authorization))
+}
+
+impl<S> Service<Routed<Incoming>> for Attach<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Routed<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<ResponseBody>;
@@ -79,34 +105,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
-            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
-            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
-        };
-        let authorization = match &tenant.credential {
-            Credential::Static { authorization, .. } => authorization.clone(),
-            Credential::Connected { slot } => match slot.get() {
-                Some(key) => key.authorization.clone(),
-                None => {
-                    let err = not_connected(&tenant.id);
-                    return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
-                }
-            },
-            Credential::OAuth { session, .. } => {
+    fn call(&mut self, mut req: Routed<Incoming>) -> Self::Future {
+        let authorization = match credential(&req.tenant) {
+            Ok(Credentialed::Header(authorization)) => authorization,
+            Ok(Credentialed::Session(session)) => {
+                let session = session.clone();
                 // Take the service that was made ready; leave a clone behind.
                 let inner = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, inner);
-                return Either::Right { inner: Box::pin(with_session(inner, session.clone(), req)) };
+                return Either::Right { inner: Box::pin(with_session(inner, session, req)) };
             }
+            Err(err) => return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) },
         };
-        if tenant.check.refuses() {
-            let err = tenant.check.refusal(&tenant.id);
-            return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) };
-        }
-        req.headers_mut().insert(header::AUTHORIZATION, authorization);
+        req.req.headers_mut().insert(header::AUTHORIZATION, authorization);
+        let tenant = &req.tenant;
         if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
-            add_company_id(&tenant, &mut req);
+            add_company_id(tenant, &mut req.req);
         }
         let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
         Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
@@ -155,18 +169,15 @@ fn add_company_id<B>(tenant: &Tenant, req: &mut Request<B>) {
 async fn with_session<S>(
     mut inner: S,
     session: Arc<OAuthSession>,
-    req: Request<Incoming>,
+    req: Routed<Incoming>,
 ) -> Result<Response<ResponseBody>, BoxError>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+    S: Service<Routed<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
 {
     let authorization = session.authorization().await?;
-    let (mut parts, body) = req.into_parts();
-    parts.headers.insert(header::AUTHORIZATION, authorization.clone());
-    let (max, pause) = parts
-        .extensions
-        .get::<Arc<Tenant>>()
-        .map_or((u64::MAX, std::time::Duration::MAX), |t| (t.max_request_body_bytes, t.body_read_timeout));
+    let (max, pause) = (req.tenant.max_request_body_bytes, req.tenant.body_read_timeout);
+    let (mut head, body, context) = req.into_parts();
+    head.headers.insert(header::AUTHORIZATION, authorization.clone());
     let kept = body::keep_if_small(body, session.retry_body_bytes(), max, pause).await.map_err(|e| {
         if body::is_too_large(&*e) {
             GatewayError::new(ErrorCode::RequestBodyTooLarge)
@@ -178,22 +189,21 @@ where
         }
     })?;
     let bytes = match kept {
-        Kept::TooLarge(streaming) => return inner.call(Request::from_parts(parts, streaming)).await,
+        Kept::TooLarge(streaming) => return inner.call(context.with(Request::from_parts(head, streaming))).await,
         Kept::Whole(bytes) => bytes,
     };
 
-    // Keep what a second attempt needs: the whole head, extensions included
-    // (the tenant, and the access slot so the retry's upstream time counts).
+    // Keep what a second attempt needs: the whole head (extensions too).
     let retry_head = {
         let mut r = Request::new(());
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = parts.uri.clone();
-        *r.version_mut() = parts.version;
-        *r.headers_mut() = parts.headers.clone();
-        *r.extensions_mut() = parts.extensions.clone();
+        *r.method_mut() = head.method.clone();
+        *r.uri_mut() = head.uri.clone();
+        *r.version_mut() = head.version;
+        *r.headers_mut() = head.headers.clone();
+        *r.extensions_mut() = head.extensions.clone();
         r
     };
-    let first = inner.call(Request::from_parts(parts, RequestBody::kept(bytes.clone()))).await?;
+    let first = inner.call(context.with(Request::from_parts(head, RequestBody::kept(bytes.clone())))).await?;
     if first.status() != StatusCode::UNAUTHORIZED {
         return Ok(first);
     }
@@ -215,5 +225,5 @@ where
     let (mut head, ()) = retry_head.into_parts();
     head.headers.insert(header::AUTHORIZATION, renewed);
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    inner.call(Request::from_parts(head, RequestBody::kept(bytes))).await
+    inner.call(context.with(Request::from_parts(head, RequestBody::kept(bytes)))).await
 }

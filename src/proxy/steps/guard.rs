@@ -19,23 +19,12 @@
 use std::net::IpAddr;
 
 use http::{header, HeaderMap, Request, Uri};
-use tower::filter::Predicate;
 
 use crate::error::{ErrorCode, GatewayError};
-use crate::proxy::routes::snapshot_ref;
-use crate::BoxError;
+use crate::proxy::routes::Routes;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GuardBrowsers;
-
-impl<B> Predicate<Request<B>> for GuardBrowsers {
-    type Request = Request<B>;
-
-    fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
-        let routes = snapshot_ref(&req)?;
-        check(req.uri(), req.headers(), &routes.browsers.hosts, &routes.browsers.origins)?;
-        Ok(req)
-    }
+pub fn guard<B>(req: &Request<B>, routes: &Routes) -> Result<(), GatewayError> {
+    check(req.uri(), req.headers(), &routes.browsers.hosts, &routes.browsers.origins)
 }
 
 /// The whole check, shared with the admin listener (which allows no origins).

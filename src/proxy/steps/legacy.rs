@@ -7,27 +7,18 @@
 //! Nothing refused here is ever forwarded.
 
 use http::{header, Request};
-use tower::filter::Predicate;
 
 use crate::config::model::is_legacy_host;
 use crate::error::{ErrorCode, GatewayError};
-use crate::BoxError;
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RefuseLegacy;
-
-impl<B> Predicate<Request<B>> for RefuseLegacy {
-    type Request = Request<B>;
-
-    fn check(&mut self, req: Request<B>) -> Result<Request<B>, BoxError> {
-        let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-        let target = req.uri().host();
-        if host_header.into_iter().chain(target).any(is_legacy_host) {
-            return Err(GatewayError::new(ErrorCode::LegacyHostRefused).into());
-        }
-        if req.headers().contains_key(header::PROXY_AUTHORIZATION) {
-            return Err(GatewayError::new(ErrorCode::LegacyTokenRefused).into());
-        }
-        Ok(req)
+pub fn refuse_legacy<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let target = req.uri().host();
+    if host_header.into_iter().chain(target).any(is_legacy_host) {
+        return Err(GatewayError::new(ErrorCode::LegacyHostRefused));
     }
+    if req.headers().contains_key(header::PROXY_AUTHORIZATION) {
+        return Err(GatewayError::new(ErrorCode::LegacyTokenRefused));
+    }
+    Ok(())
 }

@@ -6,17 +6,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use tower::Service;
 
-use crate::access_log::AccessSlot;
 use crate::body::{self, RequestBody};
 use crate::error::{ErrorCode, GatewayError};
-use crate::proxy::routes::Tenant;
+use crate::proxy::context::Routed;
 use crate::upstream::{self, strip_hop_by_hop, ResponseBody};
 use crate::BoxError;
 
@@ -24,7 +22,7 @@ use crate::BoxError;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Proxy;
 
-impl Service<Request<RequestBody>> for Proxy {
+impl Service<Routed<RequestBody>> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
@@ -33,18 +31,13 @@ impl Service<Request<RequestBody>> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().cloned() else {
-            let err = GatewayError::new(ErrorCode::CredentialUnavailable).with_source("no tenant resolved");
-            return Box::pin(std::future::ready(Err(err.into())));
-        };
+    fn call(&mut self, routed: Routed<RequestBody>) -> Self::Future {
+        let Routed { mut req, tenant, access, .. } = routed;
         let up = &tenant.upstream;
         if let Err(e) = up.prepare(&mut req) {
             let err = GatewayError::new(ErrorCode::UpstreamUnavailable).with_source(e);
             return Box::pin(std::future::ready(Err(err.into())));
         }
-
-        let access = req.extensions().get::<Arc<AccessSlot>>().cloned();
         let timeout = up.timeout;
         Box::pin(async move {
             let started = Instant::now();

@@ -1,7 +1,9 @@
-//! Step 8 of 12 (the tenant is known from here): counts `requests_total` and
-//! `request_duration_seconds` for requests whose tenant is known, by auth
-//! model and environment (and tenant when `metrics.per_tenant`), and tells
-//! the access line which tenant it was.
+//! Step 8 of 12 (the tenant is known from here): where a routed request's
+//! outcome is recorded. Counts `requests_total` and
+//! `request_duration_seconds` by auth model and environment (and tenant when
+//! `metrics.per_tenant`), the `rewrites` rule that moved its path, and
+//! Pleo's 404/405 per path template; and is the access record's one
+//! writer of the tenant and the rewrite.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,13 +11,12 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::access_log::AccessSlot;
-use crate::clients::ClientIdentity;
 use crate::error::code_of;
+use crate::proxy::context::Routed;
 use crate::proxy::routes::Tenant;
 use crate::BoxError;
 
@@ -36,9 +37,9 @@ pub struct Record<S> {
     inner: S,
 }
 
-impl<S, B, RB> Service<Request<B>> for Record<S>
+impl<S, B, RB> Service<Routed<B>> for Record<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+    S: Service<Routed<B>, Response = Response<RB>, Error = BoxError>,
 {
     type Response = Response<RB>;
     type Error = BoxError;
@@ -48,19 +49,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let tenant = req.extensions().get::<Arc<Tenant>>().cloned();
-        // The access line (when on) learns the tenant here.
-        if let (Some(slot), Some(t)) = (req.extensions().get::<Arc<AccessSlot>>(), &tenant) {
-            let _ = slot.tenant.set(t.labels.clone());
+    fn call(&mut self, req: Routed<B>) -> Self::Future {
+        if let Some(slot) = &req.access {
+            let _ = slot.tenant.set(req.tenant.labels.clone());
+            if let Some(r) = &req.rewrite {
+                let _ = slot.rewrite.set(r.label.clone());
+            }
         }
         // For Pleo's 404/405 (`GET /migration`): the path as the app sent it,
         // and who sent it. Clones of shared buffers, no copy.
-        let path = match req.extensions().get::<crate::proxy::routes::Rewritten>() {
-            Some(r) => Some(r.original.clone()),
-            None => req.uri().path_and_query().cloned(),
+        let path = match &req.rewrite {
+            Some(r) => {
+                r.counter.inc();
+                Some(r.original.clone())
+            }
+            None => req.req.uri().path_and_query().cloned(),
         };
-        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
+        let (tenant, client) = (req.tenant.clone(), req.client.clone());
         RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now(), path, client }
     }
 }
@@ -70,7 +75,7 @@ pin_project! {
     pub struct RecordFuture<F> {
         #[pin]
         inner: F,
-        tenant: Option<Arc<Tenant>>,
+        tenant: Arc<Tenant>,
         started: Instant,
         path: Option<http::uri::PathAndQuery>,
         client: Option<Arc<crate::clients::Client>>,
@@ -86,19 +91,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let Some(t) = this.tenant {
-            let status = match &result {
-                Ok(resp) => resp.status().as_u16(),
-                Err(e) => code_of(e).status().as_u16(),
-            };
-            t.metrics.count(status);
-            // Pleo's own 404/405 (the gateway's refusals arrive as errors).
-            if matches!(&result, Ok(r) if r.status() == 404 || r.status() == 405) {
-                let path = this.path.as_ref().map_or("/", |p| p.path());
-                t.migration.not_found(this.client.as_ref().map(|c| &*c.name), &t.id, path, status);
-            }
-            t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
+        let t = this.tenant;
+        let status = match &result {
+            Ok(resp) => resp.status().as_u16(),
+            Err(e) => code_of(e).status().as_u16(),
+        };
+        t.metrics.count(status);
+        // Pleo's own 404/405 (the gateway's refusals arrive as errors).
+        if matches!(&result, Ok(r) if r.status() == 404 || r.status() == 405) {
+            let path = this.path.as_ref().map_or("/", |p| p.path());
+            t.migration.not_found(this.client.as_ref().map(|c| &*c.name), &t.id, path, status);
         }
+        t.metrics.duration.observe(this.started.elapsed().as_secs_f64());
         Poll::Ready(result)
     }
 }

@@ -1,6 +1,7 @@
 //! Step 2 of 12, right inside `observe`: every error below becomes the
 //! contract's JSON answer (`error::GatewayError::to_response`), is counted
-//! in `pleo_gateway_refused_total` and logged once. Nothing reaches hyper as
+//! in `pleo_gateway_refused_total` (a legacy credential also by app) and
+//! logged once. Nothing reaches hyper as
 //! an error (that would reset the connection without an answer).
 
 use std::convert::Infallible;
@@ -89,6 +90,10 @@ where
         let resp = match err.downcast_ref::<GatewayError>() {
             Some(e) => {
                 this.metrics.refused(e.code);
+                // Where refusals are recorded: a legacy credential counts by app here.
+                if let Some(seen) = crate::error::find::<crate::clients::LegacyTokenSeen>(e) {
+                    seen.record();
+                }
                 match e.code {
                     ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamTimeout | ErrorCode::CredentialUnavailable => {
                         tracing::warn!(code = e.code.as_str(), error = %chain(e), "request failed")

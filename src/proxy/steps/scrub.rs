@@ -17,10 +17,10 @@
 //! `x-request-id` survives a `Connection` listing: observe set it for Pleo
 //! and the app alike.
 
-use http::{header, HeaderMap, HeaderName, Request};
+use http::{header, HeaderMap, HeaderName};
 use tower::filter::Predicate;
 
-use crate::proxy::routes::snapshot_ref;
+use crate::proxy::context::Routed;
 use crate::proxy::steps::observe::REQUEST_ID;
 use crate::upstream::{connection_named, HOP_BY_HOP};
 use crate::BoxError;
@@ -51,12 +51,11 @@ const FORWARDING: [HeaderName; 7] = [
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScrubHeaders;
 
-impl<B> Predicate<Request<B>> for ScrubHeaders {
-    type Request = Request<B>;
+impl<B> Predicate<Routed<B>> for ScrubHeaders {
+    type Request = Routed<B>;
 
-    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
-        let trust_forwarded = snapshot_ref(&req)?.trust_forwarded_headers;
-        scrub(req.headers_mut(), trust_forwarded);
+    fn check(&mut self, mut req: Routed<B>) -> Result<Routed<B>, BoxError> {
+        scrub(req.req.headers_mut(), req.routes.trust_forwarded_headers);
         Ok(req)
     }
 }

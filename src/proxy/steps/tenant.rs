@@ -1,9 +1,9 @@
 //! Step 7 of 12: which tenant is this request for?
 //!
 //! Tries `tenant_from` in order (header, path prefix, host suffix, client key),
-//! first match wins, then `default_tenant`. Adds the `Arc<Tenant>` to the
-//! request's extensions; strips the tenant header and, for a path-prefix
-//! match, the prefix, so neither reaches Pleo. Refuses 400 `tenant_required`,
+//! first match wins, then `default_tenant`. Makes the request a `Routed`
+//! (tenant, client, rule, rewrite as fields); strips the tenant header and,
+//! for a path-prefix match, the prefix, so neither reaches Pleo. Refuses 400 `tenant_required`,
 //! 403 `unknown_tenant`, and 403 `tenant_forbidden` when the authenticated
 //! client may not use the tenant.
 
@@ -11,16 +11,13 @@ use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{header, Request, Uri};
-use tower::filter::Predicate;
 
-use crate::clients::ClientIdentity;
+use crate::access_log::AccessSlot;
+use crate::clients::Client;
 use crate::config::Selector;
 use crate::error::{ErrorCode, GatewayError};
-use crate::proxy::routes::{snapshot, Routes, Tenant};
-use crate::BoxError;
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ResolveTenant;
+use crate::proxy::context::{Rewritten, Routed};
+use crate::proxy::routes::{Routes, Tenant};
 
 /// What a rule found: a tenant name, and for a path prefix the path to send on.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,54 +26,61 @@ struct Match<'a> {
     rest: Option<String>,
 }
 
-impl<B> Predicate<Request<B>> for ResolveTenant {
-    type Request = Request<B>;
-
-    fn check(&mut self, mut req: Request<B>) -> Result<Request<B>, BoxError> {
-        let routes = snapshot(&req)?;
-        let client = req.extensions().get::<ClientIdentity>().map(|c| c.0.clone());
-        let (tenant, rest) = match find(&routes.selectors, &req, client.as_ref())? {
-            Some(m) => match routes.tenants.get(m.name) {
-                Some(t) => (t.clone(), m.rest),
-                // A key holder learns no more than "not yours": whether a
-                // tenant exists is none of its business.
-                None if client.is_some() => return Err(GatewayError::new(ErrorCode::TenantForbidden).into()),
-                None => return Err(unknown(m.name).into()),
-            },
-            None => match &routes.default_tenant {
-                Some(t) => (t.clone(), None),
-                None => return Err(GatewayError::new(ErrorCode::TenantRequired).into()),
-            },
-        };
-        if let Some(c) = &client {
-            if !c.tenants.contains(&tenant.id) {
-                return Err(GatewayError::new(ErrorCode::TenantForbidden).into());
-            }
+/// Step 7: the tenant a request is for, by the first `tenant_from` rule
+/// that names one, else `default_tenant`. The tag never goes on: the
+/// tenant header is removed and a path prefix cut off; then a `rewrites`
+/// rule may move the path.
+pub fn resolve<B>(
+    mut req: Request<B>,
+    routes: Arc<Routes>,
+    client: Option<Arc<Client>>,
+    access: Option<Arc<AccessSlot>>,
+) -> Result<Routed<B>, GatewayError> {
+    let (tenant, rest, rule) = match find(&routes.selectors, &req, client.as_ref())? {
+        Some((i, m)) => match routes.tenants.get(m.name) {
+            Some(t) => (t.clone(), m.rest, Some(i)),
+            // A key holder learns no more than "not yours": whether a
+            // tenant exists is none of its business.
+            None if client.is_some() => return Err(GatewayError::new(ErrorCode::TenantForbidden)),
+            None => return Err(unknown(m.name)),
+        },
+        None => match &routes.default_tenant {
+            Some(t) => (t.clone(), None, None),
+            None => return Err(GatewayError::new(ErrorCode::TenantRequired)),
+        },
+    };
+    if let Some(c) = &client {
+        if !c.tenants.contains(&tenant.id) {
+            return Err(GatewayError::new(ErrorCode::TenantForbidden));
         }
-        for h in &routes.tenant_headers {
-            req.headers_mut().remove(h);
-        }
-        if let Some(rest) = rest {
-            let pq = PathAndQuery::try_from(rest)
-                .map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
-            let mut parts = std::mem::take(req.uri_mut()).into_parts();
-            parts.path_and_query = Some(pq);
-            *req.uri_mut() =
-                Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
-        }
-        if !tenant.rewrites.is_empty() || !routes.rewrites.is_empty() {
-            rewrite(&routes, &tenant, &mut req)?;
-        }
-        req.extensions_mut().insert::<Arc<Tenant>>(tenant);
-        Ok(req)
     }
+    for h in &routes.tenant_headers {
+        req.headers_mut().remove(h);
+    }
+    if let Some(rest) = rest {
+        set_path(&mut req, rest)?;
+    }
+    let rewrite = if tenant.rewrites.is_empty() && routes.rewrites.is_empty() {
+        None
+    } else {
+        rewrite(&routes, &tenant, &mut req)?
+    };
+    Ok(Routed { req, tenant, client, rule, rewrite, access, routes })
+}
+
+fn set_path<B>(req: &mut Request<B>, pq: String) -> Result<(), GatewayError> {
+    let pq = PathAndQuery::try_from(pq).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(pq);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
+    Ok(())
 }
 
 /// Applies the first `rewrites` rule that matches: the path changes, the
 /// query stays as sent; host and credential are the tenant's whatever the
-/// rule says. Counted per rule and named in the access line. The tenant's
-/// own rules are tried first, then the top-level ones.
-pub fn rewrite<B>(routes: &Routes, tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Arc<str>>, GatewayError> {
+/// rule says. The tenant's own rules are tried first, then the top-level
+/// ones. Counted and logged where the request is recorded (`record`).
+fn rewrite<B>(routes: &Routes, tenant: &Tenant, req: &mut Request<B>) -> Result<Option<Rewritten>, GatewayError> {
     let mut rules = tenant.rewrites.iter().chain(routes.rewrites.iter());
     let Some((r, path)) = rules.find_map(|r| r.rule.apply(req.method(), req.uri().path()).map(|p| (r, p))) else {
         return Ok(None);
@@ -86,18 +90,8 @@ pub fn rewrite<B>(routes: &Routes, tenant: &Tenant, req: &mut Request<B>) -> Res
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let pq = PathAndQuery::try_from(pq).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.path_and_query = Some(pq);
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::new(ErrorCode::TenantRequired).with_source(e))?;
-    if req.extensions().get::<crate::proxy::routes::DryRun>().is_none() {
-        r.counter.inc();
-    }
-    if let Some(slot) = req.extensions().get::<Arc<crate::access_log::AccessSlot>>() {
-        let _ = slot.rewrite.set(r.label.clone());
-    }
-    req.extensions_mut().insert(crate::proxy::routes::Rewritten { label: r.label.clone(), original });
-    Ok(Some(r.label.clone()))
+    set_path(req, pq)?;
+    Ok(Some(Rewritten { label: r.label.clone(), counter: r.counter.clone(), original }))
 }
 
 fn unknown(name: &str) -> GatewayError {
@@ -111,27 +105,13 @@ fn unknown(name: &str) -> GatewayError {
     }
 }
 
-/// For `explain`: which `tenant_from` rule (its index) names which tenant,
-/// or `None` when none does (then `default_tenant` applies).
-pub fn rule_that_matches<B>(
-    routes: &Routes,
-    req: &Request<B>,
-    client: Option<&Arc<crate::clients::Client>>,
-) -> Result<Option<(usize, String)>, GatewayError> {
-    for (i, selector) in routes.selectors.iter().enumerate() {
-        if let Some(m) = find(std::slice::from_ref(selector), req, client)? {
-            return Ok(Some((i, m.name.to_string())));
-        }
-    }
-    Ok(None)
-}
-
+/// The first rule that names a tenant, with its index.
 fn find<'r, B>(
     selectors: &[Selector],
     req: &'r Request<B>,
-    client: Option<&'r Arc<crate::clients::Client>>,
-) -> Result<Option<Match<'r>>, GatewayError> {
-    for selector in selectors {
+    client: Option<&'r Arc<Client>>,
+) -> Result<Option<(usize, Match<'r>)>, GatewayError> {
+    for (i, selector) in selectors.iter().enumerate() {
         let found = match selector {
             Selector::Header(name) => {
                 let mut values = req.headers().get_all(name).iter();
@@ -149,8 +129,8 @@ fn find<'r, B>(
                 client.and_then(|c| c.bound_tenant.as_deref()).map(|name| Match { name, rest: None })
             }
         };
-        if found.is_some() {
-            return Ok(found);
+        if let Some(m) = found {
+            return Ok(Some((i, m)));
         }
     }
     Ok(None)

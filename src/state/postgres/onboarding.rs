@@ -137,7 +137,7 @@ impl OnboardingStore for PostgresStore {
     }
 
     fn put_onboarded<'a>(&'a self, r: &'a OnboardedKey) -> StoreFuture<'a, ()> {
-        Box::pin(self.run("connection", async move |c| {
+        Box::pin(self.run("onboarded", async move |c| {
             c.execute(
                 &format!(
                     "INSERT INTO pleo_gateway_connections ({CONNECTION_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) \
@@ -164,14 +164,14 @@ impl OnboardingStore for PostgresStore {
     }
 
     fn onboarded(&self) -> StoreFuture<'_, Vec<OnboardedKey>> {
-        Box::pin(self.run("connection", async move |c| {
+        Box::pin(self.run("onboarded", async move |c| {
             let sql = format!("SELECT {CONNECTION_COLUMNS} FROM pleo_gateway_connections");
             Ok(c.query(&sql, &[]).await.map_err(unavailable)?.iter().map(connection_from).collect())
         }))
     }
 
     fn delete_onboarded<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(self.run("connection", async move |c| {
+        Box::pin(self.run("onboarded", async move |c| {
             let n = c
                 .execute("DELETE FROM pleo_gateway_connections WHERE tenant = $1", &[&tenant])
                 .await

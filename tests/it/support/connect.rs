@@ -2,7 +2,7 @@
 //! admin token, `hooli` (an API key from a connection) and `umbrella`
 //! (OAuth, consent on a link), sandboxes that know their credentials, and
 //! small helpers for the API, pages and forms. Shared by
-//! tests/connect_links.rs and tests/browser.rs.
+//! tests/it/connect_links.rs and tests/it/browser.rs.
 
 use std::net::SocketAddr;
 
