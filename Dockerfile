@@ -5,12 +5,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --profile dist --locked --bin pleo-gateway
+RUN cargo build --release --locked --bin pleo-gateway
 # An empty directory to copy in as the (writable) OAuth state_dir.
 RUN mkdir -p /empty-state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/dist/pleo-gateway /usr/local/bin/pleo-gateway
+COPY --from=build /src/target/release/pleo-gateway /usr/local/bin/pleo-gateway
 # The image's default config is the offline demo; mount your own at this path
 # (ConfigMap) with secrets from env or files (Secret).
 COPY gateway.yaml /etc/pleo-gateway/gateway.yaml

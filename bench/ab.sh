@@ -61,8 +61,8 @@ if [[ $who == nginx ]]; then
   setsid taskset -c 0 nginx -e "$w/nginx-startup.log" -p "$w/" -c "$w/nginx-proxy.conf" -g 'daemon off;' >"$w/logs/proxy.log" 2>&1 &
 elif [[ $who == hyper ]]; then
   # The floor: a bare hyper proxy on the gateway's stack (examples/bare_proxy.rs).
-  bare=${BARE_PROXY_BIN:-$here/target/dist/examples/bare_proxy}
-  [[ -x $bare ]] || (cd "$here" && cargo build --profile dist --quiet --example bare_proxy)
+  bare=${BARE_PROXY_BIN:-$here/target/release/examples/bare_proxy}
+  [[ -x $bare ]] || (cd "$here" && cargo build --release --quiet --example bare_proxy)
   setsid taskset -c 0 "$bare" 127.0.0.1:18190 "$origin://127.0.0.1:$up" "$w/tenants.auth" "$w/ca.crt" >"$w/logs/proxy.log" 2>&1 &
 else
   [[ -n ${IDLE_CONNS:-} ]] && export GATEWAY_EXTRA_YAML="limits: { max_connections: $((IDLE_CONNS * 2 + 1024)) }"

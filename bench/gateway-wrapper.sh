@@ -6,7 +6,7 @@
 set -euo pipefail
 : "${GATEWAY_LISTEN:?}" "${GATEWAY_UPSTREAM:?}" "${GATEWAY_TENANTS_TSV:?}" "${GATEWAY_WORKDIR:?}"
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${PLEO_GATEWAY_BIN:-$here/target/dist/pleo-gateway}
+bin=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
 w=$GATEWAY_WORKDIR
 ca=""
 if [[ $GATEWAY_UPSTREAM == https://* ]]; then ca=", ca_file: ${GATEWAY_UPSTREAM_CA:?}"; fi

@@ -6,7 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${BENCH_HARNESS:-$here/../shared/bench}
-cargo build --profile dist --locked --manifest-path "$here/Cargo.toml"
+cargo build --release --locked --manifest-path "$here/Cargo.toml"
 bash "$harness/setup.sh"
 mkdir -p "$here/bench-results"
 export RESULTS_DIR=${RESULTS_DIR:-$here/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}

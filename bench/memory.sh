@@ -6,8 +6,8 @@
 # process holds only the gateway. Needs curl. Ports 28080-29466 on loopback.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --profile dist --locked --manifest-path "$here/Cargo.toml" >&2
-bin=${PLEO_GATEWAY_BIN:-$here/target/dist/pleo-gateway}
+cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
+bin=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

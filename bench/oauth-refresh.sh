@@ -9,8 +9,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-20}
 CONNS=${CONNS:-4}
-cargo build --profile dist --locked --manifest-path "$here/Cargo.toml" >&2
-bin=$here/target/dist/pleo-gateway
+cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
+bin=$here/target/release/pleo-gateway
 work=$(mktemp -d)
 pid=""
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }

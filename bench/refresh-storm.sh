@@ -18,6 +18,6 @@ echo bench-pw >"$work/pw"; chmod 644 "$work/pw"
 "${as[@]}" "$bin/pg_ctl" start -w -D "$work/data" -l "$work/server.log" \
   -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
 export PLEO_GATEWAY_DATABASE_URL="postgres://postgres:bench-pw@127.0.0.1:$port/postgres?sslmode=disable"
-cargo build --profile dist --locked --manifest-path "$here/Cargo.toml" >&2
-export PLEO_GATEWAY_BIN=${PLEO_GATEWAY_BIN:-$here/target/dist/pleo-gateway}
+cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
+export PLEO_GATEWAY_BIN=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
 cargo bench --locked --manifest-path "$here/Cargo.toml" --bench refresh_storm

@@ -12,8 +12,8 @@ n=${1:-100000}
 here=$(cd "$(dirname "$0")/.." && pwd)
 w=${RESULTS_DIR:-$here/bench-results}/scale
 rm -rf "$w" && mkdir -p "$w"
-bin=${PLEO_GATEWAY_BIN:-$here/target/dist/pleo-gateway}
-[[ -x $bin ]] || (cd "$here" && cargo build --profile dist -q)
+bin=${PLEO_GATEWAY_BIN:-$here/target/release/pleo-gateway}
+[[ -x $bin ]] || (cd "$here" && cargo build --release -q)
 python3 - "$n" "$w/gateway.yaml" <<'PY'
 import sys
 n, path = int(sys.argv[1]), sys.argv[2]

@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RESULTS_DIR=${RESULTS_DIR:-$PWD/bench-results}
 export SOAK_SECONDS=${SOAK_SECONDS:-600}
-cargo build --profile dist --locked
-PLEO_GATEWAY_BIN=$PWD/target/dist/pleo-gateway cargo bench --locked --bench soak
+cargo build --release --locked
+PLEO_GATEWAY_BIN=$PWD/target/release/pleo-gateway cargo bench --locked --bench soak

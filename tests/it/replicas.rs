@@ -138,7 +138,11 @@ async fn three_replicas_refresh_once_per_expiry_under_load() {
     let live = Arc::new(std::sync::Mutex::new(c.replicas.iter().map(|r| r.addr).collect::<Vec<_>>()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tasks, ok, failed) = load(&c.client, &live, 300, Duration::from_millis(150), stop.clone());
-    tokio::time::sleep(Duration::from_secs(14)).await;
+    // Under load until six expiries have passed (a state, not a fixed window).
+    eventually("six refreshes under load", Duration::from_secs(60), || {
+        c.sandbox.token_stats().refreshes >= refreshes0 + 6
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();

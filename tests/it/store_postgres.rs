@@ -60,9 +60,18 @@ async fn a_lease_is_exclusive_and_a_holder_whose_lease_ran_out_is_fenced() {
     assert!(matches!(b.lease("hooli", Duration::from_secs(5)).await.unwrap(), Leased::Busy));
     a.mark_in_flight("hooli", lease_a).await.unwrap();
 
-    // A stalls past its lease; B takes over and sees A's refresh was interrupted.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (lease_b, _, interrupted) = held(b.lease("hooli", Duration::from_secs(5)).await.unwrap());
+    // A stalls past its lease; B takes over once the server's clock says it
+    // ran out (a wait on that state, not a margin), and sees A's refresh was interrupted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (lease_b, _, interrupted) = loop {
+        match b.lease("hooli", Duration::from_secs(5)).await.unwrap() {
+            Leased::Busy => {
+                assert!(std::time::Instant::now() < deadline, "A's 300 ms lease never ran out");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            taken => break held(taken),
+        }
+    };
     assert!(interrupted, "the in-flight mark nobody committed is reported");
     assert!(lease_b.generation > lease_a.generation);
 
