@@ -198,6 +198,19 @@ pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// A lock file (created private, kept as it is, never through a symlink),
+/// for `flock`: the `state_dir` lock and the file store's `connect.lock`.
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(no_follow())
+        .mode(0o600)
+        .open(path)
+}
+
 /// The exclusive lock one gateway process holds on its `state_dir` for as
 /// long as it runs: two processes refreshing one tenant's chain would
 /// replay each other's rotated tokens, and Pleo then revokes the consent.
@@ -215,14 +228,7 @@ impl StateLock {
         }
         prepare_dir(dir)?;
         let path = dir.join(".lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(no_follow())
-            .mode(0o600)
-            .open(&path)?;
+        let mut file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

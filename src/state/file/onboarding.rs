@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::FileStore;
-use crate::state::{no_follow, prepare_dir, write_private, StoreError, StoreFuture};
+use crate::state::{no_follow, open_lock_file, prepare_dir, write_private, StoreError, StoreFuture};
 use crate::state::{LinkRecord, LinkState, OnboardedKey, OnboardingStore};
 
 /// Links are kept this long after they stop being usable (for the list).
@@ -73,15 +73,7 @@ impl FileStore {
         let path = self.onboarding_path();
         let unwritable = |source| StoreError::Unwritable { path: path.clone(), source };
         prepare_dir(&self.dir).map_err(unwritable)?;
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(no_follow())
-            .mode(0o600)
-            .open(self.dir.join("connect.lock"))
-            .map_err(unwritable)?;
+        let lock = open_lock_file(&self.dir.join("connect.lock")).map_err(unwritable)?;
         lock.lock().map_err(unwritable)?;
         let mut form = match std::fs::OpenOptions::new().read(true).custom_flags(no_follow()).open(&path) {
             Ok(file) => serde_json::from_reader(std::io::BufReader::new(file))
