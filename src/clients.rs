@@ -108,7 +108,8 @@ impl ClientKeys {
                 name: c.name.as_str().into(),
                 tenants: c.tenants.iter().map(|t| t.as_str().into()).collect(),
                 bound_tenant: match c.tenants.as_slice() {
-                    [only] => Some(only.as_str().into()),
+                    // `app:<name>` is many tenants, not one to bind to.
+                    [only] if !only.starts_with("app:") => Some(only.as_str().into()),
                     _ => None,
                 },
                 in_flight: crate::share::Share::new(max_in_flight_per_client),

@@ -34,10 +34,11 @@ pub enum ErrorCode {
     AmbiguousRequest,
     RequestBodyTimeout,
     AdminUnauthenticated,
+    TenantUninstalled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::TenantRequired,
         ErrorCode::UnknownTenant,
         ErrorCode::LegacyTokenRefused,
@@ -55,6 +56,7 @@ impl ErrorCode {
         ErrorCode::AmbiguousRequest,
         ErrorCode::RequestBodyTimeout,
         ErrorCode::AdminUnauthenticated,
+        ErrorCode::TenantUninstalled,
     ];
 
     /// Status, code and message side by side: docs/errors.md.
@@ -95,6 +97,8 @@ impl ErrorCode {
                 "The request body stopped arriving (limits.body_read_timeout between two parts of it). Send the body without pauses."),
             AdminUnauthenticated => (StatusCode::UNAUTHORIZED, "admin_unauthenticated",
                 "This admin endpoint needs an admin token. Send it as Authorization: Bearer <token> (admin.tokens holds its SHA-256)."),
+            TenantUninstalled => (StatusCode::SERVICE_UNAVAILABLE, "tenant_uninstalled",
+                "This tenant was made by an install from Pleo, and that installation was removed (from Pleo, from its settings page or by the gateway's operator). Nothing is sent to Pleo for it; the customer must install the app again from Pleo's marketplace."),
         }
     }
 

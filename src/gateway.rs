@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::{AuthConfig, Config, Environment};
+use crate::config::{Config, Environment};
 use crate::credential::Sessions;
 use crate::key_checks::Summary;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::onboarding::pages::Portal;
+use crate::onboarding::installs::Installs;
 use crate::onboarding::Onboarding;
 use crate::proxy::routes::{Routes, SharedRoutes};
 use crate::proxy::stack;
@@ -71,6 +72,7 @@ pub struct Running {
     pub admin: Arc<AdminState>,
     pub sessions: Arc<Sessions>,
     pub onboarding: Arc<Onboarding>,
+    pub installs: Arc<Installs>,
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -113,12 +115,14 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     // it, and no other process may refresh the same chains (the shared
     // store has its own lock per refresh instead).
     let file_store = matches!(config.store, crate::config::StoreConfig::File);
-    if file_store && config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+    if file_store && reload::has_managed_oauth(config) {
         sessions
             .lock_state(&config.state_dir)
             .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
     }
     let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics, &sessions)));
+    let installs = Arc::new(Installs::new(connections.clone(), sessions.clone(), routes.clone(), &metrics));
+    installs.configure(config, &upstreams);
 
     // The built-in Pleo stand-in comes up first, so the first request finds it.
     let mut sandboxes = BTreeMap::new();
@@ -155,6 +159,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         in_flight: in_flight.clone(),
         in_flight_gauge: metrics.in_flight.clone(),
         connections: connections.clone(),
+        installs: installs.clone(),
         migration: metrics.migration.clone(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
@@ -177,8 +182,27 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             tls.clone(),
             stopped.clone(),
         )
-        .with_connect_tls(connect_tls.clone()),
+        .with_connect_tls(connect_tls.clone())
+        .with_installs(installs.clone()),
     );
+    // An install rebuilds the routing table through the reloader, which
+    // holds the config and the upstreams (weakly: the reloader owns installs).
+    let weak = Arc::downgrade(&reloader);
+    installs.set_rebuild(Arc::new(move || {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(r) = weak.upgrade() {
+                r.rebuild().await;
+            }
+        })
+    }));
+    // Tenants installs made: routed before the first request.
+    match installs.load().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(installs = n, "installed tenants loaded"),
+        Err(e) => tracing::error!(error = %e, "cannot read installs; their tenants are unknown until the store answers"),
+    }
+    installs.spawn_follow(stopped.clone());
     if strict {
         let checked = reloader.checked().await;
         if !checked.failed.is_empty() {
@@ -194,8 +218,10 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             routes: routes.clone(),
             connections: connections.clone(),
             sessions: sessions.clone(),
+            installs: installs.clone(),
             integration: c.integration_name.clone(),
             public_url: c.public_url.clone(),
+            hsts: c.tls.is_some(),
         });
         tracing::info!(addr = ?connect_addr, public_url = %c.public_url, "connect pages listening");
         connect_task = Some(tokio::spawn(listener::serve(
@@ -225,6 +251,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         admin,
         sessions,
         onboarding: connections,
+        installs,
         reloader,
         stop,
         tasks,

@@ -76,6 +76,12 @@ pub struct Metrics {
     installations: IntGaugeVec,
     /// `pleo_gateway_onboardings_total{model,result}`: connect links and the API.
     pub onboardings_total: IntCounterVec,
+    /// `pleo_gateway_installs_total{app,result}`: installs from Pleo (docs/installs.md).
+    pub installs_total: IntCounterVec,
+    /// `pleo_gateway_handover_refused_total{app,reason}`.
+    pub handover_refused_total: IntCounterVec,
+    /// `pleo_gateway_installed_tenants{app,resource,status}`, set at scrape time.
+    pub installed_tenants: IntGaugeVec,
     /// Pleo's 404/405 answers by path template, and legacy tokens by client (`GET /migration`).
     pub migration: std::sync::Arc<crate::migration::MigrationLog>,
     rewrites_total: IntCounterVec,
@@ -188,6 +194,32 @@ impl Metrics {
             &["model", "result"],
         )?;
         registry.register(Box::new(onboardings_total.clone()))?;
+        // Bounded by the config: one series per app and closed result, reason and status sets.
+        let installs_total = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_installs_total",
+                "Installs from Pleo's marketplace (Initiation URI, Settings, the management API), by app and result.",
+            ),
+            &["app", "result"],
+        )?;
+        let handover_refused_total = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_handover_refused_total",
+                "Session handover tokens (pleo_id_token) refused, by app and reason.",
+            ),
+            &["app", "reason"],
+        )?;
+        let installed_tenants = IntGaugeVec::new(
+            Opts::new(
+                "pleo_gateway_installed_tenants",
+                "Tenants installs from Pleo made, by app, resource (company, organisation) and status \
+                 (Pleo's installation status in lower case, uninstalled, uninstalled_or_revoked, app_removed).",
+            ),
+            &["app", "resource", "status"],
+        )?;
+        registry.register(Box::new(installs_total.clone()))?;
+        registry.register(Box::new(handover_refused_total.clone()))?;
+        registry.register(Box::new(installed_tenants.clone()))?;
         let migration = std::sync::Arc::new(crate::migration::MigrationLog::register(registry, 100)?);
         // Bounded by the config: one series per rewrite rule.
         let rewrites_total = IntCounterVec::new(
@@ -254,6 +286,9 @@ impl Metrics {
             tenants,
             installations,
             onboardings_total,
+            installs_total,
+            handover_refused_total,
+            installed_tenants,
             migration,
             rewrites_total,
             in_flight,

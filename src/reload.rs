@@ -28,6 +28,7 @@ use crate::credential::Sessions;
 use crate::key_checks::{self, Summary};
 use crate::listener::ServeOptions;
 use crate::metrics::Metrics;
+use crate::onboarding::installs::Installs;
 use crate::proxy::routes::{Routes, SharedRoutes};
 use crate::tls::{self, SharedTls, TlsError};
 use crate::upstream::{UpstreamError, Upstreams};
@@ -115,6 +116,8 @@ pub fn serve_options(c: &Config) -> ServeOptions {
 
 #[derive(Debug)]
 struct Loaded {
+    /// The config serving now: installs rebuild the routing table from it.
+    config: Arc<Config>,
     fixed: Fixed,
     upstreams_key: String,
     upstreams: Upstreams,
@@ -137,6 +140,15 @@ pub struct Reloader {
     /// (one per table: a new one replaces it).
     checked: std::sync::Mutex<(watch::Receiver<Option<Summary>>, tokio::task::AbortHandle)>,
     stop: watch::Receiver<bool>,
+    /// Tenants installs from Pleo made, built into every routing table.
+    installs: Option<Arc<Installs>>,
+}
+
+/// Whether a config (with its installs) has managed OAuth tenants: their
+/// rotated tokens need the file store's directory, locked.
+pub fn has_managed_oauth(config: &Config) -> bool {
+    config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
+        || config.apps.values().any(|a| a.model() == crate::config::AuthModel::OAuth2)
 }
 
 impl Reloader {
@@ -161,6 +173,7 @@ impl Reloader {
             tls,
             connect_tls: None,
             loaded: Mutex::new(Loaded {
+                config: Arc::new(config.clone()),
                 fixed: Fixed::of(config),
                 upstreams_key: upstreams_key(config),
                 upstreams,
@@ -168,7 +181,58 @@ impl Reloader {
             }),
             checked: std::sync::Mutex::new(checked),
             stop,
+            installs: None,
         }
+    }
+
+    /// Installs from Pleo: their tenants join every routing table, and an
+    /// install rebuilds the table (`rebuild`).
+    pub fn with_installs(mut self, installs: Arc<Installs>) -> Reloader {
+        self.installs = Some(installs);
+        self
+    }
+
+    fn install_records(&self) -> Arc<Vec<crate::state::InstallRecord>> {
+        self.installs.as_ref().map(|i| i.records()).unwrap_or_default()
+    }
+
+    /// Builds the routing table again from the config serving now and the
+    /// installs as they are now (after an install or uninstall). Requests in
+    /// flight finish on the table they started with.
+    pub async fn rebuild(&self) {
+        let loaded = self.loaded.lock().await;
+        let records = self.install_records();
+        let previous = self.routes.load_full();
+        let routes = Arc::new(Routes::build_with(
+            &loaded.config,
+            &loaded.upstreams,
+            &self.metrics,
+            &self.sessions,
+            Some(&previous),
+            &records,
+        ));
+        self.routes.store(routes.clone());
+        let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
+        std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();
+        self.retire(&loaded.config, &records);
+    }
+
+    /// Sessions of tenants that are no longer managed OAuth tenants stop refreshing.
+    fn retire(&self, config: &Config, records: &[crate::state::InstallRecord]) {
+        let installed: std::collections::HashSet<&str> = records
+            .iter()
+            .filter(|r| {
+                r.is_installed()
+                    && config.apps.get(&r.app).is_some_and(|a| {
+                        a.model() == crate::config::AuthModel::OAuth2 && a.model().as_str() == r.model
+                    })
+            })
+            .map(|r| r.tenant.as_str())
+            .collect();
+        self.sessions.retire_all_but(|t| {
+            config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
+                || installed.contains(t)
+        });
     }
 
     /// The connect listener's TLS, renewed on reload like `listen`'s.
@@ -214,7 +278,7 @@ impl Reloader {
         // managed OAuth tenant may arrive with this reload: its rotated
         // tokens need the (running) state_dir writable before it refreshes.
         let file_store = loaded.fixed.store == "file";
-        if file_store && config.tenants.values().any(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. })) {
+        if file_store && has_managed_oauth(&config) {
             let dir = loaded.fixed.state_dir.clone();
             self.sessions.lock_state(&dir).map_err(|source| ReloadError::StateDir { path: dir, source })?;
         }
@@ -232,14 +296,23 @@ impl Reloader {
         };
 
         // From here on nothing fails.
+        if let Some(installs) = &self.installs {
+            installs.configure(&config, &upstreams);
+        }
+        let records = self.install_records();
         let previous = self.routes.load_full();
-        let routes = Arc::new(Routes::build_after(&config, &upstreams, &self.metrics, &self.sessions, Some(&previous)));
+        let routes = Arc::new(Routes::build_with(
+            &config,
+            &upstreams,
+            &self.metrics,
+            &self.sessions,
+            Some(&previous),
+            &records,
+        ));
         self.routes.store(routes.clone());
         let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
         std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();
-        self.sessions.retire_all_but(|t| {
-            config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))
-        });
+        self.retire(&config, &records);
         self.serve_options.store(Arc::new(serve_options(&config)));
         if let (Some(shared), Some(server_tls)) = (&self.tls, server_tls) {
             shared.store(Arc::new(server_tls));
@@ -250,7 +323,9 @@ impl Reloader {
         loaded.upstreams_key = key;
         loaded.upstreams = upstreams;
         loaded.watched = config.watched_files.clone();
-        Ok(config.tenants.len())
+        let tenants = config.tenants.len();
+        loaded.config = Arc::new(config);
+        Ok(tenants)
     }
 
     /// Checks every API-key tenant of the table now serving with Pleo now

@@ -7,6 +7,9 @@
 //! - `DELETE /api/connect-links/{id}`              -> revoked
 //! - `PUT    /api/tenants/{tenant}/key`            `{"key": "..."}` -> tested with Pleo, then stored
 //! - `DELETE /api/tenants/{tenant}/connection`     -> disconnected
+//! - `GET    /api/installs[?app=A]`                -> tenants installs from Pleo made
+//! - `GET    /api/installs/{tenant}`               -> one of them
+//! - `DELETE /api/installs/{tenant}`               -> uninstalled (Pleo's DELETE, then forgotten)
 
 use std::time::Duration;
 
@@ -72,7 +75,11 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
                     "configure `connect` (listen and public_url) so customers have somewhere to open links",
                 );
             }
-            let ttl = match body.get("expires").and_then(Value::as_str) {
+            let expires = match string_field(&body, "expires", "a duration such as \"7d\"") {
+                Ok(v) => v,
+                Err(resp) => return resp,
+            };
+            let ttl = match expires {
                 None => connections.link_ttl,
                 Some(text) => match humantime::parse_duration(text) {
                     Ok(d) if d >= Duration::from_secs(60) && d <= crate::onboarding::MAX_LINK_TTL => d,
@@ -116,8 +123,10 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
         },
         (Method::PUT, ["tenants", tenant, "key"]) => {
             let Some(t) = routes.tenants.get(*tenant) else { return unknown(tenant) };
-            let Some(key) = body.get("key").and_then(Value::as_str) else {
-                return refuse(StatusCode::BAD_REQUEST, "bad_request", "send {\"key\": \"<the API key>\"}");
+            let key = match string_field(&body, "key", "the API key") {
+                Ok(Some(k)) => k,
+                Ok(None) => return refuse(StatusCode::BAD_REQUEST, "bad_request", "send {\"key\": \"<the API key>\"}"),
+                Err(resp) => return resp,
             };
             match connections.connect_key(t, &Secret::new(key), &by, None).await {
                 Ok(done) => reply(
@@ -155,12 +164,75 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
                 Err(e) => store_down(e),
             }
         }
+        (Method::GET, ["installs"]) => {
+            let app =
+                form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "app").map(|(_, v)| v.into_owned());
+            let mut list: Vec<Value> = state
+                .installs
+                .records()
+                .iter()
+                .filter(|r| app.as_ref().is_none_or(|a| *a == r.app))
+                .map(|r| install_view(&routes, r))
+                .collect();
+            list.sort_by(|a, b| a["tenant"].as_str().cmp(&b["tenant"].as_str()));
+            reply(StatusCode::OK, json!({ "installs": list }))
+        }
+        (Method::GET, ["installs", tenant]) => match state.installs.find(tenant) {
+            Some(r) => reply(StatusCode::OK, install_view(&routes, &r)),
+            None => refuse(StatusCode::NOT_FOUND, "unknown_tenant", format!("no install made tenant `{tenant}`")),
+        },
+        (Method::DELETE, ["installs", tenant]) => {
+            if state.installs.find(tenant).is_none() {
+                return refuse(StatusCode::NOT_FOUND, "unknown_tenant", format!("no install made tenant `{tenant}`"));
+            }
+            match state.installs.uninstall(tenant, &by).await {
+                Ok(r) => reply(StatusCode::OK, install_view(&state.routes.load(), &r)),
+                Err(f) => refuse(StatusCode::BAD_GATEWAY, "uninstall_failed", f.message),
+            }
+        }
         _ => refuse(
             StatusCode::NOT_FOUND,
             "not_found",
             "unknown API path: see docs/connect.md for /api/tenants/{tenant}/connect-links, /api/connect-links, \
-             /api/tenants/{tenant}/key and /api/tenants/{tenant}/connection",
+             /api/tenants/{tenant}/key and /api/tenants/{tenant}/connection, and docs/installs.md for /api/installs",
         ),
+    }
+}
+
+/// An install as the API shows it (never a credential).
+pub fn install_view(routes: &crate::proxy::routes::Routes, r: &crate::state::InstallRecord) -> Value {
+    let tenant = routes.tenants.get(r.tenant.as_str());
+    let (resource, id) = crate::pleo::installation::parse_resource(&r.resource)
+        .map_or(("company", ""), |(k, id)| (k.as_str(), id));
+    json!({
+        "tenant": r.tenant,
+        "app": r.app,
+        "environment": r.environment,
+        "auth_model": r.model,
+        "resource": resource,
+        "company_id": id,
+        "installation_status": r.status,
+        "state": crate::onboarding::installs::state_of(r, tenant.map(|t| &**t)),
+        "installed_by": r.installed_by,
+        "installed_at_ms": r.installed_at_ms,
+        "updated_at_ms": r.updated_at_ms,
+        "uninstalled_at_ms": r.uninstalled_at_ms,
+        "uninstalled_by": r.uninstalled_by,
+        "last_error": r.last_error,
+    })
+}
+
+/// A string field of a JSON body: absent (or null) is `None`; any other
+/// type is a 400 that names the field, never a silent default.
+fn string_field<'a>(body: &'a Value, name: &str, what: &str) -> Result<Option<&'a str>, Response<Full<Bytes>>> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{name}` must be a JSON string ({what})"),
+        )),
     }
 }
 
@@ -196,20 +268,44 @@ pub async fn explain(state: &AdminState, req: Request<Incoming>) -> Response<Ful
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let method = body.get("method").and_then(Value::as_str).unwrap_or("GET");
-    let Some(url) = body.get("url").and_then(Value::as_str) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "send {\"method\": \"GET\", \"url\": \"/v2/...\", \"headers\": {...}}",
-        );
+    let method = match string_field(&body, "method", "an HTTP method such as \"GET\"") {
+        Ok(m) => m.unwrap_or("GET"),
+        Err(resp) => return resp,
     };
-    let headers: Vec<(String, String)> = match body.get("headers") {
-        Some(Value::Object(m)) => {
-            m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+    let url = match string_field(&body, "url", "a request target such as \"/v2/expenses\"") {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "send {\"method\": \"GET\", \"url\": \"/v2/...\", \"headers\": {...}}",
+            )
         }
-        _ => Vec::new(),
+        Err(resp) => return resp,
     };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    match body.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let Some(v) = v.as_str() else {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("`headers.{k}` must be a JSON string (the header's value)"),
+                    );
+                };
+                headers.push((k.clone(), v.to_string()));
+            }
+        }
+        Some(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`headers` must be a JSON object of header names to string values",
+            )
+        }
+    }
     match crate::proxy::explain::request(method, url, &headers) {
         Ok(r) => {
             reply(StatusCode::OK, serde_json::to_value(crate::proxy::explain::explain(&routes, r)).unwrap_or_default())

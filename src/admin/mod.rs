@@ -33,6 +33,7 @@ pub struct AdminState {
     pub in_flight_gauge: prometheus::IntGauge,
     /// Connect links and connections, for `/api/`.
     pub connections: Arc<Onboarding>,
+    pub installs: Arc<crate::onboarding::installs::Installs>,
     /// Pleo's 404/405 answers and legacy tokens, for `/migration`.
     pub migration: Arc<crate::migration::MigrationLog>,
 }
@@ -77,6 +78,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             state.sessions.update_gauges();
+            state.installs.update_gauges();
             state.metrics_in_flight();
             let encoder = TextEncoder::new();
             let mut buf = Vec::new();
@@ -150,6 +152,16 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         }
                     }
                     entry["source"] = if t.from_connection { "connection" } else { "config" }.into();
+                    if let Some(i) = &t.install {
+                        // An install from Pleo: what, for whom, by whom, and where it stands.
+                        let view = api::install_view(&routes, &i.record);
+                        entry["source"] = "install".into();
+                        for k in ["app", "resource", "company_id", "installation_status", "installed_by", "installed_at_ms", "state"] {
+                            entry[k] = view[k].clone();
+                        }
+                    } else if let Some(kind) = t.check.detail().resource {
+                        entry["resource"] = kind.as_str().into();
+                    }
                     if let crate::credential::Credential::Connected { slot } = &t.credential {
                         if let Some(k) = slot.get() {
                             entry["connected_at_ms"] = k.meta.connected_at_ms.into();

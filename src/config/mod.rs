@@ -24,7 +24,7 @@ pub use model::{AuthModel, Environment};
 use crate::secret::Secret;
 
 /// The validated configuration. The rest of the gateway sees only this.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub source: PathBuf,
     pub listen: SocketAddr,
@@ -71,6 +71,71 @@ pub struct Config {
     pub rewrites: Vec<rewrite::RewriteRule>,
     /// `migration.max_templates`: distinct 404/405 templates tracked (then `other`).
     pub max_not_found_templates: usize,
+    /// Integrations customers install from Pleo, by name (docs/installs.md).
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// `apps.<name>`: an integration customers install from Pleo's marketplace.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub environment: Environment,
+    pub auth: AppAuth,
+    /// Call `POST /v1/installations/me:activate` once the install is stored.
+    pub activate_on_connect: bool,
+    /// The tenant an install creates: `prefix{company_id}suffix`.
+    pub tenant_name: TenantTemplate,
+    pub handover: HandoverConfig,
+}
+
+impl AppConfig {
+    pub fn model(&self) -> AuthModel {
+        match self.auth {
+            AppAuth::OAuth2 { .. } => AuthModel::OAuth2,
+            AppAuth::IntegratedApiKey { .. } => AuthModel::IntegratedApiKey,
+        }
+    }
+
+    /// The app's client id at Pleo: what the handover token's `aud` must name.
+    pub fn client_id(&self) -> &str {
+        match &self.auth {
+            AppAuth::OAuth2 { client_id, .. } | AppAuth::IntegratedApiKey { client_id } => client_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum AppAuth {
+    OAuth2 { client_id: String, client_secret: Secret },
+    /// The key is pasted by the customer; `client_id` is the app's id at
+    /// Pleo, used only as the handover token's audience.
+    IntegratedApiKey { client_id: String },
+}
+
+/// `tenant_name`, split around its one `{company_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantTemplate {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl TenantTemplate {
+    pub fn render(&self, company_id: &str) -> String {
+        format!("{}{company_id}{}", self.prefix, self.suffix)
+    }
+}
+
+impl fmt::Display for TenantTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{{company_id}}{}", self.prefix, self.suffix)
+    }
+}
+
+/// `apps.<name>.handover`.
+#[derive(Debug, Clone)]
+pub struct HandoverConfig {
+    pub jwks_url: Uri,
+    pub issuer: String,
+    pub company_claim: String,
 }
 
 /// `connect`: the customer-facing connect pages.
@@ -168,7 +233,7 @@ pub enum Selector {
     ClientKey,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TenantConfig {
     pub environment: Environment,
     pub auth: AuthConfig,
@@ -180,7 +245,7 @@ pub struct TenantConfig {
 }
 
 /// A tenant's credential, by auth model. Secrets are already resolved.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum AuthConfig {
     /// OAuth 2.0 with an unmanaged access token: sent as is, never refreshed.
     OAuth2 {

@@ -59,6 +59,39 @@ pub struct RawConfig {
     #[serde(default)]
     pub rewrites: Vec<RawRewrite>,
     pub migration: Option<RawMigration>,
+    /// Integrations customers install from Pleo (`/install/<app>`).
+    #[serde(default)]
+    pub apps: BTreeMap<String, RawApp>,
+}
+
+/// One `apps` entry: an integration customers install from Pleo.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub environment: Environment,
+    pub auth: RawAppAuth,
+    /// `on_connect` (default) or `manual`.
+    pub activate: Option<String>,
+    /// The tenant an install creates, over `{company_id}`.
+    pub tenant_name: Option<String>,
+    pub handover: RawHandover,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppAuth {
+    pub model: AuthModel,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+}
+
+/// Pleo's session handover token (`pleo_id_token`): where its keys are and what it must say.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandover {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub company_claim: Option<String>,
 }
 
 /// One `rewrites` entry.

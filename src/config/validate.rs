@@ -14,6 +14,8 @@ use super::raw::{RawAuth, RawConfig, RawEnvironment, RawSelector};
 use super::*;
 use crate::secret::{Secret, SecretSource};
 
+mod apps;
+
 type Found = Vec<(KeyPath, String)>;
 
 /// A key path being built, for the problem list: `path("limits").key("token_timeout")`.
@@ -84,6 +86,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
 
     let environments = environments(&raw, base_dir, &mut found);
     let tenants = tenants(&raw, base_dir, &mut found, &mut warnings);
+    let apps = apps::apps(&raw, base_dir, &mut found, &mut warnings);
     let clients = clients(&raw, &tenants, &mut found);
     let tenant_from = selectors(&raw, &mut found);
 
@@ -169,8 +172,9 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
             100
         }
     };
-    let needs_key =
-        connect.is_some() || tenants.values().any(|t| matches!(t.auth, AuthConfig::ApiKeyConnection { .. }));
+    let needs_key = connect.is_some()
+        || !apps.is_empty()
+        || tenants.values().any(|t| matches!(t.auth, AuthConfig::ApiKeyConnection { .. }));
     if needs_key && encryption_keys.is_empty() {
         found.push((
             path("store"),
@@ -213,6 +217,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         partner_policy,
         rewrites: top_rewrites,
         max_not_found_templates,
+        apps,
     })
 }
 
@@ -904,6 +909,13 @@ fn clients(raw: &RawConfig, tenants: &BTreeMap<String, TenantConfig>, found: &mu
             found.push((field("tenants"), "expected at least one tenant this client may use".into()));
         }
         for (j, t) in c.tenants.iter().enumerate() {
+            // `app:<name>`: every tenant installed through that app.
+            if let Some(app) = t.strip_prefix("app:") {
+                if !raw.apps.contains_key(app) {
+                    found.push((field("tenants").index(j), format!("`{t}` names no app under `apps`")));
+                }
+                continue;
+            }
             if !tenants.contains_key(t) && !raw.tenants.contains_key(t) {
                 found.push((
                     field("tenants").index(j),

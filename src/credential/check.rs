@@ -68,6 +68,8 @@ pub struct KeyCheck {
 #[derive(Clone, Debug, Default)]
 pub struct Detail {
     pub company_id: Option<String>,
+    /// Whether `company_id` names a company or an organisation.
+    pub resource: Option<crate::pleo::installation::Resource>,
     /// Pleo's status when it answered.
     pub status: Option<u16>,
     /// Why a check could not decide (no secret in it: our words and an error kind).
@@ -219,6 +221,7 @@ pub async fn check_key(authorization: &HeaderValue, up: &Upstream) -> (CheckStat
     let inst = installation::parse(&body);
     let mut detail = Detail {
         company_id: inst.company_id,
+        resource: inst.resource,
         installation: Some(inst.status),
         error_code: inst.error_code,
         note: inst.note,

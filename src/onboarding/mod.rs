@@ -13,6 +13,7 @@
 //! - Every connect, rotation, disconnect and link is one audit log line
 //!   (target `audit`): who, tenant, result; never a secret.
 
+pub mod installs;
 pub mod pages;
 pub mod seal;
 
@@ -55,6 +56,10 @@ pub enum Actor {
     Admin(String),
     /// `pleo-gateway link` on a host, by the OS user.
     Cli(String),
+    /// A customer installing from Pleo (the handover's user, or `unknown`).
+    Install(String),
+    /// A customer on an app's Settings page (the handover's user).
+    Settings(String),
 }
 
 impl Actor {
@@ -63,6 +68,8 @@ impl Actor {
             Actor::Link(id) => format!("link:{id}"),
             Actor::Admin(name) => format!("api:{name}"),
             Actor::Cli(user) => format!("cli:{user}"),
+            Actor::Install(user) => format!("install:{user}"),
+            Actor::Settings(user) => format!("settings:{user}"),
         }
     }
 }
@@ -410,7 +417,7 @@ pub async fn create_link(
     Ok((record, url))
 }
 
-fn meta_of(r: &OnboardedKey) -> ConnectionMeta {
+pub(crate) fn meta_of(r: &OnboardedKey) -> ConnectionMeta {
     ConnectionMeta {
         connected_at_ms: r.connected_at_ms,
         link_id: r.link_id.clone(),

@@ -28,14 +28,25 @@ impl ConsentClient {
     /// to its environment's endpoints through `http`.
     pub fn for_tenant(config: &Config, tenant: &TenantConfig, http: HttpClient) -> Option<ConsentClient> {
         let AuthConfig::OAuth2Managed { client_id, client_secret, .. } = &tenant.auth else { return None };
-        let env = &config.environments[&tenant.environment];
+        Some(ConsentClient::new(config, tenant.environment, client_id, client_secret, http))
+    }
+
+    /// The client `client_id` in `environment` (an installable app's).
+    pub fn new(
+        config: &Config,
+        environment: crate::config::Environment,
+        client_id: &str,
+        client_secret: &crate::secret::Secret,
+        http: HttpClient,
+    ) -> ConsentClient {
+        let env = &config.environments[&environment];
         let endpoint =
             TokenEndpoint::new(env.token_url.clone(), client_id, client_secret, http, config.limits.token_timeout);
-        Some(ConsentClient {
-            client_id: client_id.clone(),
+        ConsentClient {
+            client_id: client_id.to_string(),
             authorize_url: env.authorize_url.clone(),
             endpoint: Arc::new(endpoint),
-        })
+        }
     }
 
     /// Where the browser goes to consent: `state` comes back on the

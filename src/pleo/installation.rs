@@ -27,6 +27,8 @@ pub enum Call {
     Show,
     /// `POST /v1/installations/me:activate`.
     Activate,
+    /// `DELETE /v1/installations/me`: uninstall; Pleo revokes every token of it.
+    Uninstall,
 }
 
 impl Call {
@@ -34,6 +36,7 @@ impl Call {
         match self {
             Call::Show => "/v1/installations/me",
             Call::Activate => "/v1/installations/me:activate",
+            Call::Uninstall => "/v1/installations/me",
         }
     }
 }
@@ -67,9 +70,13 @@ pub async fn call(
     req.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
     req.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static(agent));
-    if call == Call::Activate {
-        *req.method_mut() = Method::POST;
-        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    match call {
+        Call::Show => {}
+        Call::Activate => {
+            *req.method_mut() = Method::POST;
+            req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        Call::Uninstall => *req.method_mut() = Method::DELETE,
     }
     let exchange = async {
         let resp = up.client().request(req).await.map_err(|e| {
@@ -89,7 +96,9 @@ pub async fn call(
 /// What the gateway takes from an installation document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Installation {
+    /// The id in `resource`: a company's, or an organisation's.
     pub company_id: Option<String>,
+    pub resource: Option<Resource>,
     pub status: Status,
     /// `errorCode`, as Pleo sent it (only for an installation that is not active).
     pub error_code: Option<String>,
@@ -98,6 +107,44 @@ pub struct Installation {
 }
 
 const URN: &str = "urn:pleo:company:";
+const ORGANISATION_URN: &str = "urn:pleo:organization:";
+
+/// What an installation is for: one company, or an organisation (a
+/// multi-entity customer). `{company_id}` is the id either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Company,
+    Organisation,
+}
+
+impl Resource {
+    /// As `/tenants`, the metrics and the pages say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Company => "company",
+            Resource::Organisation => "organisation",
+        }
+    }
+
+    pub fn urn(self, id: &str) -> String {
+        match self {
+            Resource::Company => format!("{URN}{id}"),
+            Resource::Organisation => format!("{ORGANISATION_URN}{id}"),
+        }
+    }
+}
+
+/// `urn:pleo:company:<id>` or `urn:pleo:organization:<id>`, with an id of
+/// letters, digits and '-' (Pleo's are UUIDs); nothing else.
+pub fn parse_resource(urn: &str) -> Option<(Resource, &str)> {
+    let (kind, id) = match (urn.strip_prefix(URN), urn.strip_prefix(ORGANISATION_URN)) {
+        (Some(id), _) => (Resource::Company, id),
+        (_, Some(id)) => (Resource::Organisation, id),
+        _ => return None,
+    };
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some((kind, id))
+}
 
 /// A value from Pleo fit for a log line or a page: printable, bounded.
 fn shown(s: &str) -> String {
@@ -109,8 +156,13 @@ fn shown(s: &str) -> String {
 }
 
 pub fn parse(body: &[u8]) -> Installation {
-    let unknown =
-        |note: String| Installation { company_id: None, status: Status::Unknown, error_code: None, note: Some(note) };
+    let unknown = |note: String| Installation {
+        company_id: None,
+        resource: None,
+        status: Status::Unknown,
+        error_code: None,
+        note: Some(note),
+    };
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
         return unknown("Pleo's answer is not JSON, so not an installation document".into());
     };
@@ -118,24 +170,21 @@ pub fn parse(body: &[u8]) -> Installation {
         return unknown("Pleo's answer is not an installation document (not a JSON object)".into());
     }
     let mut notes = Vec::new();
-    let company_id = match doc.get("resource").and_then(|r| r.as_str()) {
-        Some(r) => match r.strip_prefix(URN) {
-            Some(id)
-                if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-            {
-                Some(id.to_string())
-            }
-            _ => {
+    let (resource, company_id) = match doc.get("resource").and_then(|r| r.as_str()) {
+        Some(r) => match parse_resource(r) {
+            Some((kind, id)) => (Some(kind), Some(id.to_string())),
+            None => {
                 notes.push(format!(
-                    "the installation's resource `{}` is not a company URN (expected {URN}<company id>); the company id is unknown",
+                    "the installation's resource `{}` is not a company or organisation URN (expected {URN}<id> or \
+                     {ORGANISATION_URN}<id>); the company id is unknown",
                     shown(r)
                 ));
-                None
+                (None, None)
             }
         },
         None => {
             notes.push("the installation document has no resource; the company id is unknown".into());
-            None
+            (None, None)
         }
     };
     let status = match doc.get("status").and_then(|s| s.as_str()) {
@@ -153,7 +202,7 @@ pub fn parse(body: &[u8]) -> Installation {
     };
     let error_code = doc.get("errorCode").and_then(|c| c.as_str()).map(shown);
     let note = (!notes.is_empty()).then(|| notes.join("; "));
-    Installation { company_id, status, error_code, note }
+    Installation { company_id, resource, status, error_code, note }
 }
 
 /// What an error code means, for the operator.
@@ -176,6 +225,9 @@ mod tests {
         );
         assert_eq!(i.company_id.as_deref(), Some("0b9c6a1e-1111-4c2d-9e8f-123456789abc"));
         assert_eq!((i.status, i.error_code, i.note), (Status::Activated, None, None));
+        assert_eq!(i.resource, Some(Resource::Company));
+        let i = parse(br#"{"resource":"urn:pleo:organization:o-1","status":"ACTIVATED"}"#);
+        assert_eq!((i.company_id.as_deref(), i.resource), (Some("o-1"), Some(Resource::Organisation)));
         let i = parse(br#"{"resource":"urn:pleo:company:c1","status":"INACTIVE","errorCode":"NOT_ENTITLED"}"#);
         assert_eq!((i.status, i.error_code.as_deref()), (Status::Inactive, Some("NOT_ENTITLED")));
     }

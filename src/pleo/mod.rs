@@ -4,6 +4,7 @@
 //! Every call is bounded by one timeout policy ([`TIMEOUT`]).
 
 pub mod authorize;
+pub mod handover;
 pub mod installation;
 pub mod token_endpoint;
 

@@ -12,13 +12,14 @@ use http::HeaderName;
 
 use crate::access_log::AccessLogConfig;
 use crate::clients::{ClientKeys, LegacyTokens};
-use crate::config::{AuthConfig, TenantConfig};
+use crate::config::{AppAuth, AuthConfig, TenantConfig};
 use crate::config::{AuthModel, BrowserPolicy, Config, Environment, Selector};
 use crate::credential::check::KeyCheck;
 use crate::credential::refresh::SessionConfig;
 use crate::credential::{static_authorization, Credential, Sessions};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::pleo::authorize::ConsentClient;
+use crate::state::InstallRecord;
 use crate::upstream::Upstream;
 use crate::upstream::Upstreams;
 
@@ -50,6 +51,8 @@ pub struct Tenant {
     /// The credential is made on a connect link (`source: connection`, or
     /// managed OAuth without a refresh_token in the config).
     pub from_connection: bool,
+    /// Tenants an install from Pleo made: the install, and why it is idle.
+    pub install: Option<Arc<TenantInstall>>,
     /// The tenant's own `rewrites`, each with its counter (tried before `Routes::rewrites`).
     pub rewrites: Box<[Rewrite]>,
     /// The other environment, for the key check's interlock only
@@ -57,6 +60,65 @@ pub struct Tenant {
     pub interlock: Arc<Upstream>,
     /// Where Pleo's 404/405 answers are counted (`GET /migration`).
     pub migration: Arc<crate::migration::MigrationLog>,
+}
+
+/// What a tenant an install made carries beside its credential.
+#[derive(Debug)]
+pub struct TenantInstall {
+    pub record: InstallRecord,
+    /// `app:<name>`: what a client's `tenants` names to reach every install of the app.
+    pub grant: Box<str>,
+    /// Why it serves nothing, if it does not.
+    pub idle: Option<Idle>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Uninstalled (Settings, the API, or Pleo's side).
+    Uninstalled,
+    /// Its app is no longer in the config, or no longer in the install's
+    /// environment or auth model.
+    AppRemoved,
+}
+
+impl Idle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Idle::Uninstalled => "uninstalled",
+            Idle::AppRemoved => "app_removed",
+        }
+    }
+}
+
+/// The tenant config an install stands for: its app's credential settings,
+/// or (idle) a slot nothing fills, so nothing is ever sent for it.
+fn installed(config: &Config, r: &InstallRecord) -> (TenantConfig, TenantInstall) {
+    let app = config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
+    let idle = if !r.is_installed() {
+        Some(Idle::Uninstalled)
+    } else if app.is_none() {
+        Some(Idle::AppRemoved)
+    } else {
+        None
+    };
+    let environment =
+        if r.environment == Environment::Production.as_str() { Environment::Production } else { Environment::Staging };
+    let auth = match (app, idle) {
+        (Some(app), None) => match &app.auth {
+            AppAuth::OAuth2 { client_id, client_secret } => AuthConfig::OAuth2Managed {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token: None,
+            },
+            AppAuth::IntegratedApiKey { .. } => AuthConfig::ApiKeyConnection { model: AuthModel::IntegratedApiKey },
+        },
+        _ => AuthConfig::ApiKeyConnection {
+            model: if r.model == "oauth2" { AuthModel::OAuth2 } else { AuthModel::IntegratedApiKey },
+        },
+    };
+    let t = TenantConfig { environment, auth, company_id_header: None, company_id_query: None, rewrites: Vec::new() };
+    let install = TenantInstall { record: r.clone(), grant: format!("app:{}", r.app).into(), idle };
+    (t, install)
 }
 
 /// A rewrite rule ready to apply.
@@ -112,45 +174,62 @@ impl Routes {
         sessions: &Sessions,
         previous: Option<&Routes>,
     ) -> Routes {
-        let tenants: HashMap<Box<str>, Arc<Tenant>> = config
-            .tenants
-            .iter()
-            .map(|(id, t)| {
-                let model = t.auth.model();
-                let upstream = upstreams.get(t.environment);
-                let consent = ConsentClient::for_tenant(config, t, upstream.client().clone()).map(Arc::new);
-                let credential = credential(config, id, t, consent.as_ref(), sessions);
-                let check = previous
-                    .and_then(|p| p.tenants.get(id.as_str()))
-                    .filter(|p| same_key(p, t.environment, &upstream, &credential))
-                    .map_or_else(Arc::default, |p| p.check.clone());
-                let tenant = Tenant {
-                    id: id.as_str().into(),
-                    labels: crate::access_log::TenantLabels {
-                        name: id.as_str().into(),
-                        model,
-                        environment: t.environment,
-                    },
-                    environment: t.environment,
-                    model,
-                    credential,
-                    upstream,
-                    metrics: metrics.for_tenant(model, t.environment, id),
-                    max_request_body_bytes: config.limits.max_request_body_bytes,
-                    body_read_timeout: config.limits.body_read_timeout,
-                    check,
-                    company_id_header: t.company_id_header.clone(),
-                    company_id_query: t.company_id_query.as_deref().map(Into::into),
-                    in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
-                    consent,
-                    from_connection: t.auth.from_connection(),
-                    rewrites: rewrites(&t.rewrites, metrics),
-                    migration: metrics.migration.clone(),
-                    interlock: upstreams.get(t.environment.other()),
-                };
-                (id.as_str().into(), Arc::new(tenant))
-            })
-            .collect();
+        Routes::build_with(config, upstreams, metrics, sessions, previous, &[])
+    }
+
+    /// The config's tenants and the tenants installs from Pleo made
+    /// (`installs`; a name the config also has stays the config's).
+    pub fn build_with(
+        config: &Config,
+        upstreams: &Upstreams,
+        metrics: &Metrics,
+        sessions: &Sessions,
+        previous: Option<&Routes>,
+        installs: &[InstallRecord],
+    ) -> Routes {
+        let build = |id: &str, t: &TenantConfig, install: Option<TenantInstall>| {
+            let model = t.auth.model();
+            let upstream = upstreams.get(t.environment);
+            let consent = ConsentClient::for_tenant(config, t, upstream.client().clone()).map(Arc::new);
+            let credential = credential(config, id, t, consent.as_ref(), sessions);
+            let check = previous
+                .and_then(|p| p.tenants.get(id))
+                .filter(|p| same_key(p, t.environment, &upstream, &credential))
+                .map_or_else(Arc::default, |p| p.check.clone());
+            let tenant = Tenant {
+                id: id.into(),
+                labels: crate::access_log::TenantLabels { name: id.into(), model, environment: t.environment },
+                environment: t.environment,
+                model,
+                credential,
+                upstream,
+                metrics: metrics.for_tenant(model, t.environment, id),
+                max_request_body_bytes: config.limits.max_request_body_bytes,
+                body_read_timeout: config.limits.body_read_timeout,
+                check,
+                company_id_header: t.company_id_header.clone(),
+                company_id_query: t.company_id_query.as_deref().map(Into::into),
+                in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
+                consent,
+                from_connection: t.auth.from_connection(),
+                rewrites: rewrites(&t.rewrites, metrics),
+                migration: metrics.migration.clone(),
+                interlock: upstreams.get(t.environment.other()),
+                install: install.map(Arc::new),
+            };
+            (Box::<str>::from(id), Arc::new(tenant))
+        };
+        let mut tenants: HashMap<Box<str>, Arc<Tenant>> =
+            config.tenants.iter().map(|(id, t)| build(id, t, None)).collect();
+        for record in installs {
+            if config.tenants.contains_key(&record.tenant) {
+                tracing::warn!(tenant = %record.tenant, app = %record.app, "an install has the name of a configured tenant; the configured one serves");
+                continue;
+            }
+            let (t, install) = installed(config, record);
+            let (id, tenant) = build(&record.tenant, &t, Some(install));
+            tenants.insert(id, tenant);
+        }
         metrics.migration.set_max_templates(config.max_not_found_templates);
         metrics.set_tenants(|m, e| tenants.values().filter(|t| t.model == m && t.environment == e).count() as i64);
         let default_tenant = config.default_tenant.as_deref().and_then(|d| tenants.get(d).cloned());
@@ -226,17 +305,27 @@ fn credential(
         // `source: connection`: the key a connect link made, when there is one.
         return Credential::Connected { slot: sessions.key_slot(id) };
     };
-    let endpoint = consent.endpoint.clone();
-    let session = sessions.get_or_start(SessionConfig {
-        tenant: id.to_string(),
-        endpoint,
-        initial_refresh_token: refresh_token.clone(),
-        retry_body_bytes: config.limits.retry_body_bytes,
-        forced_refresh_interval: config.limits.forced_refresh_interval,
-        // A request waits at most for one token call plus saving the result.
-        wait: config.limits.token_timeout + std::time::Duration::from_secs(2),
-    });
+    let session = sessions.get_or_start(session_config(&config.limits, id, consent, refresh_token.clone()));
     Credential::OAuth { session, masked }
+}
+
+/// A managed OAuth tenant's session settings (the routing table's, and an
+/// install's before its tenant is routed: the same session either way).
+pub fn session_config(
+    limits: &crate::config::Limits,
+    id: &str,
+    consent: &ConsentClient,
+    initial_refresh_token: Option<crate::secret::Secret>,
+) -> SessionConfig {
+    SessionConfig {
+        tenant: id.to_string(),
+        endpoint: consent.endpoint.clone(),
+        initial_refresh_token,
+        retry_body_bytes: limits.retry_body_bytes,
+        forced_refresh_interval: limits.forced_refresh_interval,
+        // A request waits at most for one token call plus saving the result.
+        wait: limits.token_timeout + std::time::Duration::from_secs(2),
+    }
 }
 
 /// Routes built from a YAML config, for the steps' unit tests, with the

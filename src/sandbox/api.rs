@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
-use super::{installation, oauth, Recorded, Shared, TokenFault};
+use super::{installation, marketplace, oauth, Recorded, Shared, TokenFault};
 use crate::secret::Secret;
 
 pub type SandboxBody = Either<Full<Bytes>, Zeros>;
@@ -81,8 +81,77 @@ fn denied(query: &str) -> Result<String, String> {
     Ok(format!("{redirect}{sep}{back}"))
 }
 
+fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response<SandboxBody> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(page.unwrap_or_else(|e| e.to_string())))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn see_other(location: &str) -> Response<SandboxBody> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::new())));
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// The marketplace: its page, Connect and Settings (see `marketplace`).
+fn marketplace(shared: &Shared, parts: &Parts) -> Option<Response<SandboxBody>> {
+    use askama::Template;
+    let path = parts.uri.path();
+    if !path.starts_with("/marketplace") {
+        return None;
+    }
+    let q: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let bad = |why: &str| json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "bad_request", "message": why }));
+    let env = shared.spec.environment.as_str();
+    if path == "/marketplace" {
+        return Some(html(StatusCode::OK, marketplace::MarketplacePage { apps: &shared.spec.apps, environment: env }.render()));
+    }
+    let Some(app) = q.get("app").and_then(|a| shared.app(a)) else { return Some(bad("unknown app")) };
+    let company = q.get("company").map(|c| c.trim().to_string()).unwrap_or_default();
+    if !crate::pleo::handover::is_company_id(&company) {
+        return Some(bad("the company id must be letters, digits and '-'"));
+    }
+    let token = shared.handover_for(app, &company);
+    match path {
+        "/marketplace/settings" => Some(see_other(&marketplace::with_token(&app.settings_url, &token))),
+        "/marketplace/connect" => {
+            {
+                let mut all = shared.installations.lock().expect("sandbox lock");
+                let inst =
+                    all.entry(company.clone()).or_insert_with(|| installation::Installation::new(&company, env));
+                inst.status = "AUTHORIZED".into();
+                inst.error_code = None;
+                if q.get("organisation").is_some_and(|v| v == "1") {
+                    inst.resource = format!("urn:pleo:organization:{company}");
+                }
+            }
+            let next = marketplace::with_token(&app.install_url, &token);
+            if app.model == crate::config::AuthModel::OAuth2 {
+                shared.tokens.lock().expect("sandbox lock").consent_for(&app.client_id, &company);
+                Some(see_other(&next))
+            } else {
+                let key = shared.issue_key(&company);
+                Some(html(StatusCode::OK, marketplace::KeyPage { app: &app.name, key: &key, next: &next }.render()))
+            }
+        }
+        _ => Some(bad("no such marketplace page")),
+    }
+}
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<SandboxBody>, Infallible> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/oauth/jwks" {
+        return Ok(json(StatusCode::OK, shared.jwks()));
+    }
+    if let Some(resp) = marketplace(&shared, &parts) {
+        return Ok(resp);
+    }
     let wants_page =
         parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if parts.uri.path() == "/oauth/authorize" && wants_page {
@@ -174,6 +243,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
     };
     let path = parts.uri.path();
     let env = shared.spec.environment.as_str();
+    if installation_call && parts.method == http::Method::DELETE && path == "/v1/installations/me" {
+        // Uninstall: the installation goes, and every token and key of it stops working.
+        shared.installations.lock().expect("sandbox lock").remove(&company);
+        shared.tokens.lock().expect("sandbox lock").revoke_company(&company);
+        shared.issued_keys.lock().expect("sandbox lock").retain(|_, c| *c != company);
+        shared.uninstalls.lock().expect("sandbox lock").push(company);
+        let mut resp = Response::new(Either::Left(Full::new(Bytes::new())));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(resp);
+    }
     if installation_call {
         let mut all = shared.installations.lock().expect("sandbox lock");
         let (status, doc) = installation::handle(&mut all, env, &company, &parts.method, path, &kept);
@@ -243,6 +322,9 @@ fn authenticate(shared: &Shared, parts: &Parts) -> Result<String, Box<Response<S
         if let Some(company) = shared.tokens.lock().expect("sandbox lock").access_company(token) {
             return Ok(company);
         }
+    }
+    if let Some(company) = shared.issued_keys.lock().expect("sandbox lock").get(value) {
+        return Ok(company.clone());
     }
     match spec.accepted.iter().find(|a| a.authorization.expose_secret() == value) {
         Some(a) => Ok(a.company_id.clone()),

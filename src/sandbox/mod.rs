@@ -15,6 +15,7 @@
 
 mod api;
 mod installation;
+mod marketplace;
 mod oauth;
 
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use crate::credential::static_authorization;
 use crate::secret::Secret;
 use crate::state::FileStore;
 
+pub use marketplace::{MarketApp, Signer, HANDOVER_TTL};
 pub use oauth::{OAuthClient, Retained, TokenStats, KEEP_ISSUED, KEEP_RETIRED};
 
 /// A failure the sandbox's token endpoint serves instead of its next answer.
@@ -70,6 +72,8 @@ pub struct SandboxSpec {
     pub access_token_ttl: Duration,
     /// How many received requests to keep for `requests()`.
     pub record_limit: usize,
+    /// The marketplace's apps (`/marketplace`).
+    pub apps: Vec<MarketApp>,
 }
 
 impl SandboxSpec {
@@ -81,6 +85,7 @@ impl SandboxSpec {
             oauth_clients: Vec::new(),
             access_token_ttl: Duration::from_secs(900),
             record_limit: 10_000,
+            apps: Vec::new(),
         }
     }
 
@@ -105,6 +110,21 @@ impl SandboxSpec {
 
     pub fn oauth_client(mut self, client: OAuthClient) -> Self {
         self.oauth_clients.push(client);
+        self
+    }
+
+    /// Lists an app in the marketplace; an OAuth app's client is registered
+    /// too (its consents are for the company the marketplace names).
+    pub fn app(mut self, app: MarketApp, client_secret: Option<Secret>) -> Self {
+        if let Some(client_secret) = client_secret {
+            self.oauth_clients.push(OAuthClient {
+                client_id: app.client_id.clone(),
+                client_secret,
+                company_id: String::new(),
+                refresh_tokens: Vec::new(),
+            });
+        }
+        self.apps.push(app);
         self
     }
 
@@ -150,6 +170,22 @@ impl SandboxSpec {
                 });
             }
         }
+        if let Some(connect) = &config.connect {
+            for (name, app) in config.apps.iter().filter(|(_, a)| a.environment == env) {
+                let market = MarketApp {
+                    name: name.clone(),
+                    client_id: app.client_id().to_string(),
+                    model: app.model(),
+                    install_url: format!("{}/install/{name}", connect.public_url),
+                    settings_url: format!("{}/settings/{name}", connect.public_url),
+                };
+                let secret = match &app.auth {
+                    crate::config::AppAuth::OAuth2 { client_secret, .. } => Some(client_secret.clone()),
+                    crate::config::AppAuth::IntegratedApiKey { .. } => None,
+                };
+                spec = spec.app(market, secret);
+            }
+        }
         spec
     }
 }
@@ -185,6 +221,14 @@ struct Shared {
     bytes_streamed: Arc<std::sync::atomic::AtomicU64>,
     /// Installations by company (`/v1/installations/me`).
     installations: Mutex<std::collections::HashMap<String, installation::Installation>>,
+    /// `http://<addr>`: the `iss` of the handover tokens it signs.
+    issuer: String,
+    signer: std::sync::OnceLock<Signer>,
+    /// Integrated keys the marketplace showed, by `Authorization` value, with their company.
+    issued_keys: Mutex<std::collections::HashMap<String, String>>,
+    jwks_fetches: std::sync::atomic::AtomicUsize,
+    /// Companies whose installation was deleted (`DELETE /v1/installations/me`), in order.
+    uninstalls: Mutex<Vec<String>>,
 }
 
 /// A running sandbox.
@@ -211,6 +255,11 @@ impl Sandbox {
             credential_checks: Default::default(),
             bytes_streamed: Default::default(),
             installations: Default::default(),
+            issuer: format!("http://{addr}"),
+            signer: Default::default(),
+            issued_keys: Default::default(),
+            jwks_fetches: Default::default(),
+            uninstalls: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), tls, stopped));
@@ -305,6 +354,49 @@ impl Sandbox {
     /// Whether `token` is a refresh token the sandbox would still accept.
     pub fn is_live_refresh_token(&self, token: &str) -> bool {
         self.shared.tokens.lock().expect("sandbox lock").is_live_refresh_token(token)
+    }
+
+    /// The `iss` of the handover tokens this sandbox signs.
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// Its JWKS URL (`handover.jwks_url`).
+    pub fn jwks_url(&self) -> String {
+        format!("http://{}/oauth/jwks", self.addr)
+    }
+
+    /// A handover token for `client_id`'s user at `company`, as Pleo signs one.
+    pub fn handover_token(&self, client_id: &str, company: &str, user: &str, ttl: Duration) -> String {
+        self.shared.signer().handover(&self.shared.issuer, client_id, company, user, ttl)
+    }
+
+    /// The signing key's id (its JWK's `kid`).
+    pub fn signing_kid(&self) -> String {
+        self.shared.signer().kid.clone()
+    }
+
+    /// How many times `/oauth/jwks` was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next OAuth consent of `client_id` is for `company` (what the
+    /// marketplace's Connect does before it sends the browser on).
+    pub fn consent_for(&self, client_id: &str, company: &str) {
+        self.shared.tokens.lock().expect("sandbox lock").consent_for(client_id, company);
+        self.set_installation(company, "AUTHORIZED", None);
+    }
+
+    /// An integrated API key for `company`, as Pleo's install modal shows it.
+    pub fn issue_key(&self, company: &str) -> String {
+        self.set_installation(company, "AUTHORIZED", None);
+        self.shared.issue_key(company)
+    }
+
+    /// Companies whose installation was deleted, in order.
+    pub fn uninstalls(&self) -> Vec<String> {
+        self.shared.uninstalls.lock().expect("sandbox lock").clone()
     }
 
     pub async fn shutdown(self) {

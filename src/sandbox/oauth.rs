@@ -96,6 +96,9 @@ pub struct TokenState {
     salt: u64,
     counter: u64,
     stats: TokenStats,
+    /// The marketplace's last Connect per client: the company the next
+    /// consent of that client is for (an app's client serves many companies).
+    pending: HashMap<String, String>,
 }
 
 impl TokenState {
@@ -127,6 +130,7 @@ impl TokenState {
             salt,
             counter: 0,
             stats: TokenStats::default(),
+            pending: HashMap::new(),
         }
     }
 
@@ -150,6 +154,21 @@ impl TokenState {
         self.next_family += 1;
         let refresh = Refresh { family, client_id: client_id.to_string(), company, retired: false };
         self.refresh.insert(token.to_string(), refresh);
+    }
+
+    /// The marketplace sends a user of `company` to consent to `client_id`.
+    pub fn consent_for(&mut self, client_id: &str, company: &str) {
+        self.pending.insert(client_id.to_string(), company.to_string());
+    }
+
+    /// Uninstall (`DELETE /v1/installations/me`): every token of every
+    /// authorisation for `company` stops working, access and refresh alike.
+    pub fn revoke_company(&mut self, company: &str) {
+        let refresh = self.refresh.values().filter(|r| r.company == company).map(|r| r.family);
+        let access = self.access.values().filter(|a| a.company == company).map(|a| a.family);
+        let families: Vec<u64> = refresh.chain(access).collect();
+        self.revoked.extend(families);
+        self.access.retain(|_, a| a.company != company);
     }
 
     pub fn expire_access_tokens(&mut self) {
@@ -199,7 +218,7 @@ impl TokenState {
         let Some(client) = self.clients.iter().find(|c| c.client_id == client_id) else {
             return Err("unknown client_id".into());
         };
-        let company = client.company_id.clone();
+        let company = self.pending.get(&client_id).cloned().unwrap_or_else(|| client.company_id.clone());
         let code = self.mint("code");
         self.codes.retain(|_, c| c.issued.elapsed() < CODE_TTL);
         let issued = Instant::now();

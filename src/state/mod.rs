@@ -6,6 +6,7 @@
 //! store; its errors are [`StoreError`] whatever the kind.
 
 pub mod file;
+pub mod installs;
 pub mod keys;
 pub mod links;
 pub mod postgres;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use file::FileStore;
+pub use installs::InstallRecord;
 pub use keys::OnboardedKey;
 pub use links::{LinkRecord, LinkState, MAX_ATTEMPTS};
 pub use postgres::PostgresStore;
@@ -86,6 +88,15 @@ pub trait OnboardingStore: Send + Sync + fmt::Debug + 'static {
     fn onboarded(&self) -> StoreFuture<'_, Vec<OnboardedKey>>;
     /// `true` if there was one.
     fn delete_onboarded<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, bool>;
+    /// Creates or replaces the install of `r.tenant`.
+    fn put_install<'a>(&'a self, r: &'a InstallRecord) -> StoreFuture<'a, ()>;
+    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>>;
+    /// With a shared store: a message each time another replica changed an
+    /// install (or a missed change may have happened); `None` for a store
+    /// only this process writes.
+    fn install_changes(&self) -> Option<tokio::sync::broadcast::Receiver<()>> {
+        None
+    }
 }
 
 /// The one store: token chains, links and onboarded keys side by side.

@@ -17,6 +17,7 @@ mod explain_agrees;
 mod guard;
 mod h2_isolation;
 mod installation;
+mod installs;
 mod legacy;
 mod lifecycle;
 mod limits;

@@ -7,6 +7,7 @@
 //! Paths: `GET /c/{token}`, `POST /c/{token}/key`, `POST /c/{token}/oauth`,
 //! `GET /oauth/callback`, `GET /assets/connect.css`.
 
+mod install;
 mod oauth;
 pub mod views;
 
@@ -37,12 +38,15 @@ pub struct Portal {
     pub routes: SharedRoutes,
     pub connections: Arc<Onboarding>,
     pub sessions: Arc<Sessions>,
+    pub installs: Arc<crate::onboarding::installs::Installs>,
     pub integration: String,
     /// `connect.public_url`: its origin is the only one a form may come from.
     pub public_url: String,
+    /// The pages are served over TLS (`connect.tls`): `Strict-Transport-Security` on every answer.
+    pub hsts: bool,
 }
 
-type Page = Response<Full<Bytes>>;
+pub(super) type Page = Response<Full<Bytes>>;
 
 /// The connect pages' service, ready for `listener::serve`.
 pub fn service(
@@ -50,7 +54,15 @@ pub fn service(
 ) -> impl tower::Service<Request<Incoming>, Response = Page, Error = Infallible, Future: Send> + Clone + Send {
     tower::service_fn(move |req: Request<Incoming>| {
         let portal = portal.clone();
-        async move { Ok::<_, Infallible>(portal.handle(req).await) }
+        async move {
+            let mut resp = portal.handle(req).await;
+            if portal.hsts {
+                // Served over TLS (`connect.tls`): browsers keep to https from now on.
+                resp.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     })
 }
 
@@ -69,6 +81,11 @@ impl Portal {
             (Method::POST, ["c", token, "key"]) => self.key_form(token, req).await,
             (Method::POST, ["c", token, "oauth"]) => self.oauth_start(token, req).await,
             (Method::GET, ["oauth", "callback"]) => self.oauth_callback(req).await,
+            (Method::GET | Method::HEAD, ["install", app]) => self.install_page(app, req).await,
+            (Method::POST, ["install", app, "key"]) => self.install_key(app, req).await,
+            (Method::GET | Method::HEAD, ["settings", app]) => self.settings_page(app, req).await,
+            (Method::POST, ["settings", app, "disconnect"]) => self.settings_disconnect(app, req).await,
+            (Method::POST, ["settings", app, "reconnect"]) => self.settings_reconnect(app, req).await,
             _ => self.problem(
                 StatusCode::NOT_FOUND,
                 "Page not found",
@@ -77,7 +94,7 @@ impl Portal {
         }
     }
 
-    fn problem(&self, status: StatusCode, title: &str, message: &str) -> Page {
+    pub(super) fn problem(&self, status: StatusCode, title: &str, message: &str) -> Page {
         problem(&self.integration, status, title, message)
     }
 
@@ -189,16 +206,19 @@ impl Portal {
 
     /// The check every form POST passes before it is read: a browser that
     /// marks the request cross-site (`Sec-Fetch-Site`), or names another
-    /// origin, is refused. Browsers send `Origin: null` from our pages (the
-    /// pages say `Referrer-Policy: no-referrer`), so `null` is not a
-    /// mismatch; the form's CSRF token is checked either way.
-    fn same_origin(&self, headers: &HeaderMap) -> bool {
+    /// origin, is refused. Our pages say `Referrer-Policy: same-origin`, so
+    /// a browser's same-origin form post carries our real origin: `Origin:
+    /// null` (a sandboxed frame, a data: page, a privacy redirect) is refused
+    /// like any other origin, also from browsers without Fetch Metadata. No
+    /// `Origin` at all is not a browser's form post; the form's CSRF token
+    /// is checked either way.
+    pub(crate) fn same_origin(&self, headers: &HeaderMap) -> bool {
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         if site.is_some_and(|s| s != "same-origin" && s != "none") {
             return false;
         }
         match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-            None | Some("null") => true,
+            None => true,
             Some(origin) => {
                 self.public_url.strip_prefix(origin).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
@@ -213,6 +233,19 @@ impl Portal {
                 "The form was sent from another site. Open the connect link again and use the form there.",
             ));
         }
+        let fields = self.read_form(req).await?;
+        let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+        let valid = self.connections.sealer().is_some_and(|s| s.verify("csrf", &[&link.token_sha256], csrf));
+        if !valid {
+            return Err(forbidden(
+                "The form does not belong to this link (its security token is missing or wrong). Open the connect link again.",
+            ));
+        }
+        Ok(fields)
+    }
+
+    /// A urlencoded form body: bounded in size and time.
+    pub(super) async fn read_form(&self, req: Request<Incoming>) -> Result<Vec<(String, String)>, Page> {
         let is_form = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -222,7 +255,7 @@ impl Portal {
             return Err(self.problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "This form cannot be used",
-                "Send the form from the connect page.",
+                "Send the form from the page it is on.",
             ));
         }
         let body = match tokio::time::timeout(FORM_TIMEOUT, Limited::new(req.into_body(), MAX_FORM).collect()).await {
@@ -235,15 +268,7 @@ impl Portal {
                 ))
             }
         };
-        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-        let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
-        let valid = self.connections.sealer().is_some_and(|s| s.verify("csrf", &[&link.token_sha256], csrf));
-        if !valid {
-            return Err(forbidden(
-                "The form does not belong to this link (its security token is missing or wrong). Open the connect link again.",
-            ));
-        }
-        Ok(fields)
+        Ok(form_urlencoded::parse(&body).into_owned().collect())
     }
 
     /// Counts an attempt; `Err` with the page when the link is now spent.
@@ -355,7 +380,7 @@ impl Portal {
                 "The gateway has no encryption key configured.",
             );
         };
-        let started = oauth::start(sealer, &link, &consent, &self.public_url);
+        let started = oauth::start(sealer, &link.token_sha256, &consent, &self.public_url);
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SEE_OTHER;
         if let Ok(v) = HeaderValue::from_str(&started.location) {
@@ -380,6 +405,12 @@ impl Portal {
             Ok(b) => b,
             Err(why) => return self.problem(StatusCode::BAD_REQUEST, "This answer cannot be used", &why),
         };
+        if let Some(app) = back.link_hash.strip_prefix(install::STATE_PREFIX) {
+            let app = app.to_string();
+            let mut resp = self.install_callback(&app, back, req.headers()).await;
+            clear_cookie(&mut resp, &self.public_url);
+            return resp;
+        }
         let found = self.connections.store.link(&back.link_hash).await;
         let link = match found {
             Ok(Some(l)) => l,

@@ -14,12 +14,12 @@ use crate::onboarding::seal::Sealer;
 use crate::pleo::authorize::ConsentClient;
 use crate::secret::random_token;
 use crate::state::unix_now_ms;
-use crate::state::LinkRecord;
 
 /// A consent must come back within this.
 const CONSENT_TTL: Duration = Duration::from_secs(15 * 60);
 const COOKIE: &str = "pleo_gateway_consent";
 
+#[derive(Debug)]
 pub struct Started {
     pub location: String,
     pub nonce: String,
@@ -30,11 +30,13 @@ fn verifier(sealer: &Sealer, signed_state: &str) -> String {
     sealer.sign("pkce", &[signed_state])
 }
 
-pub fn start(sealer: &Sealer, link: &LinkRecord, consent: &ConsentClient, public_url: &str) -> Started {
+/// Starts a consent for `subject`: a connect link's hash, or
+/// `install-<app>` for an install from Pleo (what the callback finishes).
+pub fn start(sealer: &Sealer, subject: &str, consent: &ConsentClient, public_url: &str) -> Started {
     let nonce = random_token(16);
     let issued = unix_now_ms().to_string();
-    let mac = sealer.sign("state", &[&link.token_sha256, &nonce, &issued]);
-    let state = format!("{}.{nonce}.{issued}.{mac}", link.token_sha256);
+    let mac = sealer.sign("state", &[subject, &nonce, &issued]);
+    let state = format!("{subject}.{nonce}.{issued}.{mac}");
     let location = consent.url(&format!("{public_url}/oauth/callback"), &state, &verifier(sealer, &state), None);
     Started { location, nonce }
 }
@@ -60,6 +62,7 @@ pub fn clear_cookie(public_url: &str) -> String {
 }
 
 /// What a callback brought, once `state` and the cookie check out.
+#[derive(Debug)]
 pub struct Back {
     pub link_hash: String,
     pub verifier: String,

@@ -40,8 +40,9 @@ pub struct ProblemPage<'a> {
 pub const STYLE: &str = include_str!("../../../assets/connect.css");
 
 /// A rendered page with the headers every connect page has: no caching
-/// (a page may name a tenant and a masked key), no referrer (the URL holds
-/// the link's token), no framing, and a CSP with no origin but our own,
+/// (a page may name a tenant and a masked key), a referrer only to our own
+/// origin (the URL may hold a link's token; same-origin form posts then
+/// carry a real `Origin`, so `Origin: null` can be refused), no framing, and a CSP with no origin but our own,
 /// except that a form may lead to Pleo's consent screen (`form_to`).
 pub fn page(status: StatusCode, body: Result<String, askama::Error>, form_to: Option<&str>) -> Response<Full<Bytes>> {
     let (status, body) = match body {
@@ -72,11 +73,70 @@ pub fn secure<B>(resp: &mut Response<B>, form_to: Option<&str>) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 pub fn problem(integration: &str, status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>> {
     page(status, ProblemPage { integration, title, message }.render(), None)
+}
+
+#[derive(Debug, Template)]
+#[template(path = "install_key.html")]
+pub struct InstallKeyPage<'a> {
+    pub integration: &'a str,
+    pub app: &'a str,
+    pub environment: &'a str,
+    pub company_id: Option<String>,
+    pub action: String,
+    pub csrf: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "installed.html")]
+pub struct InstalledPage<'a> {
+    pub integration: &'a str,
+    pub app: &'a str,
+    pub environment: &'a str,
+    pub resource: &'a str,
+    pub company_id: &'a str,
+    pub status: &'a str,
+    pub masked: Option<String>,
+}
+
+/// What the Settings page shows of an install (never a credential).
+#[derive(Debug)]
+pub struct InstallView {
+    pub company_id: String,
+    pub resource: &'static str,
+    pub environment: String,
+    pub state: String,
+    pub installation: String,
+    pub error_meaning: Option<String>,
+    pub since: String,
+    pub last_check: Option<String>,
+    pub last_error: Option<String>,
+    pub installed: bool,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage<'a> {
+    pub integration: &'a str,
+    pub app: &'a str,
+    pub install: Option<InstallView>,
+    pub notice: Option<String>,
+    pub reconnect: String,
+    pub disconnect: String,
+    pub csrf: String,
+}
+
+/// A time for a page: `2026-12-02 10:00:00 UTC`.
+pub fn when(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
 }

@@ -20,7 +20,7 @@ use crate::credential::refresh::OAuthSession;
 use crate::credential::Credential;
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::context::Routed;
-use crate::proxy::routes::Tenant;
+use crate::proxy::routes::{Idle, Tenant};
 use crate::upstream::ResponseBody;
 use crate::BoxError;
 
@@ -78,6 +78,9 @@ pub enum Credentialed<'a> {
 /// The tenant's credential, or why it has none to give: an onboarded key
 /// not there yet, or a key Pleo refused (`credential_unavailable`).
 pub fn credential(tenant: &Tenant) -> Result<Credentialed<'_>, GatewayError> {
+    if let Some(idle) = tenant.install.as_ref().and_then(|i| i.idle.map(|idle| (i, idle))) {
+        return Err(idle_install(&tenant.id, idle.0, idle.1));
+    }
     let authorization = match &tenant.credential {
         Credential::Static { authorization, .. } => authorization.clone(),
         Credential::Connected { slot } => match slot.get() {
@@ -128,6 +131,18 @@ where
 }
 
 /// The 503 of a `source: connection` tenant nobody has connected yet.
+fn idle_install(tenant: &str, install: &crate::proxy::routes::TenantInstall, idle: Idle) -> GatewayError {
+    let app = &install.record.app;
+    match idle {
+        Idle::Uninstalled => GatewayError::new(ErrorCode::TenantUninstalled)
+            .with_detail(format!("tenant `{tenant}` (app `{app}`) was uninstalled.")),
+        Idle::AppRemoved => GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(format!(
+            "tenant `{tenant}` was installed through app `{app}`, which is no longer in the gateway's config (or \
+             no longer in the install's environment and auth model): restore the app in `apps`."
+        )),
+    }
+}
+
 fn not_connected(tenant: &str) -> GatewayError {
     GatewayError::new(ErrorCode::CredentialUnavailable).with_detail(format!(
         "tenant `{tenant}` is not connected yet: send a connect link (`pleo-gateway link {tenant}`, or POST \

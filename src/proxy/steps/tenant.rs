@@ -50,7 +50,8 @@ pub fn resolve<B>(
         },
     };
     if let Some(c) = &client {
-        if !c.tenants.contains(&tenant.id) {
+        let granted_app = tenant.install.as_ref().is_some_and(|i| c.tenants.contains(&i.grant));
+        if !c.tenants.contains(&tenant.id) && !granted_app {
             return Err(GatewayError::new(ErrorCode::TenantForbidden));
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FileStore;
 use crate::state::{no_follow, open_lock_file, prepare_dir, write_private, StoreError, StoreFuture};
-use crate::state::{LinkRecord, LinkState, OnboardedKey, OnboardingStore};
+use crate::state::{InstallRecord, LinkRecord, LinkState, OnboardedKey, OnboardingStore};
 
 /// Links are kept this long after they stop being usable (for the list).
 const KEEP_SPENT_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -23,6 +23,9 @@ struct FileForm {
     /// The file's name for onboarded keys since version 1.
     #[serde(rename = "connections")]
     onboarded: Vec<OnboardedKey>,
+    /// Tenants installs from Pleo made (absent until the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    installs: Vec<InstallRecord>,
 }
 
 /// `connect.json` in the state directory, changed under `connect.lock`
@@ -61,6 +64,10 @@ impl FileStore {
                 for c in empty.onboarded {
                     form.onboarded.retain(|x| x.tenant != c.tenant);
                     form.onboarded.push(c);
+                }
+                for i in empty.installs {
+                    form.installs.retain(|x| x.tenant != i.tenant);
+                    form.installs.push(i);
                 }
                 (true, ())
             })?;
@@ -184,6 +191,21 @@ impl OnboardingStore for FileStore {
             let gone = f.onboarded.len() != before;
             (gone, gone)
         })
+    }
+
+    fn put_install<'a>(&'a self, r: &'a InstallRecord) -> StoreFuture<'a, ()> {
+        let r = r.clone();
+        self.with_onboarding(move |f| {
+            match f.installs.iter_mut().find(|x| x.tenant == r.tenant) {
+                Some(x) => *x = r,
+                None => f.installs.push(r),
+            }
+            (true, ())
+        })
+    }
+
+    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>> {
+        self.with_onboarding(|f| (false, f.installs.clone()))
     }
 }
 

@@ -33,9 +33,9 @@ use crate::secret::{is_header_safe, Secret};
 use crate::state::{Lease, Leased, StoreError, StoreFuture, StoreHealth, StoredToken, TokenStore};
 
 /// The schema this build reads and writes. Migrations only ever add.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (
         1,
         "CREATE TABLE pleo_gateway_oauth_state (
@@ -78,12 +78,24 @@ const MIGRATIONS: [(i32, &str); 2] = [
         connected_by text NOT NULL
     )",
     ),
+    (
+        3,
+        // Tenants installs from Pleo made (the record as JSON: nothing secret).
+        "CREATE TABLE pleo_gateway_installs (
+        tenant text PRIMARY KEY,
+        app text NOT NULL,
+        record text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )",
+    ),
 ];
 
 /// Serialises migrations across replicas starting together.
 const MIGRATION_LOCK: i64 = 0x706c_656f_6777; // "pleogw"
 
 const CHANNEL: &str = "pleo_gateway_oauth";
+/// Installs made or changed (payload: the tenant).
+pub(crate) const INSTALL_CHANNEL: &str = "pleo_gateway_installs";
 
 const TOKEN_COLUMNS: &str = "refresh_token, access_token, access_issued_at_ms, access_expires_at_ms, \
                              imported_from, reauthorization_required";
@@ -97,6 +109,7 @@ pub struct PostgresStore {
     schema: OnceCell<()>,
     metrics: StoreMetrics,
     changes: broadcast::Sender<Box<str>>,
+    install_changes: broadcast::Sender<()>,
     last_error: Mutex<Option<String>>,
     poll_interval: Duration,
     /// The client-side bound on one operation.
@@ -150,6 +163,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| format!("cannot build the PostgreSQL pool: {e}"))?;
         let (changes, _) = broadcast::channel(1024);
+        let (install_changes, _) = broadcast::channel(16);
         Ok(PostgresStore {
             pool,
             pg,
@@ -158,6 +172,7 @@ impl PostgresStore {
             schema: OnceCell::new(),
             metrics,
             changes,
+            install_changes,
             last_error: Mutex::new(None),
             poll_interval: cfg.poll_interval,
             op_timeout: cfg.statement_timeout * 2,
@@ -332,10 +347,14 @@ impl PostgresStore {
             .map_err(|_| unanswered("connecting for the change feed got no answer"))?
             .map_err(unavailable)?;
         let (changes, me) = (self.changes.clone(), self.holder.clone());
+        let installs = self.install_changes.clone();
         let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<String>();
         tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) if n.channel() == INSTALL_CHANNEL => {
+                        let _ = installs.send(());
+                    }
                     Some(Ok(AsyncMessage::Notification(n))) => {
                         // "tenant holder" from a refresh's commit: this
                         // replica's own needs no second look. "tenant" alone
@@ -359,7 +378,10 @@ impl PostgresStore {
         });
         // The table must exist before it is polled.
         self.run("load", async |_| Ok(())).await?;
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(unavailable)?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {INSTALL_CHANNEL}")).await.map_err(unavailable)?;
+        // Installs changed while the feed was down are read again now.
+        let _ = self.install_changes.send(());
+        let mut installs_seen: Option<String> = None;
         loop {
             let started = Instant::now();
             let query = client.query("SELECT tenant, updated_at::text FROM pleo_gateway_oauth_state", &[]);
@@ -374,6 +396,16 @@ impl PostgresStore {
                     let _ = self.changes.send(tenant.as_str().into());
                     seen.insert(tenant, updated);
                 }
+            }
+            // A missed install notification is caught here: one row of summary.
+            let summary = client
+                .query_one("SELECT count(*)::text || ' ' || coalesce(max(updated_at)::text, '') FROM pleo_gateway_installs", &[]);
+            if let Ok(Ok(row)) = tokio::time::timeout(self.op_timeout, summary).await {
+                let now: String = row.get(0);
+                if installs_seen.as_ref().is_some_and(|s| *s != now) {
+                    let _ = self.install_changes.send(());
+                }
+                installs_seen = Some(now);
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll_interval) => {}

@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 
 use super::{unavailable, PostgresStore};
 use crate::state::StoreFuture;
-use crate::state::{LinkRecord, OnboardedKey, OnboardingStore, MAX_ATTEMPTS};
+use crate::state::{InstallRecord, LinkRecord, OnboardedKey, OnboardingStore, MAX_ATTEMPTS};
 
 const LINK_COLUMNS: &str =
     "id, token_sha256, tenant, created_by, created_at_ms, expires_at_ms, used_at_ms, revoked_at_ms, attempts";
@@ -178,5 +178,41 @@ impl OnboardingStore for PostgresStore {
                 .map_err(unavailable)?;
             Ok(n == 1)
         }))
+    }
+
+    fn put_install<'a>(&'a self, r: &'a InstallRecord) -> StoreFuture<'a, ()> {
+        Box::pin(self.run("install", async move |c| {
+            let record = serde_json::to_string(r).expect("plain strings and numbers serialize");
+            // Written and announced in one statement: a replica that hears
+            // of it reads it back.
+            c.execute(
+                "WITH w AS (INSERT INTO pleo_gateway_installs (tenant, app, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant) DO UPDATE SET app = EXCLUDED.app, record = EXCLUDED.record, updated_at = now() \
+                 RETURNING tenant) SELECT pg_notify($4, tenant) FROM w",
+                &[&r.tenant, &r.app, &record, &super::INSTALL_CHANNEL],
+            )
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        }))
+    }
+
+    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>> {
+        Box::pin(self.run("install", async move |c| {
+            let rows = c.query("SELECT record FROM pleo_gateway_installs", &[]).await.map_err(unavailable)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let text: String = row.get(0);
+                match serde_json::from_str(&text) {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::error!(error = %e, "an install in the store cannot be read; skipped"),
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn install_changes(&self) -> Option<tokio::sync::broadcast::Receiver<()>> {
+        Some(self.install_changes.subscribe())
     }
 }

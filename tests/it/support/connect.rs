@@ -160,6 +160,6 @@ pub fn assert_page_headers(a: &Answer) {
         "no third-party origin: {csp}"
     );
     assert_eq!(a.headers[header::CACHE_CONTROL], "no-store");
-    assert_eq!(a.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(a.headers[header::REFERRER_POLICY], "same-origin");
     assert!(!a.body.contains("<script"), "no JavaScript");
 }

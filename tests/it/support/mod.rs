@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod connect;
+pub mod install;
 pub mod logs;
 pub mod oauth;
 pub mod postgres;
