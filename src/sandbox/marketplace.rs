@@ -64,14 +64,19 @@ impl Signer {
     /// A handover token as Pleo signs one.
     pub fn handover(&self, issuer: &str, client_id: &str, company: &str, user: &str, ttl: Duration) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.sign(&serde_json::json!({
+            "iss": issuer, "sub": user, "aud": client_id, "iat": now, "exp": now + ttl.as_secs(),
+            "company_id": company, "locale": "en",
+        }))
+    }
+
+    /// Any claims, signed with this key as a handover token (tests: a wrong
+    /// issuer, an expiry in the past).
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
         let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
         header.typ = Some(crate::pleo::handover::TYP.to_string());
         header.kid = Some(self.kid.clone());
-        let claims = serde_json::json!({
-            "iss": issuer, "sub": user, "aud": client_id, "iat": now, "exp": now + ttl.as_secs(),
-            "company_id": company, "locale": "en",
-        });
-        jsonwebtoken::encode(&header, &claims, &self.key).expect("RS256 signing works")
+        jsonwebtoken::encode(&header, claims, &self.key).expect("RS256 signing works")
     }
 }
 

@@ -371,6 +371,11 @@ impl Sandbox {
         self.shared.signer().handover(&self.shared.issuer, client_id, company, user, ttl)
     }
 
+    /// `claims` signed with the sandbox's handover key.
+    pub fn sign_handover(&self, claims: &serde_json::Value) -> String {
+        self.shared.signer().sign(claims)
+    }
+
     /// The signing key's id (its JWK's `kid`).
     pub fn signing_kid(&self) -> String {
         self.shared.signer().kid.clone()

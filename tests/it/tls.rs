@@ -214,6 +214,12 @@ async fn connect_pages_serve_tls_and_take_a_renewed_certificate_on_reload() {
     let resp = client.request(http::Request::get(&url).body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
+    // Served over TLS: browsers are told to keep to https (refusals and the stylesheet too).
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
+    let missing = format!("https://127.0.0.1:{port}/c/not-a-link");
+    let resp = client.request(http::Request::get(&missing).body(Full::default()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000");
     let addr = gw.connect_addr.unwrap();
     let served = |pki: &Pki| {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(pki, None)));

@@ -77,12 +77,13 @@ pub fn file_store() -> String {
 }
 
 /// Sandboxes that list the two apps for a connect listener on `port`.
-pub async fn sandboxes(port: u16) -> (Sandbox, Sandbox) {
+pub async fn sandboxes(port: u16, token_ttl: std::time::Duration) -> (Sandbox, Sandbox) {
     let public_url = format!("http://127.0.0.1:{port}");
     let staging: SandboxSpec =
         staging_spec().app(market("ledger", LEDGER_CLIENT, AuthModel::IntegratedApiKey, &public_url), None);
-    let production: SandboxSpec = production_spec()
+    let mut production: SandboxSpec = production_spec()
         .app(market("erp", ERP_CLIENT, AuthModel::OAuth2, &public_url), Some(Secret::new(ERP_SECRET)));
+    production.access_token_ttl = token_ttl;
     (sandbox(staging).await, sandbox(production).await)
 }
 
@@ -93,8 +94,13 @@ impl Installs {
 
     /// `extra` goes after the tenants (more tenants, `clients`), `store` as the store block.
     pub async fn start_with(extra: &str, store: &str) -> Installs {
+        Installs::start_full(extra, store, std::time::Duration::from_secs(900)).await
+    }
+
+    /// ... with the production sandbox's access tokens living `token_ttl`.
+    pub async fn start_full(extra: &str, store: &str, token_ttl: std::time::Duration) -> Installs {
         let port = free_port();
-        let (staging, production) = sandboxes(port).await;
+        let (staging, production) = sandboxes(port, token_ttl).await;
         let dir = tempfile::tempdir().unwrap();
         let yaml = standard_yaml(
             dir.path(),
