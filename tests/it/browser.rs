@@ -182,3 +182,77 @@ async fn a_customer_saves_and_tests_an_api_key_in_a_browser() {
     c.close().await.unwrap();
     s.kit.stop().await;
 }
+
+/// Installs from the sandbox's marketplace, as a customer clicks through them.
+mod installs {
+    use super::*;
+    use crate::support::install::Installs;
+
+    const COMPANY: &str = "4e6f7a1c-0c1d-4a8e-9d6b-5a1e2c3d4f50";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_customer_installs_an_oauth_app_from_the_marketplace_and_disconnects_it_in_settings() {
+        let Some(driver) = chromedriver() else { return };
+        let t = Installs::start().await;
+        let c = browser(&driver).await;
+        let marketplace = format!("http://{}/marketplace", t.kit.production.addr);
+        c.goto(&marketplace).await.unwrap();
+        look(&c, "install-marketplace").await;
+        c.find(Locator::Id("connect-erp")).await.unwrap().click().await.unwrap();
+        // Pleo's consent screen, reached through the app's Initiation URI.
+        c.wait().for_element(Locator::Id("allow")).await.unwrap();
+        let at_consent = c.current_url().await.unwrap().to_string();
+        assert!(!at_consent.contains("pleo_id_token"), "the handover token is gone from the URL: {at_consent}");
+        look(&c, "install-consent").await;
+        c.find(Locator::Id("allow")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("h1#status")).await.unwrap();
+        assert_eq!(heading(&c).await, "Connected");
+        assert_eq!(c.find(Locator::Id("company")).await.unwrap().text().await.unwrap(), COMPANY);
+        look(&c, "install-connected").await;
+        let tenant = format!("erp-{COMPANY}");
+        assert_eq!(t.tenant_status(&tenant).await.0, 200, "the new tenant serves");
+
+        // Settings, from Pleo: the installation, then Disconnect.
+        c.goto(&marketplace).await.unwrap();
+        c.find(Locator::Id("settings-erp")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("disconnect")).await.unwrap();
+        let source = look(&c, "install-settings").await;
+        assert!(source.contains("ACTIVATED"), "the installation's status");
+        c.find(Locator::Id("disconnect")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("problem")).await.unwrap();
+        assert_eq!(c.find(Locator::Id("status")).await.unwrap().text().await.unwrap(), "uninstalled");
+        look(&c, "install-disconnected").await;
+        assert_eq!(t.kit.production.uninstalls(), vec![COMPANY.to_string()], "Pleo's DELETE was made");
+        let (status, body) = t.tenant_status(&tenant).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("tenant_uninstalled")));
+        c.close().await.unwrap();
+        t.kit.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_customer_installs_a_key_app_with_a_wrong_key_then_the_right_one() {
+        let Some(driver) = chromedriver() else { return };
+        let t = Installs::start().await;
+        let c = browser(&driver).await;
+        c.goto(&format!("http://{}/marketplace", t.kit.staging.addr)).await.unwrap();
+        c.find(Locator::Id("connect-ledger")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("continue")).await.unwrap();
+        let key = c.find(Locator::Id("key")).await.unwrap().text().await.unwrap();
+        c.find(Locator::Id("continue")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("save")).await.unwrap();
+        assert!(!c.current_url().await.unwrap().to_string().contains("pleo_id_token"));
+        look(&c, "install-key").await;
+        c.find(Locator::Id("key")).await.unwrap().send_keys("ik_not_the_key_000000").await.unwrap();
+        c.find(Locator::Id("save")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Id("problem")).await.unwrap();
+        assert!(look(&c, "install-key-rejected").await.contains("did not accept this key"));
+        c.find(Locator::Id("key")).await.unwrap().send_keys(&format!("{key}\n")).await.unwrap();
+        c.wait().for_element(Locator::Css("h1#status")).await.unwrap();
+        assert_eq!(heading(&c).await, "Connected");
+        let source = look(&c, "install-key-connected").await;
+        assert!(!source.contains(&key), "the key is never shown back");
+        assert_eq!(t.tenant_status(&format!("ledger-{COMPANY}")).await.0, 200);
+        c.close().await.unwrap();
+        t.kit.stop().await;
+    }
+}
