@@ -72,6 +72,7 @@ async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, Comm
     let StoreConfig::Postgres(pg) = &config.store else {
         let _ = writeln!(out, "store: file, {}", config.state_dir.display());
         onboarded(config, out).await;
+        installs(config, out).await;
         return Ok(true);
     };
     let store = PostgresStore::for_command(pg).map_err(CommandError::Unavailable)?;
@@ -79,6 +80,7 @@ async fn check_store(config: &Config, out: &mut impl Write) -> Result<bool, Comm
         Ok(v) => {
             let _ = writeln!(out, "store: postgres, reachable, schema version {v} (this build: {SCHEMA_VERSION})");
             onboarded(config, out).await;
+            installs(config, out).await;
             Ok(v == SCHEMA_VERSION)
         }
         Err(e) => {
@@ -126,6 +128,64 @@ async fn onboarded(config: &Config, out: &mut impl Write) {
             ],
         };
         rows.push(row);
+    }
+    let _ = write!(out, "\n{}", crate::config::table(&rows));
+}
+
+/// `check`'s apps and the tenants their installs made (`source: install`):
+/// app, company or organisation, Pleo's status, who installed it. Never a credential.
+async fn installs(config: &Config, out: &mut impl Write) {
+    if config.apps.is_empty() {
+        return;
+    }
+    let mut rows = vec![["APP".to_string(), "ENVIRONMENT".into(), "AUTH MODEL".into(), "TENANT NAME".into(), "INITIATION URI".into()]];
+    for (name, a) in &config.apps {
+        let uri = config.connect.as_ref().map_or("-".to_string(), |c| format!("{}/install/{name}", c.public_url));
+        rows.push([name.clone(), a.environment.as_str().into(), a.model().as_str().into(), a.tenant_name.to_string(), uri]);
+    }
+    let _ = write!(out, "\n{}", crate::config::table(&rows));
+    let Ok(store) = crate::state::open_for_command(config) else { return };
+    let records = match store.installs().await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(out, "installs: cannot read them: {e}");
+            return;
+        }
+    };
+    if records.is_empty() {
+        let _ = writeln!(out, "\nno installs yet");
+        return;
+    }
+    let mut rows = vec![[
+        "TENANT".to_string(),
+        "SOURCE".into(),
+        "APP".into(),
+        "RESOURCE".into(),
+        "INSTALLATION".into(),
+        "STATE".into(),
+        "INSTALLED BY".into(),
+    ]];
+    let mut records = records;
+    records.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    for r in records {
+        let resource = crate::pleo::installation::parse_resource(&r.resource)
+            .map_or_else(|| r.resource.clone(), |(k, id)| format!("{} {id}", k.as_str()));
+        let state = if !r.is_installed() {
+            "uninstalled"
+        } else if !config.apps.contains_key(&r.app) {
+            "app_removed"
+        } else {
+            "installed"
+        };
+        rows.push([
+            r.tenant.clone(),
+            "install".into(),
+            r.app.clone(),
+            resource,
+            r.status.clone(),
+            state.into(),
+            r.installed_by.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
     let _ = write!(out, "\n{}", crate::config::table(&rows));
 }

@@ -34,11 +34,13 @@ pub async fn explain(
     let store = crate::state::open_for_command(config).map_err(failed)?;
     let sessions = Arc::new(crate::credential::Sessions::offline(store.clone(), metrics.clone(), stopped));
     let onboarding =
-        crate::onboarding::Onboarding::new(config, store, sessions.clone(), metrics.onboardings_total.clone());
-    if config.tenants.values().any(|t| t.auth.from_connection()) {
+        crate::onboarding::Onboarding::new(config, store.clone(), sessions.clone(), metrics.onboardings_total.clone());
+    let installs = if config.apps.is_empty() { Vec::new() } else { store.installs().await.map_err(|e| failed(e.to_string()))? };
+    if config.tenants.values().any(|t| t.auth.from_connection()) || !installs.is_empty() {
         onboarding.load().await.map_err(|e| failed(e.to_string()))?;
     }
-    let routes = Arc::new(Routes::build(config, &upstreams, &metrics, &sessions));
+    // Tenants installs made are explained like any other.
+    let routes = Arc::new(Routes::build_with(config, &upstreams, &metrics, &sessions, None, &installs));
     let _ = write!(out, "{}", explain::explain(&routes, req).text());
     Ok(())
 }

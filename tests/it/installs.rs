@@ -416,3 +416,30 @@ async fn management_api_fields_of_the_wrong_type_are_named_400s() {
     let (_, links) = t.api(Method::GET, "/api/connect-links", "").await;
     assert_eq!(links["links"], serde_json::json!([]), "no link was made with a default expiry");
 }
+
+#[tokio::test]
+async fn check_and_explain_show_installed_tenants_without_a_credential() {
+    let t = Installs::start().await;
+    let company = "5d1c2b3a-2222-4e5f-8a9b-abcdefabcdef";
+    let (_, done, key) = install_ledger(&t, company, false).await;
+    assert_eq!(done.status, 200);
+    let config = t.kit.dir.path().join("gateway.yaml");
+    let bin = env!("CARGO_BIN_EXE_pleo-gateway");
+    let check = std::process::Command::new(bin).arg("check").arg("--config").arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{text}");
+    let tenant = format!("ledger-{company}");
+    let row = text.lines().find(|l| l.starts_with(&tenant)).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("install") && row.contains("ledger") && row.contains(&format!("company {company}")), "{row}");
+    assert!(!text.contains(&key) && !text.contains(ERP_SECRET));
+    let explain = std::process::Command::new(bin)
+        .args(["explain", "--config"])
+        .arg(&config)
+        .args(["GET", "/v1/expenses", "-H", &format!("X-Pleo-Tenant: {tenant}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout).into_owned();
+    assert!(explain.status.success(), "{text} {}", String::from_utf8_lossy(&explain.stderr));
+    assert!(text.contains(&tenant) && text.contains("integrated_api_key"), "{text}");
+    assert!(!text.contains(&key));
+}
