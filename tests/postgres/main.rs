@@ -7,5 +7,6 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+mod installs;
 mod replicas;
 mod store_postgres;
