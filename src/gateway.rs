@@ -19,8 +19,8 @@ use crate::credential::Sessions;
 use crate::key_checks::Summary;
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::onboarding::pages::Portal;
 use crate::onboarding::installs::Installs;
+use crate::onboarding::pages::Portal;
 use crate::onboarding::Onboarding;
 use crate::proxy::routes::{Routes, SharedRoutes};
 use crate::proxy::stack;
@@ -120,9 +120,24 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             .lock_state(&config.state_dir)
             .map_err(|source| StartError::StateDir { path: config.state_dir.clone(), source })?;
     }
-    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build(config, &upstreams, &metrics, &sessions)));
+    // Tenants installs made: in the first routing table, so they serve from
+    // the first request and the first credential check covers them. A store
+    // that does not answer leaves them unknown until it announces a change.
+    let records = match connections.store.installs().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read installs; their tenants are unknown until the store answers");
+            Vec::new()
+        }
+    };
+    if !records.is_empty() {
+        tracing::info!(installs = records.len(), "installed tenants loaded");
+    }
+    let routes: SharedRoutes =
+        Arc::new(ArcSwap::from_pointee(Routes::build_with(config, &upstreams, &metrics, &sessions, None, &records)));
     let installs = Arc::new(Installs::new(connections.clone(), sessions.clone(), routes.clone(), &metrics));
     installs.configure(config, &upstreams);
+    installs.set_records(records);
 
     // The built-in Pleo stand-in comes up first, so the first request finds it.
     let mut sandboxes = BTreeMap::new();
@@ -196,12 +211,6 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             }
         })
     }));
-    // Tenants installs made: routed before the first request.
-    match installs.load().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(installs = n, "installed tenants loaded"),
-        Err(e) => tracing::error!(error = %e, "cannot read installs; their tenants are unknown until the store answers"),
-    }
     installs.spawn_follow(stopped.clone());
     if strict {
         let checked = reloader.checked().await;

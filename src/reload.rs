@@ -223,9 +223,10 @@ impl Reloader {
             .iter()
             .filter(|r| {
                 r.is_installed()
-                    && config.apps.get(&r.app).is_some_and(|a| {
-                        a.model() == crate::config::AuthModel::OAuth2 && a.model().as_str() == r.model
-                    })
+                    && config
+                        .apps
+                        .get(&r.app)
+                        .is_some_and(|a| a.model() == crate::config::AuthModel::OAuth2 && a.model().as_str() == r.model)
             })
             .map(|r| r.tenant.as_str())
             .collect();
@@ -301,14 +302,8 @@ impl Reloader {
         }
         let records = self.install_records();
         let previous = self.routes.load_full();
-        let routes = Arc::new(Routes::build_with(
-            &config,
-            &upstreams,
-            &self.metrics,
-            &self.sessions,
-            Some(&previous),
-            &records,
-        ));
+        let routes =
+            Arc::new(Routes::build_with(&config, &upstreams, &self.metrics, &self.sessions, Some(&previous), &records));
         self.routes.store(routes.clone());
         let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
         std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();

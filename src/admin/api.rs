@@ -165,8 +165,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
             }
         }
         (Method::GET, ["installs"]) => {
-            let app =
-                form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "app").map(|(_, v)| v.into_owned());
+            let app = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "app").map(|(_, v)| v.into_owned());
             let mut list: Vec<Value> = state
                 .installs
                 .records()
@@ -202,8 +201,8 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
 /// An install as the API shows it (never a credential).
 pub fn install_view(routes: &crate::proxy::routes::Routes, r: &crate::state::InstallRecord) -> Value {
     let tenant = routes.tenants.get(r.tenant.as_str());
-    let (resource, id) = crate::pleo::installation::parse_resource(&r.resource)
-        .map_or(("company", ""), |(k, id)| (k.as_str(), id));
+    let (resource, id) =
+        crate::pleo::installation::parse_resource(&r.resource).map_or(("company", ""), |(k, id)| (k.as_str(), id));
     json!({
         "tenant": r.tenant,
         "app": r.app,
@@ -224,15 +223,14 @@ pub fn install_view(routes: &crate::proxy::routes::Routes, r: &crate::state::Ins
 
 /// A string field of a JSON body: absent (or null) is `None`; any other
 /// type is a 400 that names the field, never a silent default.
+#[allow(clippy::result_large_err)] // the refusal itself, built once per bad request
 fn string_field<'a>(body: &'a Value, name: &str, what: &str) -> Result<Option<&'a str>, Response<Full<Bytes>>> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{name}` must be a JSON string ({what})"),
-        )),
+        Some(_) => {
+            Err(refuse(StatusCode::BAD_REQUEST, "bad_request", format!("`{name}` must be a JSON string ({what})")))
+        }
     }
 }
 

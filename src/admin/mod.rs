@@ -156,7 +156,15 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         // An install from Pleo: what, for whom, by whom, and where it stands.
                         let view = api::install_view(&routes, &i.record);
                         entry["source"] = "install".into();
-                        for k in ["app", "resource", "company_id", "installation_status", "installed_by", "installed_at_ms", "state"] {
+                        for k in [
+                            "app",
+                            "resource",
+                            "company_id",
+                            "installation_status",
+                            "installed_by",
+                            "installed_at_ms",
+                            "state",
+                        ] {
                             entry[k] = view[k].clone();
                         }
                     } else if let Some(kind) = t.check.detail().resource {

@@ -138,10 +138,22 @@ async fn installs(config: &Config, out: &mut impl Write) {
     if config.apps.is_empty() {
         return;
     }
-    let mut rows = vec![["APP".to_string(), "ENVIRONMENT".into(), "AUTH MODEL".into(), "TENANT NAME".into(), "INITIATION URI".into()]];
+    let mut rows = vec![[
+        "APP".to_string(),
+        "ENVIRONMENT".into(),
+        "AUTH MODEL".into(),
+        "TENANT NAME".into(),
+        "INITIATION URI".into(),
+    ]];
     for (name, a) in &config.apps {
         let uri = config.connect.as_ref().map_or("-".to_string(), |c| format!("{}/install/{name}", c.public_url));
-        rows.push([name.clone(), a.environment.as_str().into(), a.model().as_str().into(), a.tenant_name.to_string(), uri]);
+        rows.push([
+            name.clone(),
+            a.environment.as_str().into(),
+            a.model().as_str().into(),
+            a.tenant_name.to_string(),
+            uri,
+        ]);
     }
     let _ = write!(out, "\n{}", crate::config::table(&rows));
     let Ok(store) = crate::state::open_for_command(config) else { return };

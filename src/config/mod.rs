@@ -105,10 +105,15 @@ impl AppConfig {
 
 #[derive(Debug, Clone)]
 pub enum AppAuth {
-    OAuth2 { client_id: String, client_secret: Secret },
+    OAuth2 {
+        client_id: String,
+        client_secret: Secret,
+    },
     /// The key is pasted by the customer; `client_id` is the app's id at
     /// Pleo, used only as the handover token's audience.
-    IntegratedApiKey { client_id: String },
+    IntegratedApiKey {
+        client_id: String,
+    },
 }
 
 /// `tenant_name`, split around its one `{company_id}`.

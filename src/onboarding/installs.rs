@@ -207,7 +207,12 @@ impl Installs {
         self.records.load_full()
     }
 
-    /// Reads every install from the store (at start, and when another
+    /// The installs read at start (the first routing table was built with them).
+    pub fn set_records(&self, records: Vec<InstallRecord>) {
+        self.records.store(Arc::new(records));
+    }
+
+    /// Reads every install from the store (when another
     /// replica announces one), takes up connected keys, rebuilds routes.
     pub async fn load(&self) -> Result<usize, StoreError> {
         let records = self.onboarding.store.installs().await?;
@@ -267,7 +272,10 @@ impl Installs {
     fn tenant_for(&self, app: &App, company_id: &str) -> Result<String, Failed> {
         let tenant = app.config.tenant_name.render(&company_id.to_ascii_lowercase());
         let routes = self.routes.load();
-        let taken = routes.tenants.get(tenant.as_str()).is_some_and(|t| t.install.as_ref().is_none_or(|i| i.record.app != app.name));
+        let taken = routes
+            .tenants
+            .get(tenant.as_str())
+            .is_some_and(|t| t.install.as_ref().is_none_or(|i| i.record.app != app.name));
         if taken {
             return Err(failed(
                 "error",
@@ -319,7 +327,10 @@ impl Installs {
         let Some(consent) = &app.consent else { return Err(failed("error", "This app does not use OAuth.")) };
         let stored = consent.exchange(code, verifier, redirect_uri, None).await.map_err(|why| {
             tracing::warn!(app = %app.name, error = %why, "install: the code exchange failed");
-            failed("error", format!("Pleo did not complete the connection ({why}). Nothing was stored; start again from Pleo."))
+            failed(
+                "error",
+                format!("Pleo did not complete the connection ({why}). Nothing was stored; start again from Pleo."),
+            )
         })?;
         let bearer = stored
             .access_token
@@ -336,7 +347,10 @@ impl Installs {
         // The chain first: a tenant never exists without its credential.
         if let Err(e) = session.new_consent(stored).await {
             tracing::error!(tenant = %tenant, error = %e, "install: cannot store the new consent");
-            return Err(failed("error", "The gateway cannot reach its store just now. Nothing was stored; start again from Pleo."));
+            return Err(failed(
+                "error",
+                "The gateway cannot reach its store just now. Nothing was stored; start again from Pleo.",
+            ));
         }
         let status = self.activate(app, &bearer, status).await;
         let record = self.record(app, &tenant, resource.urn(&company), status, visitor);
@@ -345,7 +359,10 @@ impl Installs {
             if let Err(e) = session.disconnect().await {
                 tracing::error!(tenant = %tenant, error = %e, "install: cannot take the consent back either");
             }
-            return Err(failed("error", "The gateway cannot reach its store just now. Nothing was stored; start again from Pleo."));
+            return Err(failed(
+                "error",
+                "The gateway cannot reach its store just now. Nothing was stored; start again from Pleo.",
+            ));
         }
         Ok(self.finish(app, record, company, resource, None).await)
     }
@@ -359,7 +376,10 @@ impl Installs {
         let key_text = key.expose_secret().trim();
         if !crate::secret::is_header_safe(key_text) || key_text.is_empty() || key_text.len() > 4096 {
             self.count(&app.name, "rejected");
-            return Err(failed("rejected", "That is not an API key: paste the whole key, without spaces or line breaks. Nothing was saved."));
+            return Err(failed(
+                "rejected",
+                "That is not an API key: paste the whole key, without spaces or line breaks. Nothing was saved.",
+            ));
         }
         let key = Secret::new(key_text);
         let authorization = crate::credential::basic_value(&key);
@@ -415,7 +435,10 @@ impl Installs {
         };
         if let Err(e) = self.onboarding.store.put_onboarded(&onboarded).await {
             tracing::error!(tenant = %tenant, error = %e, "install: cannot store the key");
-            return Err(failed("error", "The key works, but the gateway cannot reach its store just now. Nothing was saved; try again."));
+            return Err(failed(
+                "error",
+                "The key works, but the gateway cannot reach its store just now. Nothing was saved; try again.",
+            ));
         }
         let status = self.activate(app, &header, status).await;
         let record = self.record(app, &tenant, resource.urn(&company), status, visitor);
@@ -447,7 +470,14 @@ impl Installs {
         }
     }
 
-    fn record(&self, app: &App, tenant: &str, resource: String, status: String, visitor: Option<&Visitor>) -> InstallRecord {
+    fn record(
+        &self,
+        app: &App,
+        tenant: &str,
+        resource: String,
+        status: String,
+        visitor: Option<&Visitor>,
+    ) -> InstallRecord {
         let now = unix_now_ms();
         let before = self.records.load().iter().find(|r| r.tenant == tenant).cloned();
         let installed_at_ms = before.as_ref().filter(|b| b.is_installed()).map_or(now, |b| b.installed_at_ms);
@@ -471,7 +501,8 @@ impl Installs {
     /// Stores `record` and takes it up here (the routing table follows).
     async fn put(&self, record: &InstallRecord) -> Result<(), StoreError> {
         self.onboarding.store.put_install(record).await?;
-        let mut all: Vec<InstallRecord> = self.records.load().iter().filter(|r| r.tenant != record.tenant).cloned().collect();
+        let mut all: Vec<InstallRecord> =
+            self.records.load().iter().filter(|r| r.tenant != record.tenant).cloned().collect();
         all.push(record.clone());
         self.records.store(Arc::new(all));
         Ok(())
@@ -555,11 +586,17 @@ impl Installs {
                 Ok((s, _)) if s.is_success() || s.as_u16() == 401 || s.as_u16() == 403 || s.as_u16() == 404 => {}
                 Ok((s, _)) => {
                     self.count(&record.app, "error");
-                    return Err(failed("error", format!("Pleo answered the uninstall with {s}. Nothing changed; try again later.")));
+                    return Err(failed(
+                        "error",
+                        format!("Pleo answered the uninstall with {s}. Nothing changed; try again later."),
+                    ));
                 }
                 Err(e) => {
                     self.count(&record.app, "error");
-                    return Err(failed("error", format!("Pleo could not be reached ({e}). Nothing changed; try again.")));
+                    return Err(failed(
+                        "error",
+                        format!("Pleo could not be reached ({e}). Nothing changed; try again."),
+                    ));
                 }
             }
         }
@@ -577,7 +614,10 @@ impl Installs {
         record.status = "UNINSTALLED".into();
         if let Err(e) = self.put(&record).await {
             tracing::error!(tenant, error = %e, "uninstall: Pleo uninstalled, but the record could not be stored");
-            return Err(failed("error", "Pleo removed the installation, but the gateway could not record it. Try again."));
+            return Err(failed(
+                "error",
+                "Pleo removed the installation, but the gateway could not record it. Try again.",
+            ));
         }
         self.rebuild_routes().await;
         self.count(&record.app, "uninstalled");

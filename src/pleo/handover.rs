@@ -167,17 +167,18 @@ impl Verifier {
         v.set_audience(&[&self.audience]);
         v.set_issuer(&[&self.issuer]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.kind() {
-                K::InvalidSignature => Refusal::Signature,
-                K::ExpiredSignature | K::ImmatureSignature => Refusal::Expired,
-                K::InvalidAudience => Refusal::Audience,
-                K::InvalidIssuer => Refusal::Issuer,
-                K::InvalidAlgorithm => Refusal::Algorithm,
-                _ => Refusal::Malformed,
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => Refusal::Signature,
+                    K::ExpiredSignature | K::ImmatureSignature => Refusal::Expired,
+                    K::InvalidAudience => Refusal::Audience,
+                    K::InvalidIssuer => Refusal::Issuer,
+                    K::InvalidAlgorithm => Refusal::Algorithm,
+                    _ => Refusal::Malformed,
+                }
+            })?;
         let claims = data.claims;
         let company_id = claims
             .get(&self.company_claim)
@@ -239,7 +240,8 @@ impl Verifier {
                 .to_bytes();
             Ok(body)
         };
-        let body = tokio::time::timeout(super::TIMEOUT, exchange).await.map_err(|_| "no answer in time".to_string())??;
+        let body =
+            tokio::time::timeout(super::TIMEOUT, exchange).await.map_err(|_| "no answer in time".to_string())??;
         let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {

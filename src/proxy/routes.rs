@@ -93,7 +93,8 @@ impl Idle {
 /// The tenant config an install stands for: its app's credential settings,
 /// or (idle) a slot nothing fills, so nothing is ever sent for it.
 fn installed(config: &Config, r: &InstallRecord) -> (TenantConfig, TenantInstall) {
-    let app = config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
+    let app =
+        config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
     let idle = if !r.is_installed() {
         Some(Idle::Uninstalled)
     } else if app.is_none() {

@@ -110,7 +110,10 @@ fn marketplace(shared: &Shared, parts: &Parts) -> Option<Response<SandboxBody>> 
     let bad = |why: &str| json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "bad_request", "message": why }));
     let env = shared.spec.environment.as_str();
     if path == "/marketplace" {
-        return Some(html(StatusCode::OK, marketplace::MarketplacePage { apps: &shared.spec.apps, environment: env }.render()));
+        return Some(html(
+            StatusCode::OK,
+            marketplace::MarketplacePage { apps: &shared.spec.apps, environment: env }.render(),
+        ));
     }
     let Some(app) = q.get("app").and_then(|a| shared.app(a)) else { return Some(bad("unknown app")) };
     let company = q.get("company").map(|c| c.trim().to_string()).unwrap_or_default();
@@ -123,8 +126,7 @@ fn marketplace(shared: &Shared, parts: &Parts) -> Option<Response<SandboxBody>> 
         "/marketplace/connect" => {
             {
                 let mut all = shared.installations.lock().expect("sandbox lock");
-                let inst =
-                    all.entry(company.clone()).or_insert_with(|| installation::Installation::new(&company, env));
+                let inst = all.entry(company.clone()).or_insert_with(|| installation::Installation::new(&company, env));
                 inst.status = "AUTHORIZED".into();
                 inst.error_code = None;
                 if q.get("organisation").is_some_and(|v| v == "1") {

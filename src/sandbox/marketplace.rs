@@ -141,8 +141,9 @@ mod tests {
         let signer = Signer::generate();
         let token = signer.handover("http://iss", "client-1", "c-1", "user-1", HANDOVER_TTL);
         let jwk = &signer.jwks()["keys"][0];
-        let key = jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
-            .unwrap();
+        let key =
+            jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+                .unwrap();
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         v.set_audience(&["client-1"]);
         v.set_issuer(&["http://iss"]);

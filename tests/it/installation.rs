@@ -101,7 +101,7 @@ async fn a_malformed_resource_gives_a_note_not_a_wrong_id() {
     let all = tenants(&kit).await;
     let initech = tenant(&all, "initech");
     assert_eq!(initech["company_id"], serde_json::Value::Null, "{initech}");
-    assert!(initech["note"].as_str().unwrap().contains("not a company URN"), "{initech}");
+    assert!(initech["note"].as_str().unwrap().contains("not a company or organisation URN"), "{initech}");
     assert_eq!(initech["state"], "connected", "the key works; only the id is unknown");
     assert_eq!(tenant(&all, "globex")["company_id"], "company-globex");
     kit.stop().await;

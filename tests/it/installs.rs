@@ -38,15 +38,12 @@ async fn an_oauth_install_from_the_marketplace_makes_a_tenant_that_serves_and_se
     assert_eq!(entry["installed_by"], format!("sandbox-user@{COMPANY}"));
 
     // Settings, from Pleo: then Disconnect.
-    let settings = b
-        .follow(&format!("http://{}/marketplace/settings?app=erp&company={COMPANY}", t.kit.production.addr))
-        .await;
+    let settings =
+        b.follow(&format!("http://{}/marketplace/settings?app=erp&company={COMPANY}", t.kit.production.addr)).await;
     assert_eq!(settings.status, 200, "{}", settings.body);
     assert_eq!(element(&settings.body, "status").as_deref(), Some("connected"));
     let csrf = csrf_of(&settings.body);
-    let after = b
-        .post(&format!("{}/settings/erp/disconnect", t.public_url), &t.public_url, &[("csrf", &csrf)])
-        .await;
+    let after = b.post(&format!("{}/settings/erp/disconnect", t.public_url), &t.public_url, &[("csrf", &csrf)]).await;
     assert_eq!(after.status, 200, "{}", after.body);
     assert_eq!(element(&after.body, "status").as_deref(), Some("uninstalled"));
     assert_eq!(t.kit.production.uninstalls(), vec![COMPANY.to_string()], "Pleo's DELETE was called");
@@ -125,9 +122,7 @@ async fn handover_tokens_that_do_not_verify_are_refused_and_counted() {
     let t = Installs::start().await;
     let sb = &t.kit.production;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let claims = |aud: &str, iss: &str, exp: u64| {
-        serde_json::json!({ "iss": iss, "sub": "mallory", "aud": aud, "exp": exp, "company_id": COMPANY })
-    };
+    let claims = |aud: &str, iss: &str, exp: u64| serde_json::json!({ "iss": iss, "sub": "mallory", "aud": aud, "exp": exp, "company_id": COMPANY });
     let kid = sb.signing_kid();
     let head = |alg: &str, kid: &str| serde_json::json!({ "alg": alg, "typ": "pleo_id+jwt", "kid": kid });
     // Another RSA key, claiming the sandbox's kid.
@@ -156,7 +151,10 @@ async fn handover_tokens_that_do_not_verify_are_refused_and_counted() {
         ("audience", sb.handover_token("another-app", COMPANY, "mallory", std::time::Duration::from_secs(300))),
         ("expired", sb.sign_handover(&claims(ERP_CLIENT, sb.issuer(), now - 120))),
         ("issuer", sb.sign_handover(&claims(ERP_CLIENT, "http://evil.example", now + 300))),
-        ("unknown_kid", forged(head("RS256", "not-a-kid"), claims(ERP_CLIENT, sb.issuer(), now + 300), |_| vec![1; 256])),
+        (
+            "unknown_kid",
+            forged(head("RS256", "not-a-kid"), claims(ERP_CLIENT, sb.issuer(), now + 300), |_| vec![1; 256]),
+        ),
         ("malformed", "not.a.jwt".to_string()),
     ];
     for (reason, token) in &cases {
@@ -180,7 +178,6 @@ async fn handover_tokens_that_do_not_verify_are_refused_and_counted() {
     // One fetch of the JWKS for all of that (and for the test's own read).
     assert_eq!(sb.jwks_fetches(), 2, "the gateway fetched once; unknown kids did not make it fetch again");
 }
-
 
 #[tokio::test]
 async fn a_company_other_than_the_handover_named_is_refused_and_nothing_is_stored() {
@@ -219,7 +216,8 @@ async fn two_installs_of_one_company_at_once_end_in_one_chain() {
     let (_, installs) = t.api(Method::GET, "/api/installs", "").await;
     assert_eq!(installs["installs"].as_array().unwrap().len(), 1, "{installs}");
     // The stored chain is whole and current: its refresh token is live, and it serves.
-    let stored = pleo_gateway::state::FileStore::new(t.kit.dir.path().join("state")).load_blocking(&tenant).unwrap().unwrap();
+    let stored =
+        pleo_gateway::state::FileStore::new(t.kit.dir.path().join("state")).load_blocking(&tenant).unwrap().unwrap();
     assert!(t.kit.production.is_live_refresh_token(stored.refresh_token.expose_secret()));
     let (status, _) = t.tenant_status(&tenant).await;
     assert_eq!(status, 200);
@@ -255,7 +253,11 @@ async fn nothing_secret_shows_in_pages_urls_logs_metrics_or_tenants() {
     // Each browser's URLs after Pleo's redirect to the Initiation URI (the
     // callback's `code` is Pleo's, single-use and spent by then: not checked there).
     let later = |v: &Vec<String>| -> Vec<String> {
-        v.iter().filter(|u| !u.contains("/marketplace/")).skip(1).map(|u| u.split("code=").next().unwrap().to_string()).collect()
+        v.iter()
+            .filter(|u| !u.contains("/marketplace/"))
+            .skip(1)
+            .map(|u| u.split("code=").next().unwrap().to_string())
+            .collect()
     };
     let after_first: Vec<String> = later(&b.visited).into_iter().chain(later(&k.visited)).collect();
     let texts: Vec<(&str, String)> = vec![
@@ -301,7 +303,11 @@ async fn installs_survive_a_restart_and_a_reload_that_drops_their_app_idles_them
     let Kit { gw, staging, production, client, dir, yaml } = kit;
     gw.shutdown().await;
     let gw = start_gateway(&yaml, dir.path()).await;
-    let t = Installs { connect: gw.connect_addr.unwrap(), kit: Kit { gw, staging, production, client, dir, yaml }, public_url };
+    let t = Installs {
+        connect: gw.connect_addr.unwrap(),
+        kit: Kit { gw, staging, production, client, dir, yaml },
+        public_url,
+    };
     assert_eq!(t.tenant_status(&erp).await.0, 200, "the OAuth install after a restart");
     assert_eq!(t.tenant_status(&ledger).await.0, 200, "the key install after a restart");
 
@@ -339,7 +345,9 @@ async fn an_organisation_installs_like_a_company_and_is_called_one() {
     assert_eq!((one["resource"].as_str(), one["company_id"].as_str()), (Some("organisation"), Some(org)));
     let metrics = admin_get(t.kit.gw.admin_addr, "/metrics").await.1;
     assert!(
-        metrics.contains("pleo_gateway_installed_tenants{app=\"ledger\",resource=\"organisation\",status=\"authorized\"} 1"),
+        metrics.contains(
+            "pleo_gateway_installed_tenants{app=\"ledger\",resource=\"organisation\",status=\"authorized\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -379,13 +387,23 @@ async fn pleo_revoking_an_install_reads_uninstalled_or_revoked_and_the_api_can_u
     t.kit.production.revoke_authorisations();
     let sb = &t.kit.production;
     eventually("invalid_grant", std::time::Duration::from_secs(10), || sb.token_stats().invalid_grant >= 1).await;
+    // The session takes the answer in: then the install reads revoked.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, one) = t.api(Method::GET, &format!("/api/installs/{tenant}"), "").await;
+        if one["state"] == "uninstalled_or_revoked" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{one}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (status, body) = t.tenant_status(&tenant).await;
     assert_eq!((status, body["error"].as_str()), (503, Some("credential_unavailable")), "{body}");
-    let (_, one) = t.api(Method::GET, &format!("/api/installs/{tenant}"), "").await;
-    assert_eq!(one["state"], "uninstalled_or_revoked", "{one}");
     let metrics = admin_get(t.kit.gw.admin_addr, "/metrics").await.1;
     assert!(
-        metrics.contains("pleo_gateway_installed_tenants{app=\"erp\",resource=\"company\",status=\"uninstalled_or_revoked\"} 1"),
+        metrics.contains(
+            "pleo_gateway_installed_tenants{app=\"erp\",resource=\"company\",status=\"uninstalled_or_revoked\"} 1"
+        ),
         "{metrics}"
     );
     // The operator cleans it up through the API (Pleo's DELETE finds the grant gone: fine).

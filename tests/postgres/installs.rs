@@ -35,7 +35,9 @@ async fn replica(pg: &Postgres, staging: &Sandbox, production: &Sandbox, port: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_on_one_replica_serves_through_the_others_within_a_second() {
-    let Some(pg) = Postgres::start("an_install_on_one_replica_serves_through_the_others_within_a_second") else { return };
+    let Some(pg) = Postgres::start("an_install_on_one_replica_serves_through_the_others_within_a_second") else {
+        return;
+    };
     let port = free_port();
     let (staging, production) = sandboxes(port, Duration::from_secs(900)).await;
     let (a, _da) = replica(&pg, &staging, &production, port).await;
@@ -54,9 +56,8 @@ async fn an_install_on_one_replica_serves_through_the_others_within_a_second() {
     assert_eq!(get(b.addr).await, 403, "not installed yet");
 
     let mut browser = Browser::default();
-    let done = browser
-        .follow(&format!("http://{}/marketplace/connect?app=erp&company={COMPANY}", production.addr))
-        .await;
+    let done =
+        browser.follow(&format!("http://{}/marketplace/connect?app=erp&company={COMPANY}", production.addr)).await;
     assert_eq!(done.status, 200, "{}", done.body);
     let installed = Instant::now();
     assert_eq!(get(a.addr).await, 200, "the replica that installed serves at once");
@@ -77,7 +78,8 @@ async fn an_install_on_one_replica_serves_through_the_others_within_a_second() {
     let form = k.follow(&href(&modal.body, "continue").unwrap()).await;
     let public_url = format!("http://127.0.0.1:{port}");
     let csrf = crate::support::connect::csrf_of(&form.body);
-    let done = k.post(&format!("{public_url}/install/ledger/key"), &public_url, &[("csrf", &csrf), ("key", &key)]).await;
+    let done =
+        k.post(&format!("{public_url}/install/ledger/key"), &public_url, &[("csrf", &csrf), ("key", &key)]).await;
     assert_eq!(done.status, 200, "{}", done.body);
     let installed = Instant::now();
     let ledger = format!("ledger-{company}");
@@ -89,7 +91,10 @@ async fn an_install_on_one_replica_serves_through_the_others_within_a_second() {
         if client.request(req).await.unwrap().status() == 200 {
             break;
         }
-        assert!(installed.elapsed() < Duration::from_secs(1), "the key install took longer than 1 s to reach a replica");
+        assert!(
+            installed.elapsed() < Duration::from_secs(1),
+            "the key install took longer than 1 s to reach a replica"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for g in [a, b, c] {

@@ -61,7 +61,9 @@ pub(super) fn apps(
                                 super::super::locate::render(auth_at.key("client_secret").segs())
                             ));
                         }
-                        src.resolve(base_dir).map_err(|e| found.push((auth_at.key("client_secret"), e.to_string()))).ok()
+                        src.resolve(base_dir)
+                            .map_err(|e| found.push((auth_at.key("client_secret"), e.to_string())))
+                            .ok()
                     }
                 };
                 client_id.zip(secret).map(|(client_id, client_secret)| AppAuth::OAuth2 { client_id, client_secret })
@@ -89,7 +91,10 @@ pub(super) fn apps(
             None | Some("on_connect") => true,
             Some("manual") => false,
             Some(other) => {
-                found.push((at.key("activate"), format!("`{other}` is not an activation (expected on_connect or manual)")));
+                found.push((
+                    at.key("activate"),
+                    format!("`{other}` is not an activation (expected on_connect or manual)"),
+                ));
                 true
             }
         };
@@ -118,14 +123,15 @@ pub(super) fn apps(
             if let Some(other) = templates.insert(t.to_string(), name.clone()) {
                 found.push((
                     at.key("tenant_name"),
-                    format!("`{t}` is also app `{other}`'s template: one company's installs of both would share a tenant"),
+                    format!(
+                        "`{t}` is also app `{other}`'s template: one company's installs of both would share a tenant"
+                    ),
                 ));
             }
         }
         let h_at = at.key("handover");
-        let jwks_url = url(&a.handover.jwks_url, h_at.key("jwks_url"), found).map(|b| {
-            format!("{b}").parse::<Uri>().expect("a validated URL parses")
-        });
+        let jwks_url = url(&a.handover.jwks_url, h_at.key("jwks_url"), found)
+            .map(|b| format!("{b}").parse::<Uri>().expect("a validated URL parses"));
         if a.handover.issuer.is_empty() || a.handover.issuer.chars().any(char::is_control) {
             found.push((h_at.key("issuer"), "expected the issuer (`iss`) Pleo's handover tokens carry".into()));
         }

@@ -12,6 +12,10 @@
 //! - Every form carries a CSRF token bound to the visit cookie, and the
 //!   origin checks of connect links apply.
 
+// The error of these helpers is the page that says why: made once per
+// refused form, never on the proxy's path, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,13 +140,21 @@ fn set_cookie(resp: &mut Page, cookie: &str) {
 impl Portal {
     fn sealer_or_page(&self) -> Result<&Sealer, Page> {
         self.connections.sealer().ok_or_else(|| {
-            self.problem(StatusCode::SERVICE_UNAVAILABLE, "Not available", "The gateway has no encryption key configured.")
+            self.problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not available",
+                "The gateway has no encryption key configured.",
+            )
         })
     }
 
     fn app_or_page(&self, name: &str) -> Result<Arc<App>, Page> {
         self.installs.app(name).ok_or_else(|| {
-            self.problem(StatusCode::NOT_FOUND, "Page not found", "There is no app of that name here. Open it from Pleo.")
+            self.problem(
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "There is no app of that name here. Open it from Pleo.",
+            )
         })
     }
 
@@ -161,7 +173,9 @@ impl Portal {
                 set_cookie(&mut resp, &visit.cookie(sealer, &self.public_url));
                 resp
             }
-            Err(why) => self.problem(StatusCode::UNAUTHORIZED, "This link from Pleo cannot be used", refusal_words(why)),
+            Err(why) => {
+                self.problem(StatusCode::UNAUTHORIZED, "This link from Pleo cannot be used", refusal_words(why))
+            }
         }
     }
 
@@ -252,10 +266,17 @@ impl Portal {
     }
 
     /// A form post's fields, after the origin, visit and CSRF checks.
-    async fn install_form(&self, sealer: &Sealer, app: &str, req: Request<Incoming>) -> Result<(Visit, Vec<(String, String)>), Page> {
+    async fn install_form(
+        &self,
+        sealer: &Sealer,
+        app: &str,
+        req: Request<Incoming>,
+    ) -> Result<(Visit, Vec<(String, String)>), Page> {
         let forbidden = |msg: &str| self.problem(StatusCode::FORBIDDEN, "This form cannot be used", msg);
         if !self.same_origin(req.headers()) {
-            return Err(forbidden("The form was sent from another site. Open the app from Pleo again and use the form there."));
+            return Err(forbidden(
+                "The form was sent from another site. Open the app from Pleo again and use the form there.",
+            ));
         }
         let Some(visit) = Visit::read(sealer, req.headers(), app) else {
             return Err(forbidden("This page has expired. Open the app from Pleo again."));
@@ -274,7 +295,11 @@ impl Portal {
             (Err(p), _) | (_, Err(p)) => return p,
         };
         if app.config.model() != AuthModel::IntegratedApiKey {
-            return self.problem(StatusCode::CONFLICT, "This form cannot be used", "This app does not take an API key.");
+            return self.problem(
+                StatusCode::CONFLICT,
+                "This form cannot be used",
+                "This app does not take an API key.",
+            );
         }
         let (visit, fields) = match self.install_form(sealer, name, req).await {
             Ok(x) => x,
@@ -285,7 +310,8 @@ impl Portal {
             Ok(done) => self.installed_page(&app, &done),
             Err(f) if f.result == "mismatch" => self.failed_page(&f),
             Err(f) => {
-                let status = if f.result == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_GATEWAY };
+                let status =
+                    if f.result == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_GATEWAY };
                 self.key_page(&app, &visit, sealer, status, Some(f.message))
             }
         }
@@ -322,14 +348,18 @@ impl Portal {
         let routes = self.routes.load();
         let install = record.map(|r| {
             let tenant = routes.tenants.get(r.tenant.as_str());
-            let resource = crate::pleo::installation::parse_resource(&r.resource).map_or("company", |(k, _)| k.as_str());
+            let resource =
+                crate::pleo::installation::parse_resource(&r.resource).map_or("company", |(k, _)| k.as_str());
             InstallView {
                 company_id: visit.company_id.clone(),
                 resource,
                 environment: r.environment.clone(),
                 state: state_of(&r, tenant.map(|t| &**t)).to_string(),
                 installation: r.status.clone(),
-                error_meaning: r.error_code.as_deref().map(|c| crate::pleo::installation::explain_error_code(c).to_string()),
+                error_meaning: r
+                    .error_code
+                    .as_deref()
+                    .map(|c| crate::pleo::installation::explain_error_code(c).to_string()),
                 since: when(r.installed_at_ms),
                 last_check: Some(when(r.updated_at_ms)),
                 last_error: r.last_error.clone(),
@@ -385,10 +415,17 @@ impl Portal {
             Err(p) => return p,
         };
         let Some(record) = self.installs.of_company(&app, &visit.company_id) else {
-            return self.settings_view(sealer, &app, &visit, Some("Nothing to disconnect: the app is not installed.".into()));
+            return self.settings_view(
+                sealer,
+                &app,
+                &visit,
+                Some("Nothing to disconnect: the app is not installed.".into()),
+            );
         };
         let notice = match self.installs.uninstall(&record.tenant, &Actor::Settings(visit.user.clone())).await {
-            Ok(_) => format!("{} is disconnected: Pleo revoked its access and the gateway forgot its credentials.", app.name),
+            Ok(_) => {
+                format!("{} is disconnected: Pleo revoked its access and the gateway forgot its credentials.", app.name)
+            }
             Err(f) => f.message,
         };
         self.settings_view(sealer, &app, &visit, Some(notice))

@@ -398,8 +398,10 @@ impl PostgresStore {
                 }
             }
             // A missed install notification is caught here: one row of summary.
-            let summary = client
-                .query_one("SELECT count(*)::text || ' ' || coalesce(max(updated_at)::text, '') FROM pleo_gateway_installs", &[]);
+            let summary = client.query_one(
+                "SELECT count(*)::text || ' ' || coalesce(max(updated_at)::text, '') FROM pleo_gateway_installs",
+                &[],
+            );
             if let Ok(Ok(row)) = tokio::time::timeout(self.op_timeout, summary).await {
                 let now: String = row.get(0);
                 if installs_seen.as_ref().is_some_and(|s| *s != now) {

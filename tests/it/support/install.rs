@@ -81,8 +81,8 @@ pub async fn sandboxes(port: u16, token_ttl: std::time::Duration) -> (Sandbox, S
     let public_url = format!("http://127.0.0.1:{port}");
     let staging: SandboxSpec =
         staging_spec().app(market("ledger", LEDGER_CLIENT, AuthModel::IntegratedApiKey, &public_url), None);
-    let mut production: SandboxSpec = production_spec()
-        .app(market("erp", ERP_CLIENT, AuthModel::OAuth2, &public_url), Some(Secret::new(ERP_SECRET)));
+    let mut production: SandboxSpec =
+        production_spec().app(market("erp", ERP_CLIENT, AuthModel::OAuth2, &public_url), Some(Secret::new(ERP_SECRET)));
     production.access_token_ttl = token_ttl;
     (sandbox(staging).await, sandbox(production).await)
 }
@@ -193,7 +193,11 @@ impl Browser {
     /// Posts a form to `url` as a page of `origin` would, then follows redirects.
     pub async fn post(&mut self, url: &str, origin: &str, fields: &[(&str, &str)]) -> Answer {
         let body = super::connect::form(fields);
-        let headers = [("content-type", "application/x-www-form-urlencoded"), ("origin", origin), ("sec-fetch-site", "same-origin")];
+        let headers = [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", origin),
+            ("sec-fetch-site", "same-origin"),
+        ];
         let a = self.request(Method::POST, url, &headers, &body).await;
         match a.headers.get(header::LOCATION) {
             Some(l) if a.status.is_redirection() => self.follow(&absolute(url, l.to_str().unwrap())).await,
