@@ -42,7 +42,26 @@ async fn an_oauth_install_from_the_marketplace_makes_a_tenant_that_serves_and_se
         b.follow(&format!("http://{}/marketplace/settings?app=erp&company={COMPANY}", t.kit.production.addr)).await;
     assert_eq!(settings.status, 200, "{}", settings.body);
     assert_eq!(element(&settings.body, "status").as_deref(), Some("connected"));
+    crate::support::connect::assert_page_headers(&settings);
     let csrf = csrf_of(&settings.body);
+    // Reconnect: a new consent replaces the chain (one company, one chain).
+    let again = b.post(&format!("{}/settings/erp/reconnect", t.public_url), &t.public_url, &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(element(&again.body, "status").as_deref(), Some("Connected"));
+    assert_eq!(t.kit.production.token_stats().code_exchanges, 2);
+    assert_eq!(t.tenant_status(&tenant).await.0, 200);
+    // A Settings form from another site is refused.
+    let mut mallory = Browser { cookies: b.cookies.clone(), ..Browser::default() };
+    let forged = mallory
+        .request(
+            Method::POST,
+            &format!("{}/settings/erp/disconnect", t.public_url),
+            &[("content-type", "application/x-www-form-urlencoded"), ("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")],
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(t.kit.production.uninstalls().is_empty());
     let after = b.post(&format!("{}/settings/erp/disconnect", t.public_url), &t.public_url, &[("csrf", &csrf)]).await;
     assert_eq!(after.status, 200, "{}", after.body);
     assert_eq!(element(&after.body, "status").as_deref(), Some("uninstalled"));
@@ -78,6 +97,7 @@ async fn an_integrated_key_install_takes_a_wrong_key_then_the_right_one() {
     let form = b.follow(&next).await;
     assert_eq!(form.status, 200, "{}", form.body);
     assert!(form.body.contains("type=\"password\""));
+    crate::support::connect::assert_page_headers(&form);
     assert!(!form.body.contains(&key));
     let csrf = csrf_of(&form.body);
     let url = format!("{}/install/ledger/key", t.public_url);
@@ -164,6 +184,10 @@ async fn handover_tokens_that_do_not_verify_are_refused_and_counted() {
         assert!(a.headers.get(header::SET_COOKIE).is_none(), "{reason}: no visit begins");
         assert!(!a.body.contains(token.as_str()), "{reason}: the token is not echoed");
     }
+    // Settings without a verified handover: nothing shown.
+    let a = Browser::default().get(&format!("{}/settings/erp", t.public_url)).await;
+    assert_eq!(a.status, 401);
+    assert!(a.body.contains("Open this page from Pleo"));
     // Within the 60 s of skew, an expiry just past still verifies (and `pleo_id` is read too).
     let mut b = Browser::default();
     let skewed = sb.sign_handover(&claims(ERP_CLIENT, sb.issuer(), now - 20));
