@@ -181,11 +181,14 @@ async fn main() {
         install_url: format!("{public0}/install/{name}"),
         settings_url: format!("{public0}/settings/{name}"),
     };
-    let staging = Sandbox::spawn(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        SandboxSpec::new(Environment::Staging).app(market("ledger", "ledger-app", AuthModel::IntegratedApiKey), None),
-        None,
-    );
+    // The stand-in knows the seeded keys, so each replica's first credential
+    // checks (one per key install, 16 at a time) find them connected.
+    let mut staging_spec =
+        SandboxSpec::new(Environment::Staging).app(market("ledger", "ledger-app", AuthModel::IntegratedApiKey), None);
+    for i in (1..installs).step_by(2) {
+        staging_spec = staging_spec.api_key(&format!("ik_seeded_{i}_0123456789"), &company(i));
+    }
+    let staging = Sandbox::spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), staging_spec, None);
     let production = Sandbox::spawn(
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         SandboxSpec::new(Environment::Production)
