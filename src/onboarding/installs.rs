@@ -97,9 +97,13 @@ pub fn state_of(record: &InstallRecord, tenant: Option<&crate::proxy::routes::Te
     if tenant.install.as_ref().and_then(|i| i.idle) == Some(crate::proxy::routes::Idle::AppRemoved) {
         return "app_removed";
     }
-    match tenant.credential.state() {
-        "reauthorization_required" => "uninstalled_or_revoked",
-        other => other,
+    match &tenant.credential {
+        // An installed key: what Pleo said about it last (connected, rejected, ...).
+        crate::credential::Credential::Connected { slot } if slot.get().is_some() => tenant.check.state().as_str(),
+        c => match c.state() {
+            "reauthorization_required" => "uninstalled_or_revoked",
+            other => other,
+        },
     }
 }
 

@@ -56,7 +56,11 @@ async fn an_oauth_install_from_the_marketplace_makes_a_tenant_that_serves_and_se
         .request(
             Method::POST,
             &format!("{}/settings/erp/disconnect", t.public_url),
-            &[("content-type", "application/x-www-form-urlencoded"), ("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")],
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", "http://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
             &format!("csrf={csrf}"),
         )
         .await;
