@@ -404,14 +404,19 @@ impl Portal {
         }
     }
 
+    /// A Settings form: the app, and the verified visit it was posted in.
+    async fn settings_form(&self, name: &str, req: Request<Incoming>) -> Result<(&Sealer, Arc<App>, Visit), Page> {
+        let sealer = self.sealer_or_page()?;
+        let app = self.app_or_page(name)?;
+        match self.install_form(sealer, name, req).await? {
+            (v, _) if !v.company_id.is_empty() => Ok((sealer, app, v)),
+            _ => Err(self.needs_handover()),
+        }
+    }
+
     pub(super) async fn settings_disconnect(&self, name: &str, req: Request<Incoming>) -> Page {
-        let (sealer, app) = match (self.sealer_or_page(), self.app_or_page(name)) {
-            (Ok(s), Ok(a)) => (s, a),
-            (Err(p), _) | (_, Err(p)) => return p,
-        };
-        let visit = match self.install_form(sealer, name, req).await {
-            Ok((v, _)) if !v.company_id.is_empty() => v,
-            Ok(_) => return self.needs_handover(),
+        let (sealer, app, visit) = match self.settings_form(name, req).await {
+            Ok(x) => x,
             Err(p) => return p,
         };
         let Some(record) = self.installs.of_company(&app, &visit.company_id) else {
@@ -432,13 +437,8 @@ impl Portal {
     }
 
     pub(super) async fn settings_reconnect(&self, name: &str, req: Request<Incoming>) -> Page {
-        let (sealer, app) = match (self.sealer_or_page(), self.app_or_page(name)) {
-            (Ok(s), Ok(a)) => (s, a),
-            (Err(p), _) | (_, Err(p)) => return p,
-        };
-        let visit = match self.install_form(sealer, name, req).await {
-            Ok((v, _)) if !v.company_id.is_empty() => v,
-            Ok(_) => return self.needs_handover(),
+        let (sealer, app, visit) = match self.settings_form(name, req).await {
+            Ok(x) => x,
             Err(p) => return p,
         };
         match app.config.model() {
