@@ -92,6 +92,8 @@ pub struct KeyRefusal {
 pub struct KeyConnected {
     pub masked: String,
     pub company_id: Option<String>,
+    /// Whether `company_id` is a company's or an organisation's.
+    pub resource: Option<crate::pleo::installation::Resource>,
     pub rotated: bool,
 }
 
@@ -336,7 +338,7 @@ impl Onboarding {
         let result = if rotated { "rotated" } else { "connected" };
         self.count(tenant.model, result);
         audit("connect_key", &tenant.id, by, result);
-        Ok(KeyConnected { masked: record.masked, company_id: detail.company_id, rotated })
+        Ok(KeyConnected { masked: record.masked, company_id: detail.company_id, resource: detail.resource, rotated })
     }
 
     /// Removes `tenant`'s connection: its key leaves service and the store

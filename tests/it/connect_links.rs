@@ -454,3 +454,27 @@ async fn the_link_command_makes_lists_and_revokes_links_a_running_gateway_serves
     assert_eq!(code, Some(64), "{out}");
     s.kit.stop().await;
 }
+
+/// A key whose installation is an organisation's (a multi-entity customer):
+/// the page and `/tenants` say organisation, for a connect link and for a
+/// key in the config alike.
+#[tokio::test]
+async fn an_organisation_key_is_called_an_organisation_on_a_link_and_in_tenants() {
+    let s = setup().await;
+    s.kit.staging.set_installation_resource("company-hooli", "urn:pleo:organization:org-hooli");
+    s.kit.staging.set_installation_resource("company-globex", "urn:pleo:organization:org-globex");
+    let link = s.new_link("hooli").await;
+    let p = page(&link).await;
+    let ok = post_form(&format!("{link}/key"), &[("csrf", &csrf_of(&p.body)), ("key", HOOLI_KEY)], &[]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("Organisation id") && ok.body.contains("org-hooli"), "{}", ok.body);
+    s.kit.gw.recheck_all().await;
+    let (_, tenants) = s.api(Method::GET, "/tenants", "").await;
+    let of = |name: &str| tenants["tenants"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+    assert_eq!(
+        (of("globex")["resource"].as_str(), of("globex")["company_id"].as_str()),
+        (Some("organisation"), Some("org-globex"))
+    );
+    assert_eq!(of("hooli")["resource"], "organisation");
+    s.kit.stop().await;
+}

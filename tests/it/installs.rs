@@ -489,3 +489,23 @@ async fn check_and_explain_show_installed_tenants_without_a_credential() {
     assert!(text.contains(&tenant) && text.contains("integrated_api_key"), "{text}");
     assert!(!text.contains(&key));
 }
+
+#[tokio::test]
+async fn a_denied_consent_stores_nothing() {
+    let t = Installs::start().await;
+    let mut b = Browser::default();
+    let token = t.kit.production.handover_token(ERP_CLIENT, COMPANY, "alice", std::time::Duration::from_secs(300));
+    assert_eq!(b.get(&format!("{}/install/erp?pleo_id_token={token}", t.public_url)).await.status, 303);
+    let to_pleo = b.get(&format!("{}/install/erp", t.public_url)).await;
+    let authorize = to_pleo.headers[header::LOCATION].to_str().unwrap().to_string();
+    // The customer presses Deny on Pleo's consent screen.
+    let query = authorize.split_once('?').unwrap().1;
+    let denied = b.follow(&format!("http://{}/oauth/consent?decision=deny&{query}", t.kit.production.addr)).await;
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    assert!(denied.body.contains("chose not to give access"), "{}", denied.body);
+    let (_, installs) = t.api(Method::GET, "/api/installs", "").await;
+    assert_eq!(installs["installs"], serde_json::json!([]));
+    assert!(!t.kit.dir.path().join("state").join(format!("erp-{COMPANY}.json")).exists());
+    let metrics = admin_get(t.kit.gw.admin_addr, "/metrics").await.1;
+    assert!(metrics.contains("pleo_gateway_installs_total{app=\"erp\",result=\"denied\"} 1"), "{metrics}");
+}

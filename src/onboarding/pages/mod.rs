@@ -336,6 +336,7 @@ impl Portal {
                     tenant: &tenant.id,
                     environment: tenant.environment.as_str(),
                     company_id: done.company_id,
+                    organisation: done.resource == Some(crate::pleo::installation::Resource::Organisation),
                     masked: Some(done.masked),
                 }
                 .render(),
@@ -521,9 +522,12 @@ impl Portal {
         }
         self.connections.count(AuthModel::OAuth2, "connected");
         crate::onboarding::audit("connect_oauth", &tenant.id, by, "connected");
-        let company_id = match bearer {
-            Some(b) => crate::credential::check::check_key(&b, &tenant.upstream).await.1.company_id,
-            None => None,
+        let (company_id, resource) = match bearer {
+            Some(b) => {
+                let d = crate::credential::check::check_key(&b, &tenant.upstream).await.1;
+                (d.company_id, d.resource)
+            }
+            None => (None, None),
         };
         page(
             StatusCode::OK,
@@ -532,6 +536,7 @@ impl Portal {
                 tenant: &tenant.id,
                 environment: tenant.environment.as_str(),
                 company_id,
+                organisation: resource == Some(crate::pleo::installation::Resource::Organisation),
                 masked: None,
             }
             .render(),

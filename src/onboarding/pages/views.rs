@@ -26,6 +26,8 @@ pub struct ConnectedPage<'a> {
     pub tenant: &'a str,
     pub environment: &'a str,
     pub company_id: Option<String>,
+    /// `company_id` names an organisation (a multi-entity customer).
+    pub organisation: bool,
     pub masked: Option<String>,
 }
 
