@@ -306,7 +306,6 @@ impl Installs {
         };
         if let Some(v) = visitor {
             if !v.company_id.eq_ignore_ascii_case(&company) {
-                self.count(&app.name, "mismatch");
                 tracing::warn!(app = %app.name, "install refused: Pleo reports another company than the handover named");
                 return Err(failed(
                     "mismatch",
@@ -320,7 +319,35 @@ impl Installs {
     }
 
     /// An OAuth install: the code Pleo sent back, exchanged and stored.
+    /// Every failure is counted under its result.
     pub async fn complete_oauth(
+        &self,
+        app: &App,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        visitor: Option<&Visitor>,
+    ) -> Result<Installed, Failed> {
+        let out = self.oauth_install(app, code, verifier, redirect_uri, visitor).await;
+        self.count_failure(app, &out);
+        out
+    }
+
+    /// An integrated-key install: the key the customer pasted, checked with
+    /// Pleo, sealed and stored. Every failure is counted under its result.
+    pub async fn complete_key(&self, app: &App, key: &Secret, visitor: Option<&Visitor>) -> Result<Installed, Failed> {
+        let out = self.key_install(app, key, visitor).await;
+        self.count_failure(app, &out);
+        out
+    }
+
+    fn count_failure(&self, app: &App, out: &Result<Installed, Failed>) {
+        if let Err(f) = out {
+            self.count(&app.name, f.result);
+        }
+    }
+
+    async fn oauth_install(
         &self,
         app: &App,
         code: &str,
@@ -371,15 +398,12 @@ impl Installs {
         Ok(self.finish(app, record, company, resource, None).await)
     }
 
-    /// An integrated-key install: the key the customer pasted, checked with
-    /// Pleo, sealed and stored.
-    pub async fn complete_key(&self, app: &App, key: &Secret, visitor: Option<&Visitor>) -> Result<Installed, Failed> {
+    async fn key_install(&self, app: &App, key: &Secret, visitor: Option<&Visitor>) -> Result<Installed, Failed> {
         let Some(sealer) = self.onboarding.sealer() else {
             return Err(failed("error", "store.encryption_key is not configured; nothing was saved."));
         };
         let key_text = key.expose_secret().trim();
         if !crate::secret::is_header_safe(key_text) || key_text.is_empty() || key_text.len() > 4096 {
-            self.count(&app.name, "rejected");
             return Err(failed(
                 "rejected",
                 "That is not an API key: paste the whole key, without spaces or line breaks. Nothing was saved.",
@@ -391,10 +415,7 @@ impl Installs {
             .map_err(|_| failed("rejected", "That is not an API key. Nothing was saved."))?;
         let env = app.config.environment.as_str();
         let (state, detail) = check_key(&header, &app.upstream).await;
-        let refused = |result: &'static str, message: String| {
-            self.count(&app.name, result);
-            Err(failed(result, message))
-        };
+        let refused = |result: &'static str, message: String| Err(failed(result, message));
         match state {
             CheckState::Connected => {}
             CheckState::Rejected => {
