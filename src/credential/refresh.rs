@@ -192,6 +192,13 @@ impl OAuthSession {
         self.retired.load(Ordering::Acquire)
     }
 
+    /// When the access token in use was obtained (the last refresh or
+    /// consent), in Unix milliseconds; `None` before the first.
+    pub fn obtained_at_ms(&self) -> Option<u64> {
+        let ago = Instant::now().saturating_duration_since(self.current.load().obtained_at?);
+        Some(crate::state::unix_now_ms().saturating_sub(ago.as_millis() as u64))
+    }
+
     pub fn current(&self) -> Arc<Current> {
         self.current.load_full()
     }

@@ -208,6 +208,8 @@ mod installs {
         c.wait().for_element(Locator::Css("h1#status")).await.unwrap();
         assert_eq!(heading(&c).await, "Connected");
         assert_eq!(c.find(Locator::Id("company")).await.unwrap().text().await.unwrap(), COMPANY);
+        let at = c.current_url().await.unwrap().to_string();
+        assert!(at.ends_with("/install/erp/done") && !at.contains("code="), "a clean URL: {at}");
         look(&c, "install-connected").await;
         let tenant = format!("erp-{COMPANY}");
         assert_eq!(t.tenant_status(&tenant).await.0, 200, "the new tenant serves");
@@ -218,6 +220,7 @@ mod installs {
         c.wait().for_element(Locator::Id("disconnect")).await.unwrap();
         let source = look(&c, "install-settings").await;
         assert!(source.contains("ACTIVATED"), "the installation's status");
+        assert!(source.contains("id=\"checked\""), "the last refresh");
         c.find(Locator::Id("disconnect")).await.unwrap().click().await.unwrap();
         c.wait().for_element(Locator::Id("problem")).await.unwrap();
         assert_eq!(c.find(Locator::Id("status")).await.unwrap().text().await.unwrap(), "uninstalled");

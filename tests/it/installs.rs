@@ -24,6 +24,10 @@ async fn an_oauth_install_from_the_marketplace_makes_a_tenant_that_serves_and_se
     let with_token: Vec<&String> = b.visited.iter().filter(|u| u.contains("pleo_id_token")).collect();
     assert_eq!(with_token.len(), 1, "{:?}", b.visited);
     assert!(with_token[0].contains("/install/erp?"));
+    // The result is shown at a clean URL: the spent code does not stay in the address bar.
+    assert_eq!(b.visited.last().unwrap(), &format!("{}/install/erp/done", t.public_url));
+    let elsewhere = Browser::default().get(&format!("{}/install/erp/done", t.public_url)).await;
+    assert_eq!(elsewhere.status, 404, "another browser sees nothing there");
 
     let tenant = format!("erp-{COMPANY}");
     let (status, echo) = t.tenant_status(&tenant).await;

@@ -104,6 +104,31 @@ impl Visit {
     }
 }
 
+const DONE: &str = "pleo_gateway_installed";
+
+/// The cookie that carries an install's result to `/install/<app>/done`:
+/// the tenant and an expiry, signed; nothing secret.
+fn done_cookie(sealer: &Sealer, app: &str, tenant: &str, public_url: &str) -> String {
+    let until = (unix_now_ms() / 1000 + 300).to_string();
+    let mac = sealer.sign("installed", &[app, tenant, &until]);
+    let secure = if public_url.starts_with("https://") { "; Secure" } else { "" };
+    format!("{DONE}={tenant}.{until}.{mac}; Path=/install/{app}/done; Max-Age=300; HttpOnly; SameSite=Lax{secure}")
+}
+
+fn read_done(sealer: &Sealer, headers: &HeaderMap, app: &str) -> Option<String> {
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(DONE).and_then(|r| r.strip_prefix('=')))
+        .next_back()?;
+    let mut parts = value.rsplitn(3, '.');
+    let (mac, until, tenant) = (parts.next()?, parts.next()?, parts.next()?);
+    let fresh = until.parse::<u64>().ok()? > unix_now_ms() / 1000;
+    (fresh && sealer.verify("installed", &[app, tenant, until], mac)).then(|| tenant.to_string())
+}
+
 /// The handover token in a URL's query, if any.
 fn handover_token(req: &Request<Incoming>) -> Option<String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
@@ -337,9 +362,50 @@ impl Portal {
         };
         let redirect_uri = format!("{}/oauth/callback", self.public_url);
         match self.installs.complete_oauth(&app, &code, &back.verifier, &redirect_uri, visitor.as_ref()).await {
-            Ok(done) => self.installed_page(&app, &done),
+            // Post/redirect/get: the result is shown at a clean URL, so the
+            // (spent) code does not stay in the address bar or history.
+            Ok(done) => match self.connections.sealer() {
+                Some(sealer) => {
+                    let mut resp = redirect(&format!("/install/{}/done", app.name));
+                    set_cookie(&mut resp, &done_cookie(sealer, &app.name, &done.tenant, &self.public_url));
+                    resp
+                }
+                None => self.installed_page(&app, &done),
+            },
             Err(f) => self.failed_page(&f),
         }
+    }
+
+    /// `GET /install/<app>/done`: the result of the install this browser just made.
+    pub(super) async fn install_done(&self, name: &str, req: Request<Incoming>) -> Page {
+        let (sealer, app) = match (self.sealer_or_page(), self.app_or_page(name)) {
+            (Ok(s), Ok(a)) => (s, a),
+            (Err(p), _) | (_, Err(p)) => return p,
+        };
+        let record = read_done(sealer, req.headers(), name).and_then(|tenant| self.installs.find(&tenant));
+        let Some(r) = record.filter(|r| r.app == app.name && r.is_installed()) else {
+            return self.problem(
+                StatusCode::NOT_FOUND,
+                "Nothing to show here",
+                "This page shows an install made in this browser a moment ago. Open the app from Pleo to install it.",
+            );
+        };
+        let (resource, company_id) = crate::pleo::installation::parse_resource(&r.resource)
+            .map_or(("company", String::new()), |(k, id)| (k.as_str(), id.to_string()));
+        page(
+            StatusCode::OK,
+            InstalledPage {
+                integration: &self.integration,
+                app: &app.name,
+                environment: app.config.environment.as_str(),
+                resource,
+                company_id: &company_id,
+                status: &r.status,
+                masked: None,
+            }
+            .render(),
+            None,
+        )
     }
 
     /// The Settings page's view of `app`'s install for the visitor's company.
@@ -361,7 +427,7 @@ impl Portal {
                     .as_deref()
                     .map(|c| crate::pleo::installation::explain_error_code(c).to_string()),
                 since: when(r.installed_at_ms),
-                last_check: Some(when(r.updated_at_ms)),
+                last_check: tenant.and_then(|t| last_check_ms(t)).or(Some(r.updated_at_ms)).map(when),
                 last_error: r.last_error.clone(),
                 installed: r.is_installed(),
             }
@@ -446,6 +512,15 @@ impl Portal {
             _ => self.key_page(&app, &visit, sealer, StatusCode::OK, None),
         }
     }
+}
+
+/// The tenant's last OAuth refresh (or consent), or its key's last check with Pleo.
+fn last_check_ms(t: &crate::proxy::routes::Tenant) -> Option<u64> {
+    if let Some(session) = t.credential.session() {
+        return session.obtained_at_ms();
+    }
+    let ago = std::time::Instant::now().saturating_duration_since(t.check.checked_at()?);
+    Some(unix_now_ms().saturating_sub(ago.as_millis() as u64))
 }
 
 fn origin_of(u: &http::Uri) -> Option<String> {

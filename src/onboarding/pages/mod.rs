@@ -83,6 +83,7 @@ impl Portal {
             (Method::GET, ["oauth", "callback"]) => self.oauth_callback(req).await,
             (Method::GET | Method::HEAD, ["install", app]) => self.install_page(app, req).await,
             (Method::POST, ["install", app, "key"]) => self.install_key(app, req).await,
+            (Method::GET | Method::HEAD, ["install", app, "done"]) => self.install_done(app, req).await,
             (Method::GET | Method::HEAD, ["settings", app]) => self.settings_page(app, req).await,
             (Method::POST, ["settings", app, "disconnect"]) => self.settings_disconnect(app, req).await,
             (Method::POST, ["settings", app, "reconnect"]) => self.settings_reconnect(app, req).await,
