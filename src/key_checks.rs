@@ -61,7 +61,9 @@ pub fn spawn(
 ) -> (watch::Receiver<Option<Summary>>, tokio::task::AbortHandle) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
-        let first = pass(&routes, |t| all || t.check.checked_at().is_none()).await;
+        // `all` (a start): every key in the config; installed keys keep the
+        // check they had when installed (the schedule asks again later).
+        let first = pass(&routes, |t| (all && t.install.is_none()) || t.check.checked_at().is_none()).await;
         count_installations(&routes, &metrics);
         log(&first);
         let _ = tx.send(Some(first));

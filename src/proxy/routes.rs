@@ -122,6 +122,38 @@ fn installed(config: &Config, r: &InstallRecord) -> (TenantConfig, TenantInstall
     (t, install)
 }
 
+/// An installed key was checked with Pleo when it was installed: a new
+/// routing table (a start, a replica taking up an install) takes that
+/// answer from the record instead of asking Pleo again for every install at
+/// once; the checks' schedule asks again in its own time, spread out.
+fn trust_install_check(tenant: &Tenant) {
+    let Some(install) = &tenant.install else { return };
+    let r = &install.record;
+    let connected = matches!(&tenant.credential, Credential::Connected { slot } if slot.get().is_some());
+    if install.idle.is_some() || !connected || tenant.check.checked_at().is_some() {
+        return;
+    }
+    use crate::config::model::InstallationStatus as S;
+    use crate::credential::check::CheckState;
+    let status = S::parse(&r.status);
+    // As `check_key` reads a status: not active yet is still usable; inactive is not.
+    let state = match status {
+        S::Activated | S::Authorized | S::PendingIntegration => CheckState::Connected,
+        S::Inactive | S::Error => CheckState::Degraded,
+        S::Unknown => return,
+    };
+    let Some((resource, id)) = crate::pleo::installation::parse_resource(&r.resource) else { return };
+    let detail = crate::credential::check::Detail {
+        company_id: Some(id.to_string()),
+        resource: Some(resource),
+        installation: Some(status),
+        error_code: r.error_code.clone(),
+        note: Some("as checked when it was installed".into()),
+        ..Default::default()
+    };
+    tenant.check.set(state, detail);
+}
+
 /// A rewrite rule ready to apply.
 #[derive(Debug)]
 pub struct Rewrite {
@@ -229,6 +261,7 @@ impl Routes {
             }
             let (t, install) = installed(config, record);
             let (id, tenant) = build(&record.tenant, &t, Some(install));
+            trust_install_check(&tenant);
             tenants.insert(id, tenant);
         }
         metrics.migration.set_max_templates(config.max_not_found_templates);

@@ -334,7 +334,14 @@ async fn installs_survive_a_restart_and_a_reload_that_drops_their_app_idles_them
     let Installs { kit, connect: _, public_url } = t;
     let Kit { gw, staging, production, client, dir, yaml } = kit;
     gw.shutdown().await;
+    let checks = staging.credential_checks();
     let gw = start_gateway(&yaml, dir.path()).await;
+    gw.credential_check().await;
+    assert_eq!(
+        staging.credential_checks() - checks,
+        2,
+        "the start checks the config's two keys; the installed key keeps its install-time check"
+    );
     let t = Installs {
         connect: gw.connect_addr.unwrap(),
         kit: Kit { gw, staging, production, client, dir, yaml },
