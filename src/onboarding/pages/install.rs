@@ -84,13 +84,7 @@ impl Visit {
     }
 
     fn read(sealer: &Sealer, headers: &HeaderMap, app: &str) -> Option<Visit> {
-        let value = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(VISIT).and_then(|r| r.strip_prefix('=')))
-            .next_back()?;
+        let value = super::cookies(headers, VISIT).next_back()?;
         let (payload, mac) = value.rsplit_once('.')?;
         if payload.len() > 4096 || !sealer.verify("visit", &[payload], mac) {
             return None;
@@ -116,13 +110,7 @@ fn done_cookie(sealer: &Sealer, app: &str, tenant: &str, public_url: &str) -> St
 }
 
 fn read_done(sealer: &Sealer, headers: &HeaderMap, app: &str) -> Option<String> {
-    let value = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(DONE).and_then(|r| r.strip_prefix('=')))
-        .next_back()?;
+    let value = super::cookies(headers, DONE).next_back()?;
     let mut parts = value.rsplitn(3, '.');
     let (mac, until, tenant) = (parts.next()?, parts.next()?, parts.next()?);
     let fresh = until.parse::<u64>().ok()? > unix_now_ms() / 1000;

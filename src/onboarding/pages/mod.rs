@@ -546,6 +546,16 @@ impl Portal {
     }
 }
 
+/// The values of the cookies named `name` a request carries, in order.
+pub(super) fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl DoubleEndedIterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |c| c.trim().strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+}
+
 fn clear_cookie(resp: &mut Page, public_url: &str) {
     if let Ok(v) = HeaderValue::from_str(&oauth::clear_cookie(public_url)) {
         resp.headers_mut().append(header::SET_COOKIE, v);

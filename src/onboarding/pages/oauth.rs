@@ -88,13 +88,7 @@ pub fn callback(sealer: &Sealer, uri: &Uri, headers: &HeaderMap) -> Result<Back,
     if unix_now_ms().saturating_sub(issued) > CONSENT_TTL.as_millis() as u64 {
         return Err("The consent took too long. Open the connect link again.".into());
     }
-    let cookie_nonce = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|r| r.strip_prefix('=')))
-        .any(|v| v == *nonce);
+    let cookie_nonce = super::cookies(headers, COOKIE).any(|v| v == *nonce);
     if !cookie_nonce {
         return Err(
             "This answer from Pleo arrived in a different browser from the one that started the consent. Open the \
