@@ -1,8 +1,18 @@
-//! In-flight shares: a bounded count of requests one tenant or one client
-//! key has open (`limits.max_in_flight_per_tenant`, `_per_client`). The
-//! counts live with the tenant (`routes`) and the client (`client_auth`);
+//! In-flight shares: a count of requests one tenant or one client key has
+//! open (`limits.max_in_flight_per_tenant`, `_per_client`). The counts live
+//! with the tenant (`routes`) and the client (`client_auth`);
 //! `admit::Shares` takes the slots and `body::InFlight` holds them until
 //! the response body is done. Types only, so every layer can hold them.
+//!
+//! A share is a guarantee, not a cap, while the gateway has room: a request
+//! past its share may *borrow* a free slot as long as the whole gateway,
+//! counting it, stays within `max_in_flight` less a reserve of a tenth
+//! ([`may_borrow`]). The reserve is what keeps the others served: once
+//! borrowers have filled the gateway to that mark, only requests within
+//! their share get in, so as borrowed requests finish their slots go to
+//! tenants under their share. The gateway does not queue, so "others
+//! waiting" is exactly "the global limit is close". A tenant alone (the
+//! mission's first use: one legacy app) may use the whole limit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,9 +36,11 @@ impl Share {
         Share(Arc::new(ShareInner { used: AtomicUsize::new(0), max }))
     }
 
-    pub fn take(&self) -> Option<Slot> {
+    /// A slot within the share, or, past it, a borrowed one when `borrow`
+    /// allows ([`may_borrow`]); `None` when neither.
+    pub fn take(&self, borrow: impl FnOnce() -> bool) -> Option<Slot> {
         let prev = self.0.used.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.0.max {
+        if prev >= self.0.max && !borrow() {
             self.0.used.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -44,6 +56,14 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0 .0.used.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Whether a request past its share may borrow a free slot: only while
+/// the gateway's requests (`in_flight`, counting this one) stay within
+/// `max_in_flight` less its tenth, the reserve kept for requests within
+/// their share. Under 10 slots there is no reserve.
+pub fn may_borrow(in_flight: usize, max_in_flight: usize) -> bool {
+    in_flight <= max_in_flight - max_in_flight / 10
 }
 
 /// The slots a request holds; travels in the response's extensions to
@@ -92,13 +112,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_share_gives_out_at_most_max_slots_and_takes_them_back() {
+    fn a_share_gives_out_max_slots_then_borrows_only_when_allowed() {
         let share = Share::new(2);
-        let a = share.take().unwrap();
-        let _b = share.take().unwrap();
-        assert!(share.take().is_none());
-        assert_eq!(share.used(), 2);
+        let a = share.take(|| false).unwrap();
+        let _b = share.take(|| panic!("within the share nothing is borrowed")).unwrap();
+        assert!(share.take(|| false).is_none());
+        assert_eq!(share.used(), 2, "a refused take gives its count back");
+        let borrowed = share.take(|| true).unwrap();
+        assert_eq!(share.used(), 3);
+        drop(borrowed);
         drop(a);
-        assert!(share.take().is_some());
+        assert!(share.take(|| false).is_some());
+    }
+
+    #[test]
+    fn borrowing_stops_a_tenth_short_of_the_limit() {
+        // A tenant alone at max_in_flight 2 may use both slots.
+        assert!(may_borrow(2, 2));
+        assert!(!may_borrow(3, 2));
+        // At 20, the last 2 slots are kept for requests within their share.
+        assert!(may_borrow(18, 20));
+        assert!(!may_borrow(19, 20));
+        assert!(may_borrow(9000, 10_000) && !may_borrow(9001, 10_000));
     }
 }

@@ -131,6 +131,8 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         "auth_model": t.model.as_str(),
                         "credential": t.credential.masked(),
                         "state": t.credential.state(),
+                        // Against `max_in_flight_per_tenant` (past it only by borrowing).
+                        "in_flight": t.in_flight.used(),
                     });
                     if matches!(t.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey) {
                         // What GET /v1/installations/me said about the key.

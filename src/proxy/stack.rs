@@ -33,11 +33,12 @@ pub fn build(routes: SharedRoutes, metrics: Arc<Metrics>, in_flight: InFlightCou
         // whatever else is wrong), guard (what a browser could be tricked into sending),
         // client_auth (who calls, before we say anything about tenants), tenant (which one; the
         // tag never goes upstream). Out comes a `Routed` request.
-        .layer(FilterLayer::new(Route::new(in_flight)))
+        .layer(FilterLayer::new(Route::new(in_flight.clone())))
         // From here the tenant is known: count requests by auth model and environment.
         .layer(RecordLayer)
-        // One tenant or client may hold only its share of the in-flight slots.
-        .layer(ShareLayer)
+        // One tenant or client is guaranteed its share of the in-flight slots, and may
+        // borrow past it only while the gateway is a tenth short of its limit.
+        .layer(ShareLayer::new(in_flight.clone()))
         // The client's headers are cleaned before the credential goes on, so none can remove it.
         .layer(FilterLayer::new(ScrubHeaders))
         // The tenant's Pleo credential; for OAuth tenants also the one retry after a 401.

@@ -81,8 +81,9 @@ async fn streamed_body_over_the_limit_gets_413() {
 }
 
 #[tokio::test]
-async fn requests_past_max_in_flight_are_shed_with_503() {
-    let kit = Kit::start("limits: { max_in_flight: 2, max_in_flight_per_tenant: 2 }\n").await;
+async fn a_tenant_alone_may_use_the_whole_limit_and_the_next_request_is_shed() {
+    // The tenant's share is 1 (half of 2), yet alone it may borrow the second slot.
+    let kit = Kit::start("limits: { max_in_flight: 2 }\n").await;
     let slow = |ms: u64| kit.get_owned(format!("/sandbox/delay/{ms}"), "globex");
     let (a, b) = (tokio::spawn(slow(1500)), tokio::spawn(slow(1500)));
     // Wait until both are in flight.
@@ -309,47 +310,141 @@ async fn connections_past_max_connections_are_closed_at_once() {
     kit.stop().await;
 }
 
-#[tokio::test]
-async fn one_tenant_or_client_cannot_take_every_slot() {
-    let key = |n: &str| format!("pgw_share_test_key_{n}_0123456789abcdef");
-    let digest = |n: &str| pleo_gateway::clients::key_sha256(key(n).as_bytes());
-    // max_in_flight 16: each tenant and each client gets 8 by default.
-    let kit = Kit::start(&format!(
-        "limits: {{ max_in_flight: 16 }}\nclients:\n  - {{ name: noisy, key_sha256: \"{}\", tenants: [globex, initech] }}\n  - {{ name: quiet, key_sha256: \"{}\", tenants: [globex, initech] }}\n",
+fn share_key(n: &str) -> String {
+    format!("pgw_share_test_key_{n}_0123456789abcdef")
+}
+
+/// max_in_flight 20: each tenant and each client is guaranteed 10, and may
+/// borrow past it while the gateway holds at most 18 (the last tenth is kept).
+async fn sharing_kit() -> Kit {
+    let digest = |n: &str| pleo_gateway::clients::key_sha256(share_key(n).as_bytes());
+    Kit::start(&format!(
+        "limits: {{ max_in_flight: 20 }}\nclients:\n  - {{ name: noisy, key_sha256: \"{}\", tenants: [globex, initech] }}\n  - {{ name: quiet, key_sha256: \"{}\", tenants: [globex, initech] }}\n",
         digest("noisy"),
         digest("quiet")
     ))
-    .await;
-    let slow = |tenant: &'static str, who: &str| {
-        let client = kit.client.clone();
-        let req = http::Request::get(kit.url("/sandbox/delay/2000"))
-            .header("x-pleo-tenant", tenant)
-            .header("authorization", format!("Bearer {}", key(who)))
-            .body(Default::default())
-            .unwrap();
-        tokio::spawn(async move { client.request(req).await.unwrap().status().as_u16() })
-    };
-    // The noisy client fills globex's share: 8 slow requests.
-    let held: Vec<_> = (0..8).map(|_| slow("globex", "noisy")).collect();
+    .await
+}
+
+/// A request as `who` for `tenant`, owning what it needs (for `tokio::spawn`).
+fn send_as(kit: &Kit, who: &str, tenant: &str, path: &str) -> impl std::future::Future<Output = u16> + Send + 'static {
+    let client = kit.client.clone();
+    let req = http::Request::get(kit.url(path))
+        .header("x-pleo-tenant", tenant)
+        .header("authorization", format!("Bearer {}", share_key(who)))
+        .body(Default::default())
+        .unwrap();
+    async move { client.request(req).await.unwrap().status().as_u16() }
+}
+
+async fn wait_in_flight(kit: &Kit, n: f64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sample(&kit.metrics().await, "pleo_gateway_in_flight_requests", &[]) < 8.0 {
-        assert!(Instant::now() < deadline, "the slow requests never went in flight");
+    while sample(&kit.metrics().await, "pleo_gateway_in_flight_requests", &[]) != n {
+        assert!(Instant::now() < deadline, "in flight never reached {n}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let as_ = |who: &str, tenant: &str| {
-        let auth = format!("Bearer {}", key(who));
-        let tenant = tenant.to_string();
-        let kit = &kit;
-        async move { kit.get("/v2/x", &[("authorization", auth.as_str()), ("x-pleo-tenant", tenant.as_str())]).await }
-    };
-    // A ninth globex request is shed, whoever sends it; the noisy client is at its share too.
-    as_("quiet", "globex").await.assert_refused(503, "overloaded");
-    as_("noisy", "initech").await.assert_refused(503, "overloaded");
-    // Everyone else is served: 9 of 16 slots are not the whole gateway.
-    assert_eq!(as_("quiet", "initech").await.status, 200);
-    for h in held {
+}
+
+/// A tenant's requests in flight, from `/tenants`.
+async fn tenant_in_flight(kit: &Kit, tenant: &str) -> u64 {
+    let (_, body) = admin_get(kit.gw.admin_addr, "/tenants").await;
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = j["tenants"].as_array().unwrap().iter().find(|t| t["name"] == tenant).unwrap();
+    t["in_flight"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn one_tenant_or_client_cannot_take_every_slot() {
+    let kit = sharing_kit().await;
+    // The noisy client fills globex past its share: 10 within it, 8 borrowed, and no more.
+    let mut held: Vec<_> =
+        (0..10).map(|_| tokio::spawn(send_as(&kit, "noisy", "globex", "/sandbox/delay/2500"))).collect();
+    wait_in_flight(&kit, 10.0).await;
+    held.extend((0..8).map(|_| tokio::spawn(send_as(&kit, "noisy", "globex", "/sandbox/delay/2500"))));
+    wait_in_flight(&kit, 18.0).await;
+    assert_eq!(tenant_in_flight(&kit, "globex").await, 18);
+    // Past 18 a request past its share is shed, whoever sends it: globex is past its share,
+    // and so is the noisy client.
+    assert_eq!(send_as(&kit, "quiet", "globex", "/v2/x").await, 503);
+    assert_eq!(send_as(&kit, "noisy", "initech", "/v2/x").await, 503);
+    // Within their share, everyone else is served from the reserve: 2 at once.
+    let quiet: Vec<_> =
+        (0..2).map(|_| tokio::spawn(send_as(&kit, "quiet", "initech", "/sandbox/delay/1000"))).collect();
+    wait_in_flight(&kit, 20.0).await;
+    // Now the whole gateway is full.
+    kit.get("/v2/x", &[("authorization", &format!("Bearer {}", share_key("quiet"))), ("x-pleo-tenant", "initech")])
+        .await
+        .assert_refused(503, "overloaded");
+    for h in held.into_iter().chain(quiet) {
         assert_eq!(h.await.unwrap(), 200);
     }
-    assert_eq!(as_("quiet", "globex").await.status, 200, "the share is back once they finish");
+    assert_eq!(send_as(&kit, "quiet", "globex", "/v2/x").await, 200, "the share is back once they finish");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_tenant_gets_its_share_while_another_hammers() {
+    let kit = sharing_kit().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The noisy client hammers globex from 40 loops: slow requests, sent again
+    // the moment one ends or is shed.
+    let hammer: Vec<_> = (0..40)
+        .map(|_| {
+            let (kit_req, stop) = ((kit.client.clone(), kit.url("/sandbox/delay/300")), stop.clone());
+            tokio::spawn(async move {
+                let (client, url) = kit_req;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let req = http::Request::get(&url)
+                        .header("x-pleo-tenant", "globex")
+                        .header("authorization", format!("Bearer {}", share_key("noisy")))
+                        .body(Default::default())
+                        .unwrap();
+                    let _ = client.request(req).await.map(|r| r.status());
+                }
+            })
+        })
+        .collect();
+    wait_in_flight(&kit, 18.0).await;
+    // The quiet client wants 8 initech requests at once, each sent again
+    // 100 ms after it is shed (a polite retry, slower than the hammering).
+    let quiet: Vec<_> = (0..8)
+        .map(|_| {
+            let send = {
+                let (client, url) = (kit.client.clone(), kit.url("/sandbox/delay/4000"));
+                move || {
+                    let req = http::Request::get(&url)
+                        .header("x-pleo-tenant", "initech")
+                        .header("authorization", format!("Bearer {}", share_key("quiet")))
+                        .body(Default::default())
+                        .unwrap();
+                    client.request(req)
+                }
+            };
+            tokio::spawn(async move {
+                loop {
+                    match send().await.unwrap().status().as_u16() {
+                        503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                        s => return s,
+                    }
+                }
+            })
+        })
+        .collect();
+    // The hammering gives way: borrowed slots go back as its requests end, and
+    // the quiet tenant holds all 8 it asked for, within its share of 10.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while tenant_in_flight(&kit, "initech").await < 8 {
+        assert!(Instant::now() < deadline, "the quiet tenant never got its share");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let globex = tenant_in_flight(&kit, "globex").await;
+    assert!(globex <= 12, "the noisy tenant holds {globex}, leaving the quiet one its share");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for q in quiet {
+        assert_eq!(q.await.unwrap(), 200);
+    }
+    for h in hammer {
+        h.await.unwrap();
+    }
     kit.stop().await;
 }

@@ -10,11 +10,13 @@
 //! while they stream (`body::RequestBody`).
 //!
 //! Once the tenant is known ([`ShareLayer`]): each tenant and each client
-//! key may hold only its share of the in-flight slots
-//! (`max_in_flight_per_tenant`, `max_in_flight_per_client`), so one noisy app
-//! or a tenant with trickling uploads gets 503 `overloaded` before it can
-//! take every slot from the others. The slots are held until the response
-//! body is done (`observe` moves them into the body).
+//! key is guaranteed its share of the in-flight slots
+//! (`max_in_flight_per_tenant`, `max_in_flight_per_client`) and may borrow
+//! past it only while the gateway is short of its limit by a tenth
+//! (`share::may_borrow`), so one noisy app or a tenant with trickling
+//! uploads gets 503 `overloaded` before it can take every slot from the
+//! others, while an app alone can use all of them. The slots are held until
+//! the response body is done (`observe` moves them into the body).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +29,7 @@ use tower::{Layer, Service};
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::context::Routed;
 use crate::proxy::routes::Routes;
-use crate::share::Slots;
+use crate::share::{may_borrow, InFlightCount, Slots};
 use crate::BoxError;
 
 /// The methods Pleo's External API uses.
@@ -54,19 +56,30 @@ pub fn admit<B>(req: &Request<B>, routes: &Routes, in_flight: usize) -> Result<(
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ShareLayer;
+#[derive(Clone, Debug)]
+pub struct ShareLayer {
+    /// The gateway's requests in flight (`observe` counted this one): what
+    /// decides whether a request past its share may borrow.
+    in_flight: InFlightCount,
+}
+
+impl ShareLayer {
+    pub fn new(in_flight: InFlightCount) -> Self {
+        ShareLayer { in_flight }
+    }
+}
 
 impl<S> Layer<S> for ShareLayer {
     type Service = Shares<S>;
     fn layer(&self, inner: S) -> Shares<S> {
-        Shares { inner }
+        Shares { inner, in_flight: self.in_flight.clone() }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct Shares<S> {
     inner: S,
+    in_flight: InFlightCount,
 }
 
 impl<S, B, RB> Service<Routed<B>> for Shares<S>
@@ -83,9 +96,11 @@ where
 
     fn call(&mut self, req: Routed<B>) -> Self::Future {
         let refused = || SharesFuture::Refused { err: Some(GatewayError::new(ErrorCode::Overloaded).into()) };
-        let Some(tenant) = req.tenant.in_flight.take() else { return refused() };
+        // Read only by a request past its share: the common path costs no extra load.
+        let borrow = || may_borrow(self.in_flight.get(), req.routes.max_in_flight);
+        let Some(tenant) = req.tenant.in_flight.take(borrow) else { return refused() };
         // A request without a client takes no client slot.
-        let client = match req.client.as_ref().map(|c| c.in_flight.take()) {
+        let client = match req.client.as_ref().map(|c| c.in_flight.take(borrow)) {
             Some(None) => return refused(),
             taken => taken.flatten(),
         };
@@ -167,7 +182,10 @@ mod tests {
         let (routes, _) = for_tests(CONFIG);
         let tenant = routes.tenants.get("t1").unwrap().clone();
         let inner = tower::service_fn(|_: Routed<()>| async { Ok::<_, BoxError>(Response::new(())) });
-        let shares = ShareLayer.layer(inner);
+        // The gateway is full (3 of max 2 with this one): nothing may be borrowed.
+        let in_flight = InFlightCount::default();
+        let _entered: Vec<_> = (0..3).map(|_| in_flight.enter()).collect();
+        let shares = ShareLayer::new(in_flight.clone()).layer(inner);
         let call = |shares: Shares<_>| {
             let req = Routed {
                 req: Request::new(()),
@@ -187,6 +205,14 @@ mod tests {
         assert_eq!(code_of(&call(shares.clone()).await.unwrap_err()), ErrorCode::Overloaded);
         drop(held);
         assert_eq!(tenant.in_flight.used(), 0);
-        assert!(call(shares).await.is_ok());
+        assert!(call(shares.clone()).await.is_ok());
+        // With room in the gateway (2 of 2, this one counted) it may borrow a second slot.
+        drop(_entered);
+        let _entered: Vec<_> = (0..2).map(|_| in_flight.enter()).collect();
+        let held = call(shares.clone()).await.unwrap();
+        let borrowed = call(shares).await.unwrap();
+        assert_eq!(tenant.in_flight.used(), 2, "one within the share, one borrowed");
+        drop((held, borrowed));
+        assert_eq!(tenant.in_flight.used(), 0);
     }
 }
