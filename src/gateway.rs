@@ -176,6 +176,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         connections: connections.clone(),
         installs: installs.clone(),
         migration: metrics.migration.clone(),
+        metrics: metrics.clone(),
     });
     let options = Arc::new(ArcSwap::from_pointee(reload::serve_options(config)));
     let tls: Option<SharedTls> = match &config.tls {
@@ -186,6 +187,11 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
         Some(files) => Some(Arc::new(ArcSwap::from_pointee(tls::server_config(files)?))),
         None => None,
     };
+    metrics.set_certificate_expiry(&tls::expiries(
+        config.tls.as_ref(),
+        config.connect.as_ref().and_then(|c| c.tls.as_ref()),
+    ));
+    metrics.config_loaded(true);
     let reloader = Arc::new(
         Reloader::new(
             config,
@@ -238,13 +244,28 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             crate::onboarding::pages::service(portal),
             options.clone(),
             connect_tls,
+            metrics.open_connections.with_label_values(&["connect"]),
             stopped.clone(),
         )));
     }
     let service = stack::build(routes, metrics.clone(), in_flight);
     let mut tasks = vec![
-        tokio::spawn(listener::serve(gateway_listener, service, options.clone(), tls, stopped.clone())),
-        tokio::spawn(listener::serve(admin_listener, admin::service(admin.clone()), options, None, stopped.clone())),
+        tokio::spawn(listener::serve(
+            gateway_listener,
+            service,
+            options.clone(),
+            tls,
+            metrics.open_connections.with_label_values(&["gateway"]),
+            stopped.clone(),
+        )),
+        tokio::spawn(listener::serve(
+            admin_listener,
+            admin::service(admin.clone()),
+            options,
+            None,
+            metrics.open_connections.with_label_values(&["admin"]),
+            stopped.clone(),
+        )),
         tokio::spawn(reloader.clone().watch(stopped)),
     ];
     tasks.extend(connect_task);

@@ -88,7 +88,36 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub config_reloads_total: IntCounterVec,
     legacy_token_refused_total: IntCounterVec,
+    upstream_5xx_total: IntCounterVec,
+    /// The state of each tenant's credential, counted (set at scrape time).
+    tenant_states: IntGaugeVec,
+    /// OAuth tenants whose refresh is failing (1) or not (0), set at scrape time.
+    token_refresh_failing: GaugeVec,
+    /// `limits.max_in_flight` of the config now serving.
+    pub in_flight_limit: IntGauge,
+    /// Client connections open, by listener (`gateway`, `connect`, `admin`).
+    pub open_connections: IntGaugeVec,
+    config_last_reload_successful: IntGauge,
+    config_last_reload_success: Gauge,
+    certificate_expiry: GaugeVec,
 }
+
+/// The `state` label values of `pleo_gateway_tenant_states` for one auth
+/// model: the OAuth session states, or the API-key check states.
+pub const OAUTH_STATES: [&str; 11] = [
+    "configured",
+    "starting",
+    "connected",
+    "refreshing",
+    "refresh_failing",
+    "persist_failed",
+    "reauthorization_required",
+    "not_connected",
+    "client_rejected",
+    "state_error",
+    "store_unavailable",
+];
+pub const KEY_STATES: [&str; 5] = ["pending", "connected", "rejected", "unverified", "degraded"];
 
 impl Metrics {
     pub fn register(registry: &Registry, per_tenant: bool) -> prometheus::Result<Metrics> {
@@ -174,6 +203,65 @@ impl Metrics {
         )?;
         legacy_token_refused_total.with_label_values(&["unnamed"]);
 
+        let upstream_5xx_total = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_upstream_5xx_total",
+                "Responses with a 5xx status from Pleo itself (the gateway's own 502/503/504 are in refused_total).",
+            ),
+            scoped,
+        )?;
+        let tenant_states = IntGaugeVec::new(
+            Opts::new(
+                "pleo_gateway_tenant_states",
+                "Tenants by the state of their credential (/tenants): OAuth session states, API-key check states.",
+            ),
+            &["auth_model", "state"],
+        )?;
+        // A tenant label, as for token_expiry: one series per OAuth tenant.
+        let token_refresh_failing = GaugeVec::new(
+            Opts::new(
+                "pleo_gateway_token_refresh_failing",
+                "1 while the OAuth tenant's refreshes fail (refresh_failing, persist_failed, store_unavailable), else 0.",
+            ),
+            &["tenant"],
+        )?;
+        let in_flight_limit =
+            IntGauge::new("pleo_gateway_in_flight_limit", "limits.max_in_flight of the config now serving.")?;
+        let open_connections = IntGaugeVec::new(
+            Opts::new("pleo_gateway_open_connections", "Client connections open, by listener."),
+            &["listener"],
+        )?;
+        for l in ["gateway", "connect", "admin"] {
+            open_connections.with_label_values(&[l]);
+        }
+        let config_last_reload_successful = IntGauge::new(
+            "pleo_gateway_config_last_reload_successful",
+            "1 when the last config reload (or the start) succeeded, 0 when it failed and the previous config serves.",
+        )?;
+        let config_last_reload_success = Gauge::new(
+            "pleo_gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (the start or a reload).",
+        )?;
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "pleo_gateway_certificate_expiry_timestamp_seconds",
+                "Unix time the certificate expires (notAfter), by certificate: listen, connect, client_ca \
+                 (the earliest of the CA file's certificates).",
+            ),
+            &["certificate"],
+        )?;
+        for m in [
+            Box::new(upstream_5xx_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tenant_states.clone()),
+            Box::new(token_refresh_failing.clone()),
+            Box::new(in_flight_limit.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(config_last_reload_successful.clone()),
+            Box::new(config_last_reload_success.clone()),
+            Box::new(certificate_expiry.clone()),
+        ] {
+            registry.register(m)?;
+        }
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(legacy_token_refused_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -294,7 +382,56 @@ impl Metrics {
             in_flight,
             config_reloads_total,
             legacy_token_refused_total,
+            upstream_5xx_total,
+            tenant_states,
+            token_refresh_failing,
+            in_flight_limit,
+            open_connections,
+            config_last_reload_successful,
+            config_last_reload_success,
+            certificate_expiry,
         })
+    }
+
+    /// A config load's outcome: the start and every reload.
+    pub fn config_loaded(&self, ok: bool) {
+        self.config_last_reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.config_last_reload_success.set(now.as_secs_f64());
+        }
+    }
+
+    /// The certificates served now (`tls::expiries`): a certificate no longer
+    /// configured leaves the gauge.
+    pub fn set_certificate_expiry(&self, expiries: &[(&'static str, f64)]) {
+        self.certificate_expiry.reset();
+        for (which, at) in expiries {
+            self.certificate_expiry.with_label_values(&[which]).set(*at);
+        }
+    }
+
+    /// Sets `pleo_gateway_tenant_states` from one `(auth_model, state)` per tenant.
+    pub fn set_tenant_states<'a>(&self, states: impl Iterator<Item = (AuthModel, &'a str)>) {
+        let mut counts: std::collections::HashMap<(AuthModel, &str), i64> = Default::default();
+        for k in states {
+            *counts.entry(k).or_default() += 1;
+        }
+        for m in AuthModel::ALL {
+            let known: &[&str] = if m == AuthModel::OAuth2 { &OAUTH_STATES } else { &KEY_STATES };
+            for s in known {
+                let n = counts.remove(&(m, *s)).unwrap_or(0);
+                self.tenant_states.with_label_values(&[m.as_str(), s]).set(n);
+            }
+        }
+        // A state outside the closed sets (a tenant not managed by the gateway) still counts.
+        for ((m, s), n) in counts {
+            self.tenant_states.with_label_values(&[m.as_str(), s]).set(n);
+        }
+    }
+
+    pub fn token_refresh_failing(&self, tenant: &str) -> Gauge {
+        self.token_refresh_failing.with_label_values(&[tenant])
     }
 
     /// The counter of one rewrite rule (by its label).
@@ -333,6 +470,7 @@ impl Metrics {
 
     pub fn forget_token_expiry(&self, tenant: &str) {
         let _ = self.token_expiry.remove_label_values(&[tenant]);
+        let _ = self.token_refresh_failing.remove_label_values(&[tenant]);
     }
 
     pub fn token_expiry(&self, tenant: &str) -> Gauge {
@@ -361,6 +499,7 @@ impl Metrics {
             statuses: Default::default(),
             duration: self.request_duration.with_label_values(&scoped),
             upstream: self.upstream_duration.with_label_values(&scoped),
+            upstream_5xx: self.upstream_5xx_total.with_label_values(&scoped),
             rejected: self.credential_rejected_total.with_label_values(&[model.as_str()]),
         }
     }
@@ -376,6 +515,8 @@ pub struct TenantMetrics {
     statuses: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
     pub duration: Histogram,
     pub upstream: Histogram,
+    /// Pleo's own 5xx answers (`record` counts them).
+    pub upstream_5xx: IntCounter,
     pub rejected: IntCounter,
 }
 

@@ -249,10 +249,12 @@ impl Reloader {
         match &result {
             Ok(tenants) => {
                 self.metrics.config_reloads_total.with_label_values(&["success"]).inc();
+                self.metrics.config_loaded(true);
                 tracing::info!(config = %self.source.display(), tenants, "config reloaded");
             }
             Err(e) => {
                 self.metrics.config_reloads_total.with_label_values(&["failure"]).inc();
+                self.metrics.config_loaded(false);
                 tracing::error!(config = %self.source.display(), error = %e, "config reload failed; the previous config keeps serving");
             }
         }
@@ -315,6 +317,10 @@ impl Reloader {
         if let (Some(shared), Some(connect_tls)) = (&self.connect_tls, connect_tls) {
             shared.store(Arc::new(connect_tls));
         }
+        // The files served from now (TLS on listen is fixed at start, its files are not).
+        let listen_files = self.tls.as_ref().and(config.tls.as_ref());
+        let connect_files = self.connect_tls.as_ref().and(config.connect.as_ref().and_then(|c| c.tls.as_ref()));
+        self.metrics.set_certificate_expiry(&tls::expiries(listen_files, connect_files));
         loaded.upstreams_key = key;
         loaded.upstreams = upstreams;
         loaded.watched = config.watched_files.clone();

@@ -85,6 +85,33 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// When a certificate expires (its notAfter), in Unix seconds.
+fn not_after(cert: &CertificateDer<'_>) -> Option<f64> {
+    use x509_cert::der::Decode;
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    Some(parsed.tbs_certificate.validity.not_after.to_unix_duration().as_secs_f64())
+}
+
+/// The expiry of each certificate served (the listener's and the connect
+/// pages' end-entity certificates) and of the client CA (its earliest),
+/// for `pleo_gateway_certificate_expiry_timestamp_seconds`. Read after the
+/// files were accepted; one that cannot be read again is left out.
+pub fn expiries(listen: Option<&TlsFiles>, connect: Option<&TlsFiles>) -> Vec<(&'static str, f64)> {
+    let first = |path: &Path| certs(path).ok()?.first().and_then(not_after);
+    let earliest = |path: &Path| certs(path).ok()?.iter().filter_map(not_after).reduce(f64::min);
+    let mut out = Vec::new();
+    for (which, files) in [("listen", listen), ("connect", connect)] {
+        if let Some(at) = files.and_then(|f| first(&f.cert)) {
+            out.push((which, at));
+        }
+    }
+    let ca = [listen, connect].into_iter().flatten().filter_map(|f| f.client_ca.as_deref().and_then(earliest));
+    if let Some(at) = ca.reduce(f64::min) {
+        out.push(("client_ca", at));
+    }
+    out
+}
+
 /// The DNS names of a verified client certificate (its end-entity cert).
 pub fn client_cert_names(conn: &rustls::ServerConnection) -> Option<ClientCertNames> {
     let cert = conn.peer_certificates()?.first()?;

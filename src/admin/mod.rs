@@ -36,6 +36,8 @@ pub struct AdminState {
     pub installs: Arc<crate::onboarding::installs::Installs>,
     /// Pleo's 404/405 answers and legacy tokens, for `/migration`.
     pub migration: Arc<crate::migration::MigrationLog>,
+    /// For the gauges set at scrape time.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The admin service, ready for `listener::serve`.
@@ -65,6 +67,16 @@ impl AdminState {
     }
 }
 
+/// A tenant's credential state (`/tenants`' `state` before an install's
+/// own, and `pleo_gateway_tenant_states`): the OAuth session's, or what
+/// the API-key check found.
+fn credential_state(t: &crate::proxy::routes::Tenant) -> &'static str {
+    match t.model {
+        AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey => t.check.state().as_str(),
+        AuthModel::OAuth2 => t.credential.state(),
+    }
+}
+
 fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -80,6 +92,8 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             state.sessions.update_gauges();
             state.installs.update_gauges();
             state.metrics_in_flight();
+            state.metrics.in_flight_limit.set(routes.max_in_flight as i64);
+            state.metrics.set_tenant_states(routes.tenants.values().map(|t| (t.model, credential_state(t))));
             let encoder = TextEncoder::new();
             let mut buf = Vec::new();
             if let Err(e) = encoder.encode(&state.registry.gather(), &mut buf) {
@@ -130,14 +144,13 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                         "environment": t.environment.as_str(),
                         "auth_model": t.model.as_str(),
                         "credential": t.credential.masked(),
-                        "state": t.credential.state(),
                         // Against `max_in_flight_per_tenant` (past it only by borrowing).
                         "in_flight": t.in_flight.used(),
                     });
+                    entry["state"] = credential_state(t).into();
                     if matches!(t.model, AuthModel::IntegratedApiKey | AuthModel::StandaloneApiKey) {
                         // What GET /v1/installations/me said about the key.
                         let d = t.check.detail();
-                        entry["state"] = t.check.state().as_str().into();
                         entry["company_id"] = d.company_id.into();
                         entry["pleo_status"] = d.status.into();
                         if let Some(reason) = d.reason {

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::key_slot::KeySlot;
 use super::refresh::{OAuthSession, SessionConfig};
+use super::token_state::Status;
 use crate::metrics::Metrics;
 use crate::state::{StateLock, TokenStore};
 
@@ -143,8 +144,12 @@ impl Sessions {
     pub fn update_gauges(&self) {
         let now = Instant::now();
         for entry in self.map.iter().filter(|e| !e.is_retired()) {
-            let left = entry.current().expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
+            let current = entry.current();
+            let left = current.expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
             self.metrics.token_expiry(entry.key()).set(left);
+            let failing =
+                matches!(current.status, Status::RefreshFailing | Status::PersistFailed | Status::StoreUnavailable);
+            self.metrics.token_refresh_failing(entry.key()).set(if failing { 1.0 } else { 0.0 });
         }
     }
 }

@@ -48,12 +48,13 @@ pub struct ServeOptions {
 
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
 /// With `tls`, every connection is a TLS handshake (bounded by the header
-/// read timeout) before HTTP.
+/// read timeout) before HTTP. `open` reports the connections open.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     options: Arc<ArcSwap<ServeOptions>>,
     tls: Option<SharedTls>,
+    open: prometheus::IntGauge,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -118,23 +119,25 @@ pub async fn serve<S, B>(
                         })
                     }
                 };
+                open.set(conns.len() as i64);
             }
             // Reap finished connections so the set holds only live ones.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => open.set(conns.len() as i64),
             _ = stopping(&mut shutdown) => break,
         }
     }
     drop(listener);
-    let open = conns.len();
+    let open_at_stop = conns.len();
     let drained =
         tokio::time::timeout(options.load().drain_timeout, async { while conns.join_next().await.is_some() {} }).await;
     match drained {
-        Ok(()) => tracing::info!(listener = ?local, connections = open, "all connections drained"),
+        Ok(()) => tracing::info!(listener = ?local, connections = open_at_stop, "all connections drained"),
         Err(_) => {
             tracing::warn!(listener = ?local, left = conns.len(), "drain timeout reached; closing the remaining connections");
             conns.shutdown().await;
         }
     }
+    open.set(0);
 }
 
 fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {

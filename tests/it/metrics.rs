@@ -83,3 +83,37 @@ async fn probes_and_tenants_endpoint() {
     assert_eq!(kit.get("/metrics", &[]).await.status, 400);
     kit.stop().await;
 }
+
+/// The series the alert rules and the dashboard read (deploy/monitoring/):
+/// Pleo's own 5xx apart from the gateway's, tenants by state, the in-flight
+/// limit and the open connections.
+#[tokio::test]
+async fn the_series_alerts_read_are_exported() {
+    let kit = Kit::start("limits: { max_in_flight: 40 }\n").await;
+    for _ in 0..2 {
+        assert_eq!(kit.get("/sandbox/status/500", &[("x-pleo-tenant", "globex")]).await.status, 500);
+    }
+    assert_eq!(kit.get("/sandbox/status/503", &[("x-pleo-tenant", "acme")]).await.status, 503);
+    kit.gw.credential_check().await;
+    let m = kit.metrics().await;
+    let five =
+        |model, env| sample(&m, "pleo_gateway_upstream_5xx_total", &[("auth_model", model), ("environment", env)]);
+    assert_eq!(five("integrated_api_key", "staging"), 2.0);
+    assert_eq!(five("oauth2", "production"), 1.0);
+    assert_eq!(five("standalone_api_key", "staging"), 0.0);
+    let state = |model, state| sample(&m, "pleo_gateway_tenant_states", &[("auth_model", model), ("state", state)]);
+    assert_eq!(state("integrated_api_key", "connected"), 1.0);
+    assert_eq!(state("standalone_api_key", "connected"), 1.0);
+    assert_eq!(state("integrated_api_key", "rejected"), 0.0, "every closed state is listed, zeros too");
+    let oauth: f64 = pleo_gateway::metrics::OAUTH_STATES.iter().map(|s| state("oauth2", s)).sum();
+    assert_eq!(oauth, 1.0, "acme, in one state");
+    assert_eq!(sample(&m, "pleo_gateway_in_flight_limit", &[]), 40.0);
+    // The kit's client keeps its connection open; this scrape holds one to the admin listener.
+    assert!(sample(&m, "pleo_gateway_open_connections", &[("listener", "gateway")]) >= 1.0);
+    assert!(sample(&m, "pleo_gateway_open_connections", &[("listener", "admin")]) >= 1.0);
+    assert_eq!(sample(&m, "pleo_gateway_config_last_reload_successful", &[]), 1.0);
+    let loaded = sample(&m, "pleo_gateway_config_last_reload_success_timestamp_seconds", &[]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(loaded > now - 60.0 && loaded <= now, "the start counts as a load: {loaded}");
+    kit.stop().await;
+}

@@ -248,6 +248,10 @@ async fn invalid_grant_stops_refreshing_until_consent_is_renewed() {
     assert_eq!(kit.tenant().await["state"], "reauthorization_required");
     assert_eq!(kit.state()["reauthorization_required"], true);
     assert_eq!(kit.metric("pleo_gateway_token_refresh_total", &[("result", "failure")]).await, 1.0);
+    // What the alert "needs reauthorization" reads: the state, counted; not a transient failure.
+    let state = [("auth_model", "oauth2"), ("state", "reauthorization_required")];
+    assert_eq!(kit.metric("pleo_gateway_tenant_states", &state).await, 1.0);
+    assert_eq!(kit.metric("pleo_gateway_token_refresh_failing", &[("tenant", "hooli")]).await, 0.0);
 
     // Requests keep coming for longer than the recheck interval: the token
     // endpoint is not called again with the dead token.
@@ -324,6 +328,12 @@ async fn transient_token_endpoint_failures_back_off_while_the_token_is_still_val
     };
     eventually("the 503", Duration::from_secs(20), || kit.token_calls() >= 2).await;
     let first_failure = Instant::now();
+    // While it backs off and retries, the alert's gauge says the refresh is failing.
+    let deadline = Instant::now() + Duration::from_millis(250);
+    while kit.metric("pleo_gateway_token_refresh_failing", &[("tenant", "hooli")]).await != 1.0 {
+        assert!(Instant::now() < deadline, "refresh_failing during the backoff");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     eventually("recovery", Duration::from_secs(10), || kit.sandbox.token_stats().refreshes == 2).await;
     assert!(load.await.unwrap().is_empty(), "requests kept succeeding on the still-valid token");
     assert!(first_failure.elapsed() >= Duration::from_millis(300), "backoff, not a tight loop");

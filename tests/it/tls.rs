@@ -34,8 +34,14 @@ impl Pki {
     }
 
     fn issue(&self, names: &[&str], client: bool) -> Issued {
+        self.issue_until(names, client, (4096, 1, 1))
+    }
+
+    /// A certificate valid until midnight UTC of `(year, month, day)`.
+    fn issue_until(&self, names: &[&str], client: bool, (y, m, d): (i32, u8, u8)) -> Issued {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.not_after = rcgen::date_time_ymd(y, m, d);
         params.extended_key_usages = vec![if client {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -158,22 +164,32 @@ async fn served_certificate(addr: std::net::SocketAddr, pki: &Pki, identity: &Is
     tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
 }
 
+/// `pleo_gateway_certificate_expiry_timestamp_seconds{certificate}`.
+async fn expiry(kit: &Kit, which: &str) -> f64 {
+    sample(&kit.metrics().await, "pleo_gateway_certificate_expiry_timestamp_seconds", &[("certificate", which)])
+}
+
 #[tokio::test]
 async fn a_renewed_certificate_is_served_after_a_reload_and_open_connections_stay() {
     let pki = Pki::new();
-    let first = pki.issue(&["127.0.0.1"], false);
+    // 2031-01-01T00:00:00Z, then 2032-06-01.
+    let first = pki.issue_until(&["127.0.0.1"], false, (2031, 1, 1));
     let kit = start(&pki, &first).await;
+    assert_eq!(expiry(&kit, "listen").await, 1_924_992_000.0, "the served certificate's notAfter");
+    assert!(expiry(&kit, "client_ca").await > 1_924_992_000.0, "the client CA's, listed apart");
+    assert_eq!(sample(&kit.metrics().await, "pleo_gateway_config_last_reload_successful", &[]), 1.0);
     let erp = pki.issue(&["erp-client"], true);
     let url = format!("https://127.0.0.1:{}/v2/x", kit.gw.addr.port());
     assert_eq!(served_certificate(kit.gw.addr, &pki, &erp).await, *first.cert.der());
     let open = tls_client(&pki, Some(&erp), true);
     assert_eq!(get(&open, &url, &[]).await.unwrap().0, 200);
 
-    let renewed = pki.issue(&["127.0.0.1", "localhost"], false);
+    let renewed = pki.issue_until(&["127.0.0.1", "localhost"], false, (2032, 6, 1));
     std::fs::write(kit.dir.path().join("tls.crt"), renewed.cert.pem()).unwrap();
     std::fs::write(kit.dir.path().join("tls.key"), renewed.key.serialize_pem()).unwrap();
     kit.gw.reload().await.unwrap();
     assert_eq!(served_certificate(kit.gw.addr, &pki, &erp).await, *renewed.cert.der());
+    assert_eq!(expiry(&kit, "listen").await, 1_969_660_800.0, "the renewed certificate's notAfter");
     // The pooled h2 connection from before the reload still serves.
     assert_eq!(get(&open, &url, &[]).await.unwrap().0, 200);
 
@@ -183,6 +199,19 @@ async fn a_renewed_certificate_is_served_after_a_reload_and_open_connections_sta
     assert!(e.contains("tls"), "{e}");
     assert!(!e.contains("PRIVATE KEY"));
     assert_eq!(served_certificate(kit.gw.addr, &pki, &erp).await, *renewed.cert.der());
+    // The alert's signal: the last reload failed; the gauge keeps what is served.
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_config_last_reload_successful", &[]), 0.0);
+    assert_eq!(sample(&m, "pleo_gateway_config_reloads_total", &[("result", "failure")]), 1.0);
+    assert_eq!(expiry(&kit, "listen").await, 1_969_660_800.0);
+    // Fixed, and reloaded: successful again, with a newer timestamp.
+    let before = sample(&m, "pleo_gateway_config_last_reload_success_timestamp_seconds", &[]);
+    std::fs::write(kit.dir.path().join("tls.key"), renewed.key.serialize_pem()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    kit.gw.reload().await.unwrap();
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_config_last_reload_successful", &[]), 1.0);
+    assert!(sample(&m, "pleo_gateway_config_last_reload_success_timestamp_seconds", &[]) > before);
     kit.stop().await;
 }
 

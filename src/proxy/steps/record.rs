@@ -97,6 +97,10 @@ where
             Err(e) => code_of(e).status().as_u16(),
         };
         t.metrics.count(status);
+        // Pleo's own 5xx (the gateway's 502/503/504 arrive as errors).
+        if matches!(&result, Ok(r) if r.status().is_server_error()) {
+            t.metrics.upstream_5xx.inc();
+        }
         // Pleo's own 404/405 (the gateway's refusals arrive as errors).
         if matches!(&result, Ok(r) if r.status() == 404 || r.status() == 405) {
             let path = this.path.as_ref().map_or("/", |p| p.path());
