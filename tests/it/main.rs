@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod migration;
 mod module_layers;
+mod monitoring;
 mod oauth;
 mod oauth_process;
 mod properties;
