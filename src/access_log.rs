@@ -7,8 +7,9 @@
 //! What a line holds is chosen, never dumped: time, request id, client name,
 //! tenant, auth model, environment, method, path (the query string only with
 //! `access_log.include_query`, since apps put secrets there), status, the
-//! gateway's error code if it answered itself, bytes sent, and total and
-//! upstream durations. Never a header value, never a credential.
+//! gateway's error code if it answered itself, bytes sent, total and
+//! upstream durations, and the trace id when traces are exported. Never a
+//! header value, never a credential.
 //!
 //! Steps deeper in the stack learn the tenant, the client and Pleo's timing;
 //! they write them into the request's [`AccessSlot`], which exists only when
@@ -62,6 +63,8 @@ pub struct AccessLine {
     /// The gateway's error code, when it answered itself (rescue puts it on the response).
     pub error: Option<crate::error::ErrorCode>,
     pub bytes: u64,
+    /// The request's trace, when traces are exported (`telemetry`).
+    pub trace_id: Option<String>,
 }
 
 impl AccessLine {
@@ -79,6 +82,7 @@ impl AccessLine {
             status: 0,
             error: None,
             bytes: 0,
+            trace_id: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Drop for AccessLine {
             bytes = self.bytes,
             duration_ms = ms(self.started.elapsed()),
             upstream_ms = self.slot.upstream.lock().ok().and_then(|u| *u).map(ms),
+            trace_id = self.trace_id.as_deref(),
         );
     }
 }

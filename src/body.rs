@@ -22,16 +22,25 @@ use crate::access_log::AccessLine;
 /// Counts one request in flight from its creation until it is dropped, with
 /// the tenant's and client's in-flight slots (`share::Slots`) it holds.
 #[derive(Debug)]
-pub struct InFlight(#[allow(dead_code)] crate::share::Entered, Option<crate::share::Slots>);
+pub struct InFlight(
+    #[allow(dead_code)] crate::share::Entered,
+    Option<crate::share::Slots>,
+    #[allow(dead_code)] tracing::Span,
+);
 
 impl InFlight {
     pub fn start(count: &crate::share::InFlightCount) -> Self {
-        InFlight(count.enter(), None)
+        InFlight(count.enter(), None, tracing::Span::none())
     }
 
     /// Keeps the request's share slots until the response body is done.
     pub fn hold(&mut self, slots: Option<crate::share::Slots>) {
         self.1 = slots;
+    }
+
+    /// Keeps the request's SERVER span open until the response body is done.
+    pub fn hold_span(&mut self, span: tracing::Span) {
+        self.2 = span;
     }
 }
 

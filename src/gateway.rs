@@ -93,6 +93,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
 pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartError> {
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry, config.per_tenant_metrics)?);
+    // The span counters are the process's (one exporter per process).
+    crate::telemetry::stats::register(&registry)?;
     let upstreams = Upstreams::build(config)?;
     let (stop, stopped) = watch::channel(false);
     let store = crate::state::open(config, &metrics, stopped.clone()).map_err(StartError::Store)?;

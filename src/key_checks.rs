@@ -180,12 +180,19 @@ pub async fn pass(routes: &Routes, which: impl Fn(&Tenant) -> bool) -> Summary {
 }
 
 async fn check(t: &Tenant) -> (CheckState, Detail) {
+    use tracing::Instrument;
     let Some(authorization) = t.credential.key_authorization() else {
         let reason = "not connected yet: send a connect link".to_string();
         return (CheckState::Pending, Detail { reason: Some(reason), ..Detail::default() });
     };
     let other = t.interlock.environment;
-    check_key_interlocked(&authorization, &t.upstream, t.environment, &t.interlock, other).await
+    // With traces exported, each check is a span (GET /v1/installations/me).
+    let span = crate::telemetry::background_span("key check", &t.id, crate::telemetry::current_context());
+    let checked = check_key_interlocked(&authorization, &t.upstream, t.environment, &t.interlock, other)
+        .instrument(span.clone())
+        .await;
+    crate::telemetry::set_attribute(&span, "pleo_gateway.key_check.state", checked.0.as_str());
+    checked
 }
 
 #[cfg(test)]

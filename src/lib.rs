@@ -43,6 +43,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod share;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

@@ -237,22 +237,24 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, CommandErr
 
 /// Runs an operator command's future on a small runtime of its own.
 fn block_on<T>(f: impl std::future::Future<Output = Result<T, CommandError>>) -> Result<T, CommandError> {
-    init_logging(Format::Off);
+    init_logging(Format::Off, None);
     runtime(Some(1))?.block_on(f)
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default info). The access log
 /// (target `access`) goes to stdout in the configured format, so a log
-/// shipper can tell requests from events.
-fn init_logging(access: Format) {
+/// shipper can tell requests from events. Spans for export (`otel`, when
+/// `telemetry` is on) go only to OpenTelemetry.
+fn init_logging(access: Format, otel: Option<crate::telemetry::OtelLayer>) {
     use tracing_subscriber::filter::{filter_fn, EnvFilter};
     use tracing_subscriber::prelude::*;
     let is_access = |m: &tracing::Metadata<'_>| m.target() == "access";
+    let for_export = |m: &tracing::Metadata<'_>| m.target() == crate::telemetry::TARGET;
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_filter(filter_fn(move |m| !is_access(m)));
+        .with_filter(filter_fn(move |m| !is_access(m) && !for_export(m)));
     let only_access = filter_fn(is_access);
     let (json, text) = match access {
         Format::Off => (None, None),
@@ -279,5 +281,5 @@ fn init_logging(access: Format) {
     };
     // Once per process: `check --online` runs two operator steps, each of
     // which sets logging up; the first one's stays.
-    let _ = tracing_subscriber::registry().with(logs).with(json).with(text).try_init();
+    let _ = tracing_subscriber::registry().with(otel).with(logs).with(json).with(text).try_init();
 }

@@ -8,14 +8,27 @@ use crate::config::Config;
 use crate::gateway;
 
 pub fn run(config: Config, strict: bool) -> ExitCode {
-    init_logging(config.access_log.format);
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     let rt = match super::runtime(config.workers) {
         Ok(rt) => rt,
         Err(e) => return super::failed(e),
     };
+    // The export task runs on the gateway's runtime; its layer joins the logs'.
+    let telemetry = {
+        let _rt = rt.enter();
+        crate::telemetry::Pipeline::start(&config.telemetry)
+    };
+    let (telemetry, otel_layer) = match telemetry {
+        Ok(Some((pipeline, layer))) => (Some(pipeline), Some(layer)),
+        Ok(None) => (None, None),
+        Err(e) => return super::failed(super::CommandError::Usage(format!("telemetry: {e}"))),
+    };
+    init_logging(config.access_log.format, otel_layer);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(endpoint, "exporting traces (OTLP/HTTP)");
+    }
     rt.block_on(async move {
         let running = match gateway::start_with(&config, strict).await {
             Ok(r) => r,
@@ -30,6 +43,9 @@ pub fn run(config: Config, strict: bool) -> ExitCode {
         let signal = serve_until_stopped(&running).await;
         tracing::info!(signal, "shutting down: no new connections, draining open ones");
         running.shutdown().await;
+        if let Some(t) = telemetry {
+            t.finish().await;
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

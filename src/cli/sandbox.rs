@@ -15,7 +15,7 @@ pub fn sandbox_only(
 ) -> ExitCode {
     use crate::config::Environment;
     use crate::sandbox::{Sandbox, SandboxSpec};
-    init_logging(Format::Off);
+    init_logging(Format::Off, None);
     let addrs: Vec<_> = [(Environment::Staging, staging), (Environment::Production, production)]
         .into_iter()
         .filter_map(|(env, addr)| Some((env, addr?)))

@@ -47,6 +47,7 @@ pub struct Config {
     pub legacy_tokens: Vec<LegacyToken>,
     pub limits: Limits,
     pub access_log: model::AccessLogConfig,
+    pub telemetry: model::TelemetryConfig,
     pub per_tenant_metrics: bool,
     pub sandbox: BTreeMap<Environment, SocketAddr>,
     /// `sandbox.access_token_ttl`: short tokens make refreshes frequent (benchmarks, demos).

@@ -53,6 +53,23 @@ impl AuthModel {
     }
 }
 
+/// `telemetry` from the config (docs/telemetry.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Where spans go (OTLP/HTTP, `/v1/traces` added); `None`: no export.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Whether `traceparent`/`tracestate` reach Pleo (continued from the
+    /// gateway's span when exporting, else as the client sent them).
+    pub propagate_upstream: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { otlp_endpoint: None, service_name: "pleo-gateway".into(), propagate_upstream: false }
+    }
+}
+
 /// `access_log` from the config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -38,6 +38,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub legacy_tokens: Vec<RawLegacyToken>,
     pub access_log: Option<RawAccessLog>,
+    /// OpenTelemetry traces (opt-in).
+    pub telemetry: Option<RawTelemetry>,
     /// Host names the app listener serves besides loopback names and IP
     /// literals (`name` or `*.suffix`); DNS rebinding protection.
     #[serde(default)]
@@ -168,6 +170,14 @@ pub struct RawTls {
 pub struct RawLegacyToken {
     pub name: String,
     pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub propagate_upstream: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use super::*;
 use crate::secret::{Secret, SecretSource};
 
 mod apps;
+mod telemetry;
 
 type Found = Vec<(KeyPath, String)>;
 
@@ -134,6 +135,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         admin_hosts: host_patterns(&raw.admin.allowed_hosts, path("admin").key("allowed_hosts"), &mut found),
     };
     let access_log = access_log(&raw, &mut found);
+    let telemetry = telemetry::telemetry(&raw, &mut found);
     let tls = tls(&raw, base_dir, &mut found);
     let sandbox = sandbox(&raw, &mut found);
     let sandbox_token_ttl =
@@ -204,6 +206,7 @@ pub fn validate(raw: RawConfig, source: &Path, base_dir: &Path) -> Result<Config
         legacy_tokens,
         limits,
         access_log,
+        telemetry,
         watched_files,
         per_tenant_metrics: raw.metrics.per_tenant,
         sandbox,

@@ -112,6 +112,9 @@ pub struct OAuthSession {
     /// When a 401 last forced a refresh, and the epoch it found: until the
     /// epoch moves on, that refresh has not finished.
     last_forced: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// The span of the last refresh, for requests that waited on it to link
+    /// to (only with traces exported).
+    refresh_span: std::sync::Mutex<Option<opentelemetry::trace::SpanContext>>,
     metrics: RefreshMetrics,
 }
 
@@ -151,6 +154,7 @@ impl OAuthSession {
             retired: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             last_forced: std::sync::Mutex::new(None),
+            refresh_span: std::sync::Mutex::new(None),
             metrics,
         })
     }
@@ -278,6 +282,7 @@ impl OAuthSession {
                 let _ = tokio::time::timeout(FORCED_WAIT_POLL, self.flight.lock()).await;
                 tokio::time::sleep(FORCED_WAIT_POLL).await;
             }
+            self.link_to_refresh();
             let cur = self.current.load();
             return match cur.usable(Instant::now()) {
                 Some(v) if v != rejected => Ok(Some(v.clone())),
@@ -317,7 +322,11 @@ impl OAuthSession {
     /// Runs one refresh step unless another finished since `seen`. Spawned,
     /// so the caller may stop waiting without cancelling it.
     async fn refresh(self: &Arc<Self>, seen: u64, rejected: Option<HeaderValue>) {
+        use tracing::Instrument;
         let this = self.clone();
+        // With traces exported: the refresh is a span of its own, linked to
+        // the request that started it; every request that waited links to it.
+        let asked_by = crate::telemetry::current_context();
         let task = tokio::spawn(async move {
             let mut flight = this.flight.lock().await;
             let cur = this.current.load_full();
@@ -325,7 +334,14 @@ impl OAuthSession {
                 return;
             }
             this.refreshing.store(true, Ordering::Relaxed);
-            let mut next = this.step(&mut flight, &cur, rejected.as_ref()).await;
+            let span = crate::telemetry::background_span("oauth refresh", &this.tenant, asked_by);
+            if let Some(cx) = crate::telemetry::context_of(&span) {
+                *this.refresh_span.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx);
+            }
+            crate::telemetry::set_attribute(&span, "pleo_gateway.forced", rejected.is_some());
+            let mut next = this.step(&mut flight, &cur, rejected.as_ref()).instrument(span.clone()).await;
+            crate::telemetry::set_attribute(&span, "pleo_gateway.oauth.status", next.status.as_str());
+            drop(span);
             next.epoch = cur.epoch + 1;
             if next.status != cur.status {
                 this.log_transition(cur.status, &next);
@@ -335,6 +351,15 @@ impl OAuthSession {
             this.changed.notify_one();
         });
         let _ = task.await;
+        self.link_to_refresh();
+    }
+
+    /// Links the current request's span to the refresh it waited on.
+    fn link_to_refresh(&self) {
+        if crate::telemetry::enabled() {
+            let last = self.refresh_span.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            crate::telemetry::link_current(last);
+        }
     }
 
     fn log_transition(&self, from: Status, to: &Current) {

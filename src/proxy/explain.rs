@@ -131,7 +131,7 @@ pub fn explain(routes: &Arc<Routes>, mut req: Request<()>) -> Explanation {
             to: routed.req.uri().path().to_string(),
         });
     }
-    scrub::scrub(routed.req.headers_mut(), routes.trust_forwarded_headers);
+    scrub::scrub(routed.req.headers_mut(), scrub::Keep::of(routes));
     let after: Vec<&HeaderName> = routed.req.headers().keys().collect();
     out.headers_removed = before.iter().filter(|h| !after.contains(h)).map(|h| h.as_str().to_string()).collect();
     if let Err(e) = attach::credential(&tenant) {

@@ -60,9 +60,11 @@ fn docs_errors_lists_every_error_code_with_its_status() {
 fn docs_metrics_lists_every_metric_family_and_store_operation() {
     let doc = read("docs/metrics.md");
     let documented: BTreeSet<String> = rows(&doc).into_iter().map(|r| r[0].clone()).collect();
-    // Registered in src/metrics.rs, and src/migration.rs for Pleo's 404/405 templates.
+    // Registered in src/metrics.rs, src/migration.rs for Pleo's 404/405 templates,
+    // and src/telemetry/stats.rs for the spans.
     let mut code = literals(&read("src/metrics.rs"), "pleo_gateway_");
     code.extend(literals(&read("src/migration.rs"), "pleo_gateway_"));
+    code.extend(literals(&read("src/telemetry/stats.rs"), "pleo_gateway_"));
     assert!(code.len() > 15, "the registrations were found: {code:?}");
     let missing: Vec<_> = code.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&code).collect();

@@ -35,6 +35,7 @@ mod scrub;
 mod secrets;
 mod state_dir;
 mod streaming;
+mod telemetry;
 mod tls;
 mod upstream_errors;
 mod upstream_pool;

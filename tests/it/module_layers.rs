@@ -12,7 +12,7 @@ use std::path::Path;
 const LAYERS: [&[&str]; 13] = [
     &["secret", "share", "tls", "error", "migration"],
     &["config"],
-    &["access_log", "metrics"],
+    &["access_log", "metrics", "telemetry"],
     &["body", "clients"],
     &["upstream"],
     &["state"],

@@ -294,7 +294,7 @@ fn no_client_input_reaches_pleo_as_a_credential_or_moves_the_upstream() {
                 return Ok(());
             }
         };
-        scrub::scrub(routed.req.headers_mut(), routed.routes.trust_forwarded_headers);
+        scrub::scrub(routed.req.headers_mut(), scrub::Keep::of(&routed.routes));
         let (tenant, mut req) = (routed.tenant, routed.req);
         // Resolution: the tenant header, the first rule, wins when given once.
         let tags: Vec<&String> = headers.iter().filter(|(n, _)| *n == "x-pleo-tenant").map(|(_, v)| v).collect();

@@ -239,6 +239,7 @@ where
     tracing::info!(tenant = %session.tenant, "Pleo rejected the access token; retrying once with a refreshed one");
     let (mut head, ()) = retry_head.into_parts();
     head.headers.insert(header::AUTHORIZATION, renewed);
+    head.extensions.insert(super::proxy::Resend(1));
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
     inner.call(context.with(Request::from_parts(head, RequestBody::kept(bytes)))).await
 }

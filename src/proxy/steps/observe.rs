@@ -4,7 +4,8 @@
 //! one, so a reload never splits a request), sets or propagates
 //! `x-request-id` (forwarded to Pleo and returned to the app), and counts the
 //! request in `pleo_gateway_in_flight_requests` until its body has streamed,
-//! and starts its access-log line (written when the body is done).
+//! and starts its access-log line (written when the body is done) and,
+//! when traces are exported, its SERVER span (ended with the body too).
 
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
@@ -118,16 +119,23 @@ where
                 id
             }
         };
+        // Span::none() unless traces are exported; the steps below run inside it.
+        let span = crate::telemetry::server_span(&req);
         let access = match routes.access_log.format {
             Format::Off => None,
             _ => {
-                let line = AccessLine::start(req.method(), req.uri(), routes.access_log.include_query, id.clone());
+                let mut line = AccessLine::start(req.method(), req.uri(), routes.access_log.include_query, id.clone());
+                line.trace_id = crate::telemetry::trace_id(&span);
                 req.extensions_mut().insert(line.slot.clone());
                 Some(Box::new(line))
             }
         };
         req.extensions_mut().insert(Snapshot(routes));
-        ObserveFuture { inner: self.inner.call(req), in_flight: Some(in_flight), id: Some(id), access }
+        let inner = {
+            let _in_span = span.enter();
+            self.inner.call(req)
+        };
+        ObserveFuture { inner, in_flight: Some(in_flight), id: Some(id), access, span }
     }
 }
 
@@ -139,6 +147,7 @@ pin_project! {
         in_flight: Option<InFlight>,
         id: Option<HeaderValue>,
         access: Option<Box<AccessLine>>,
+        span: tracing::Span,
     }
 }
 
@@ -150,12 +159,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(mut resp) = ready!(this.inner.poll(cx));
+        let polled = {
+            let _in_span = this.span.enter();
+            this.inner.poll(cx)
+        };
+        let Ok(mut resp) = ready!(polled);
         if let Some(id) = this.id.take() {
             resp.headers_mut().insert(REQUEST_ID, id);
         }
         let mut in_flight = this.in_flight.take().expect("polled after completion");
         in_flight.hold(resp.extensions_mut().remove::<crate::share::Slots>());
+        if !this.span.is_none() {
+            let code = resp.extensions().get::<ErrorCode>().map(|c| c.as_str());
+            crate::telemetry::record_status(this.span, resp.status().as_u16(), code, false);
+            in_flight.hold_span(std::mem::replace(this.span, tracing::Span::none()));
+        }
         let access = this.access.take().map(|mut line| {
             line.status = resp.status().as_u16();
             line.error = resp.extensions().get::<ErrorCode>().copied();

@@ -3,6 +3,8 @@
 //! pool and stream the answer back. Connection failures answer 502
 //! `upstream_unavailable`, no response head in time 504 `upstream_timeout`,
 //! a body past its limits 413 / 408. Pleo's hop-by-hop headers stop here.
+//! With traces exported, each attempt is a CLIENT span, from the send to
+//! Pleo's response head.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +19,11 @@ use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::context::Routed;
 use crate::upstream::{self, strip_hop_by_hop, ResponseBody};
 use crate::BoxError;
+
+/// On the second attempt of a request (the OAuth 401 replay): its
+/// `http.request.resend_count`.
+#[derive(Clone, Copy, Debug)]
+pub struct Resend(pub u8);
 
 /// The innermost service: forwards to Pleo and streams the answer back.
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,10 +46,20 @@ impl Service<Routed<RequestBody>> for Proxy {
             return Box::pin(std::future::ready(Err(err.into())));
         }
         let timeout = up.timeout;
+        // Span::none() unless traces are exported.
+        let resend = req.extensions().get::<Resend>().map_or(0, |r| r.0);
+        let span = crate::telemetry::client_span(&req, &up.base, resend);
+        crate::telemetry::inject(&span, req.headers_mut());
         Box::pin(async move {
             let started = Instant::now();
             let result = tokio::time::timeout(timeout, tenant.upstream.pool.send(req)).await;
             let took = started.elapsed();
+            match &result {
+                Ok(Ok(resp)) => crate::telemetry::record_status(&span, resp.status().as_u16(), None, true),
+                Ok(Err(_)) => crate::telemetry::record_failure(&span, "upstream_unavailable"),
+                Err(_) => crate::telemetry::record_failure(&span, "upstream_timeout"),
+            }
+            drop(span);
             tenant.metrics.upstream.observe(took.as_secs_f64());
             if let Some(slot) = access {
                 slot.add_upstream(took);

@@ -65,8 +65,36 @@ where
             }
             None => req.req.uri().path_and_query().cloned(),
         };
+        if crate::telemetry::enabled() {
+            let route = route(&req);
+            let span = tracing::Span::current();
+            let t = &req.tenant;
+            crate::telemetry::record_route(
+                &span,
+                req.req.method(),
+                &route,
+                &t.id,
+                t.model.as_str(),
+                t.environment.as_str(),
+            );
+        }
         let (tenant, client) = (req.tenant.clone(), req.client.clone());
         RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now(), path, client }
+    }
+}
+
+/// The route of a request for its SERVER span: the tenant rule's path
+/// prefix (`/tenants/{tenant}`) and the path template as the app sent it,
+/// ids folded to `{id}`.
+fn route<B>(req: &Routed<B>) -> String {
+    let path = match &req.rewrite {
+        Some(r) => r.original.path(),
+        None => req.req.uri().path(),
+    };
+    let template = crate::migration::template(path);
+    match req.rule.and_then(|i| req.routes.selectors.get(i)) {
+        Some(crate::config::Selector::PathPrefix(prefix)) => format!("{prefix}{{tenant}}{template}"),
+        _ => template,
     }
 }
 

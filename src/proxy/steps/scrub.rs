@@ -12,7 +12,11 @@
 //!   `Proxy-Authorization`, `Cookie`, API-key headers;
 //! - forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) unless
 //!   `trust_forwarded_headers` is set: a client must not choose what Pleo
-//!   believes about where a request came from.
+//!   believes about where a request came from;
+//! - W3C trace context (`traceparent`, `tracestate`) unless
+//!   `telemetry.propagate_upstream`: the spec warns against leaking trace
+//!   context to third parties, and Pleo is one. With it and traces
+//!   exported, `proxy` sends the gateway's own context instead.
 //!
 //! `x-request-id` survives a `Connection` listing: observe set it for Pleo
 //! and the app alike.
@@ -37,6 +41,9 @@ const CREDENTIALS: [HeaderName; 7] = [
     HeaderName::from_static("x-access-token"),
 ];
 
+/// W3C trace context: the app's, never sent on to Pleo by default.
+const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), HeaderName::from_static("tracestate")];
+
 /// What a client could use to claim another address or scheme.
 const FORWARDING: [HeaderName; 7] = [
     HeaderName::from_static("forwarded"),
@@ -55,30 +62,50 @@ impl<B> Predicate<Routed<B>> for ScrubHeaders {
     type Request = Routed<B>;
 
     fn check(&mut self, mut req: Routed<B>) -> Result<Routed<B>, BoxError> {
-        scrub(req.req.headers_mut(), req.routes.trust_forwarded_headers);
+        let keep = Keep::of(&req.routes);
+        scrub(req.req.headers_mut(), keep);
         Ok(req)
     }
 }
 
+/// Which of the optional headers a client's request keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Keep {
+    /// `trust_forwarded_headers`.
+    pub forwarded: bool,
+    /// `telemetry.propagate_upstream` without export: the app's own trace context.
+    pub trace_context: bool,
+}
+
+impl Keep {
+    /// What the config now serving (and the process's telemetry) keeps.
+    pub fn of(routes: &crate::proxy::routes::Routes) -> Keep {
+        Keep { forwarded: routes.trust_forwarded_headers, trace_context: crate::telemetry::pass_client_trace_context() }
+    }
+}
+
 /// Removes what must not reach Pleo from a client's headers.
-pub fn scrub(headers: &mut HeaderMap, trust_forwarded: bool) {
+pub fn scrub(headers: &mut HeaderMap, keep: Keep) {
     // Most requests carry none of these: one pass over the few headers
-    // there are, instead of a lookup for each of the 21 names.
-    if !headers.keys().any(|k| stripped(k, trust_forwarded)) {
+    // there are, instead of a lookup for each of the 23 names.
+    if !headers.keys().any(|k| stripped(k, keep)) {
         return;
     }
     for name in connection_named(headers).into_iter().filter(|n| *n != REQUEST_ID) {
         headers.remove(name);
     }
-    let gone: Vec<HeaderName> = headers.keys().filter(|k| stripped(k, trust_forwarded)).cloned().collect();
+    let gone: Vec<HeaderName> = headers.keys().filter(|k| stripped(k, keep)).cloned().collect();
     for name in gone {
         headers.remove(name);
     }
 }
 
 /// Whether a header of this name never goes to Pleo.
-fn stripped(name: &HeaderName, trust_forwarded: bool) -> bool {
-    HOP_BY_HOP.contains(name) || CREDENTIALS.contains(name) || (!trust_forwarded && FORWARDING.contains(name))
+fn stripped(name: &HeaderName, keep: Keep) -> bool {
+    HOP_BY_HOP.contains(name)
+        || CREDENTIALS.contains(name)
+        || (!keep.forwarded && FORWARDING.contains(name))
+        || (!keep.trace_context && TRACE_CONTEXT.contains(name))
 }
 
 #[cfg(test)]
@@ -96,14 +123,18 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("k"));
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        scrub(&mut h, false);
+        h.insert("traceparent", HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        h.insert("tracestate", HeaderValue::from_static("vendor=secret"));
+        scrub(&mut h, Keep::default());
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort();
         assert_eq!(left, ["x-kept", "x-request-id"]);
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        scrub(&mut h, true);
+        h.insert("traceparent", HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        scrub(&mut h, Keep { forwarded: true, trace_context: true });
         assert!(h.contains_key("x-forwarded-for"));
+        assert!(h.contains_key("traceparent"), "propagate_upstream without export passes the app's context");
     }
 }

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod install;
 pub mod logs;
 pub mod oauth;
+pub mod otlp;
 pub mod postgres;
 
 use std::net::SocketAddr;
