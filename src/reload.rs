@@ -67,6 +67,8 @@ struct Fixed {
     /// The connect pages' listener, URL and name, and the encryption keys'
     /// ids: read at start by the pages and the connection store.
     connect: String,
+    /// Traces: the exporter and propagation are set up once, at start.
+    telemetry: crate::config::model::TelemetryConfig,
 }
 
 impl Fixed {
@@ -80,6 +82,7 @@ impl Fixed {
             store: c.store.kind(),
             tls: c.tls.is_some(),
             connect: connect_key(c),
+            telemetry: c.telemetry.clone(),
         }
     }
 }
@@ -273,8 +276,8 @@ impl Reloader {
         let fixed = Fixed::of(&config);
         if fixed != loaded.fixed {
             tracing::warn!(
-                "listen, admin_listen, workers, sandbox, state_dir, store, connect, the encryption keys and \
-                 whether listen uses TLS only change with a restart; keeping the running values, applying the rest"
+                "listen, admin_listen, workers, sandbox, state_dir, store, connect, telemetry, the encryption keys \
+                 and whether listen uses TLS only change with a restart; keeping the running values, applying the rest"
             );
         }
         // Everything that can fail, before anything changes. The first

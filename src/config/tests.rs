@@ -257,3 +257,34 @@ fn a_postgres_store_loads_with_defaults_and_its_url_never_prints() {
     assert!(!format!("{c:?}").contains("s3cr3t-db-pw"), "Debug shows the database password");
     assert!(!check_report(&c).contains("s3cr3t-db-pw"));
 }
+
+#[test]
+fn telemetry_takes_otlp_http_endpoints_and_refuses_the_rest_without_echoing_them() {
+    let ok = Config::from_yaml(
+        &format!("{TENANT}telemetry:\n  otlp_endpoint: http://127.0.0.1:4318/\n  service_name: edge-gw\n  propagate_upstream: true\n"),
+        Path::new("/etc/gw/gateway.yaml"),
+    )
+    .unwrap();
+    assert_eq!(ok.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(ok.telemetry.service_name, "edge-gw");
+    assert!(ok.telemetry.propagate_upstream);
+    let off = Config::from_yaml(TENANT, Path::new("/etc/gw/gateway.yaml")).unwrap();
+    assert_eq!(off.telemetry, model::TelemetryConfig::default(), "absent: nothing exported, nothing propagated");
+    let cases: &[(&str, &[&str])] = &[
+        ("telemetry:\n  otlp_endpoint: grpc://collector:4317\n", &[":8:3", "telemetry.otlp_endpoint", "gRPC", "4318"]),
+        ("telemetry:\n  otlp_endpoint: collector:4318\n", &["telemetry.otlp_endpoint", "http://"]),
+        (
+            "telemetry:\n  otlp_endpoint: https://user:pw-secret-9@collector\n",
+            &["telemetry.otlp_endpoint", "user info"],
+        ),
+        ("telemetry:\n  service_name: my gateway\n", &["telemetry.service_name", "printable"]),
+        ("telemetry:\n  otlp_endpont: http://x\n", &["unknown field `otlp_endpont`"]),
+    ];
+    for (yaml, wants) in cases {
+        let e = err(&format!("{TENANT}{yaml}"));
+        for w in *wants {
+            assert!(e.contains(w), "{yaml}: {e}");
+        }
+        assert!(!e.contains("pw-secret-9"), "the endpoint is not echoed: {e}");
+    }
+}
