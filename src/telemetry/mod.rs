@@ -107,11 +107,18 @@ pub fn server_span<B>(req: &Request<B>) -> Span {
     if !enabled() {
         return Span::none();
     }
-    let method = req.method().as_str();
-    let span = tracing::info_span!(target: TARGET, "request", otel.name = method, otel.kind = "server");
+    // A client picks the method: one the HTTP conventions do not know is
+    // `_OTHER` (and the span "HTTP"), so no client can mint span names.
+    let method = known_method(req.method());
+    let name = if method == "_OTHER" { "HTTP" } else { method };
+    let span = tracing::info_span!(target: TARGET, "request", otel.name = name, otel.kind = "server");
     let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
     let _ = span.set_parent(parent);
-    span.set_attribute("http.request.method", method.to_string());
+    span.set_attribute("http.request.method", method);
+    if method == "_OTHER" {
+        let original: String = req.method().as_str().chars().take(32).collect();
+        span.set_attribute("http.request.method_original", original);
+    }
     span.set_attribute("url.path", req.uri().path().to_string());
     span.set_attribute("url.scheme", req.uri().scheme_str().unwrap_or("http").to_string());
     span.set_attribute("network.protocol.version", version(req.version()));
@@ -138,7 +145,7 @@ pub fn record_route(span: &Span, method: &http::Method, route: &str, tenant: &st
     }
     // Started already (entered, and its trace id read for the access log):
     // the name is changed on the OpenTelemetry span itself.
-    span.context().span().update_name(format!("{method} {route}"));
+    span.context().span().update_name(format!("{} {route}", known_method(method)));
     span.set_attribute("http.route", route.to_string());
     span.set_attribute("pleo_gateway.tenant", tenant.to_string());
     span.set_attribute("pleo_gateway.auth_model", model.to_string());
@@ -259,6 +266,24 @@ pub fn link_current(to: Option<SpanContext>) {
     }
 }
 
+/// The method as the HTTP semantic conventions name it: one of the nine
+/// they know, else `_OTHER`.
+fn known_method(m: &http::Method) -> &'static str {
+    use http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 fn version(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_10 => "1.0",
@@ -280,6 +305,31 @@ impl Extractor for Headers<'_> {
 }
 
 struct HeadersMut<'a>(&'a mut HeaderMap);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_the_conventions_do_not_know_are_other() {
+        assert_eq!(known_method(&http::Method::PATCH), "PATCH");
+        assert_eq!(known_method(&http::Method::from_bytes(b"PROPFIND").unwrap()), "_OTHER");
+        assert_eq!(known_method(&http::Method::from_bytes(b"GETX").unwrap()), "_OTHER");
+    }
+
+    #[test]
+    fn everything_is_a_no_op_while_nothing_is_exported() {
+        let req =
+            Request::get("/v2/x").header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let req = req.body(()).unwrap();
+        assert!(server_span(&req).is_none());
+        assert!(trace_id(&Span::none()).is_none());
+        assert!(current_context().is_none());
+        let mut headers = HeaderMap::new();
+        inject(&Span::none(), &mut headers);
+        assert!(headers.is_empty());
+    }
+}
 
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {

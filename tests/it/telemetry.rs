@@ -147,6 +147,13 @@ async fn request_span_trees_arrive_at_a_real_receiver() {
     assert_eq!(r.attr("error.type"), Some("legacy_token_refused"));
     assert_eq!(r.attr("http.response.status_code"), Some("401"));
     assert!(children(&receiver.spans(), &r).is_empty(), "nothing went upstream");
+    // A method of the client's own making names no span.
+    assert_eq!(send(t.addr, "PROPFIND-X", "/v2/odd-method", &tagged, "").await, 405);
+    let odd = receiver.wait_for("for the odd method", |s| s.attr("url.path") == Some("/v2/odd-method")).await;
+    assert_eq!(odd.name, "HTTP");
+    assert_eq!(odd.attr("http.request.method"), Some("_OTHER"));
+    assert_eq!(odd.attr("http.request.method_original"), Some("PROPFIND-X"));
+    assert_eq!(odd.attr("error.type"), Some("method_not_allowed"));
 
     // No secret anywhere: tokens, client secret, the legacy token, the query.
     let all = format!("{:?}", receiver.spans());
