@@ -306,6 +306,14 @@ impl Extractor for Headers<'_> {
 
 struct HeadersMut<'a>(&'a mut HeaderMap);
 
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,13 +336,5 @@ mod tests {
         let mut headers = HeaderMap::new();
         inject(&Span::none(), &mut headers);
         assert!(headers.is_empty());
-    }
-}
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
-            self.0.insert(name, value);
-        }
     }
 }
