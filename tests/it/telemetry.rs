@@ -80,6 +80,7 @@ async fn request_span_trees_arrive_at_a_real_receiver() {
     assert_eq!(server.attr("http.response.status_code"), Some("200"));
     assert_eq!(server.attr("pleo_gateway.tenant"), Some("hooli"));
     assert_eq!(server.attr("pleo_gateway.auth_model"), Some("oauth2"));
+    assert_eq!(server.attr("pleo_gateway.tenant_rule"), Some("header:x-pleo-tenant"));
     let spans = receiver.spans();
     let client = children(&spans, &server);
     assert_eq!(client.len(), 1, "one attempt: {client:#?}");
@@ -101,6 +102,7 @@ async fn request_span_trees_arrive_at_a_real_receiver() {
         receiver.wait_for("for the prefixed path", |s| s.kind == SERVER && s.name.contains("{tenant}")).await;
     assert_eq!(prefixed.name, "GET /tenants/{tenant}/v2/expenses/{id}");
     assert_eq!(prefixed.attr("http.route"), Some("/tenants/{tenant}/v2/expenses/{id}"));
+    assert_eq!(prefixed.attr("pleo_gateway.tenant_rule"), Some("path_prefix:/tenants/"));
     let spans = receiver.spans();
     let upstream = children(&spans, &prefixed);
     assert_eq!(upstream.len(), 1);

@@ -77,6 +77,7 @@ where
                 t.model.as_str(),
                 t.environment.as_str(),
             );
+            crate::telemetry::set_attribute(&span, "pleo_gateway.tenant_rule", rule_name(&req));
         }
         let (tenant, client) = (req.tenant.clone(), req.client.clone());
         RecordFuture { inner: self.inner.call(req), tenant, started: Instant::now(), path, client }
@@ -95,6 +96,18 @@ fn route<B>(req: &Routed<B>) -> String {
     match req.rule.and_then(|i| req.routes.selectors.get(i)) {
         Some(crate::config::Selector::PathPrefix(prefix)) => format!("{prefix}{{tenant}}{template}"),
         _ => template,
+    }
+}
+
+/// Which `tenant_from` rule picked the tenant, for the SERVER span.
+fn rule_name<B>(req: &Routed<B>) -> String {
+    use crate::config::Selector;
+    match req.rule.and_then(|i| req.routes.selectors.get(i)) {
+        Some(Selector::Header(h)) => format!("header:{h}"),
+        Some(Selector::PathPrefix(p)) => format!("path_prefix:{p}"),
+        Some(Selector::HostSuffix(s)) => format!("host_suffix:{s}"),
+        Some(Selector::ClientKey) => "client_key".into(),
+        None => "default_tenant".into(),
     }
 }
 
