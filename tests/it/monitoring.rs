@@ -112,6 +112,25 @@ fn the_prometheus_rule_for_kubernetes_holds_the_same_groups() {
     assert_eq!(operator["spec"]["groups"], yaml("prometheus-rules.yaml")["groups"]);
 }
 
+#[test]
+fn the_service_monitor_scrapes_the_services_admin_port() {
+    let monitor = yaml("servicemonitor.yaml");
+    let k8s = |f: &str| -> serde_json::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes").join(f);
+        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let service = k8s("service.yaml");
+    assert_eq!(monitor["kind"], "ServiceMonitor");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "the Service carries the selected label {k}");
+    }
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let port = endpoint["port"].as_str().unwrap();
+    let named = service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == port);
+    assert!(named.is_some_and(|p| p["port"] == 9464), "the Service's {port} port is admin_listen's");
+}
+
 /// Metric names in a PromQL text, without the histogram suffixes.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
