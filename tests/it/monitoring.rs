@@ -194,7 +194,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     async fn start(bin: &Path, target: std::net::SocketAddr) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let config = format!(
             "global: {{ scrape_interval: 250ms, scrape_timeout: 200ms }}\nscrape_configs:\n  - job_name: pleo-gateway\n    static_configs: [{{ targets: ['{target}'] }}]\n"
         );
@@ -250,15 +250,11 @@ fn as_grafana_sends(expr: &str) -> String {
 const NOT_FED_BY_THE_LOAD: [&str; 3] =
     ["Store up and operation latency (p95)", "Connect-link and install results", "Certificate expiry"];
 
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The shipped gateway.yaml (the demo: in-process sandbox, file store),
 /// moved to spare ports, its files and state made absolute.
 async fn start_demo(dir: &Path) -> pleo_gateway::gateway::Running {
     let root = env!("CARGO_MANIFEST_DIR");
-    let (staging, production, connect) = (spare_port(), spare_port(), spare_port());
+    let (staging, production, connect) = (free_port(), free_port(), free_port());
     let yaml = std::fs::read_to_string(Path::new(root).join("gateway.yaml"))
         .unwrap()
         .replace("127.0.0.1:8080", "127.0.0.1:0")

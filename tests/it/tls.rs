@@ -226,7 +226,7 @@ async fn connect_pages_serve_tls_and_take_a_renewed_certificate_on_reload() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("connect.crt"), first.cert.pem()).unwrap();
     std::fs::write(dir.path().join("connect.key"), first.key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let extra = format!(
         "  hooli:\n    environment: staging\n    auth: {{ model: integrated_api_key, source: connection }}\n\
          store: {{ kind: file, dir: state, encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= }}\n\

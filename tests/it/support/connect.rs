@@ -22,9 +22,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-the-connect-tests-0001";
 pub const STORE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const SECRETS: [&str; 6] = [HOOLI_KEY, HOOLI_KEY_2, WRONG_KEY, UMBRELLA_SECRET, ADMIN_TOKEN, STORE_KEY];
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use super::free_port;
 
 pub fn sha256_hex(s: &str) -> String {
     use sha2::{Digest, Sha256};

@@ -261,6 +261,34 @@ impl Kit {
     }
 }
 
+/// A loopback port for a listener whose address a config must name before
+/// it binds (`connect.public_url`, a PostgreSQL server, Prometheus).
+///
+/// Taken from below the kernel's ephemeral range, one after another in this
+/// process and checked free: a port the kernel handed out for `bind(0)` and
+/// given back could be handed to any other test's `bind(0)` or outgoing
+/// connection before its owner binds it again (a test saw `AddrInUse` on a
+/// connect listener that way). Each test binary (process) starts in its own
+/// stretch, by process id.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOW).max(1000);
+    let start = (std::process::id() * 997) % span;
+    for _ in 0..span {
+        let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port below {ephemeral}");
+}
+
 pub async fn start_gateway(yaml: &str, dir: &Path) -> Running {
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();

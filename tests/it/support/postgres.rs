@@ -128,6 +128,4 @@ impl Drop for Postgres {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::free_port;
