@@ -22,7 +22,7 @@ fn compose() -> yaml_serde::Value {
 }
 
 fn free() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", crate::support::free_port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,7 +98,7 @@ async fn serve(mut stream: TcpStream, counts: Arc<Counts>, close_idle: Option<Du
 /// A gateway whose production environment (tenant `acme`, a static OAuth
 /// token: no credential check traffic) is the bare origin.
 async fn gateway(origin: &Origin, dir: &std::path::Path, limits: &str) -> pleo_gateway::gateway::Running {
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naccess_log: {{ format: off }}\n{limits}environments:\n  staging: {{ base_url: http://{dead} }}\n  production: {{ base_url: http://{} }}\n{}",
         origin.addr,

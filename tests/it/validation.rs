@@ -66,9 +66,8 @@ async fn a_key_pleo_refuses_degrades_only_its_tenant_until_it_is_fixed() {
 
 #[tokio::test]
 async fn an_unreachable_pleo_leaves_the_tenant_serving_unverified() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    // Nothing listens there: a port from below the ephemeral range, which no test binds.
+    let dead_addr = format!("127.0.0.1:{}", free_port());
     let production = sandbox(production_spec()).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = standard_yaml(dir.path(), &format!("http://{dead_addr}"), &base_url(&production), "");
