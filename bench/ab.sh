@@ -14,6 +14,9 @@
 # IDLE_CONNS=N measures memory instead: N kept-alive client connections,
 # each after one request, held open; prints the proxy's RSS before and with
 # them (whole process group: nginx master + worker, or the gateway), per connection.
+# GATEWAY_METRICS=FILE (gateway only) saves its /metrics there after the run,
+# e.g. to see how many trace spans were exported or dropped with
+# GATEWAY_EXTRA_YAML="telemetry: { otlp_endpoint: ... }".
 # usage: bench/ab.sh gateway|nginx|hyper http|https [connections=32] [seconds=4] [delay_ms=0]
 set -euo pipefail
 who=${1:?gateway|nginx|hyper} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
@@ -134,6 +137,10 @@ read -r u1 s1 < <(cputimes)
 r1=$(runtime)
 read -r b1 _ < <(busy)
 [[ -n ${SYSCALLS:-} ]] && wait "$counting"
+if [[ $who == gateway && -n ${GATEWAY_METRICS:-} ]]; then
+  sleep 1 # the export task's last batch
+  curl -s http://127.0.0.1:18290/metrics >"$GATEWAY_METRICS"
+fi
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
