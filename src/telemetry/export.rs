@@ -64,11 +64,20 @@ pub struct Exporting {
 }
 
 impl Exporting {
-    /// Exports what is queued, within `FLUSH_TIMEOUT`, then stops.
-    pub async fn finish(self) {
+    /// Exports what is queued, within `FLUSH_TIMEOUT`, then stops. False
+    /// when the task did not end cleanly (said in the log).
+    pub async fn finish(self) -> bool {
         let _ = self.stop.send(());
-        if tokio::time::timeout(FLUSH_TIMEOUT, self.task).await.is_err() {
-            tracing::warn!("the trace collector did not take the last spans in time; they are dropped");
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.task).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the trace export task failed; queued spans are lost");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the trace collector did not take the last spans in time; they are dropped");
+                false
+            }
         }
     }
 }
@@ -93,16 +102,18 @@ async fn run<E: SpanExporter>(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let stopping = tokio::select! {
+        // Stopping: the stop signal, or the queue closed. The iteration that
+        // sees it is the last, so the oneshot is never polled after it fired.
+        let mut stopping = tokio::select! {
             n = spans.recv_many(&mut batch, BATCH) => n == 0,
             _ = &mut stopped => true,
         };
         if !stopping && batch.len() < BATCH {
             // Gather what arrives shortly after, so a burst is one export.
-            tokio::select! {
-                _ = tokio::time::sleep(DELAY) => {}
-                _ = &mut stopped => {}
-            }
+            stopping = tokio::select! {
+                _ = tokio::time::sleep(DELAY) => false,
+                _ = &mut stopped => true,
+            };
         }
         while batch.len() < BATCH {
             match spans.try_recv() {
@@ -113,7 +124,7 @@ async fn run<E: SpanExporter>(
         if !batch.is_empty() {
             export(&exporter, std::mem::take(&mut batch), &stats).await;
         }
-        if stopping || spans.is_closed() && spans.is_empty() {
+        if stopping {
             // Whatever is still queued goes out in full batches, then the task ends.
             while let Ok(span) = spans.try_recv() {
                 batch.push(span);
@@ -141,5 +152,67 @@ async fn export<E: SpanExporter>(exporter: &E, batch: Vec<SpanData>, stats: &Spa
             stats.dropped_export_failed.inc_by(n);
             tracing::debug!(spans = n, "the trace collector did not answer in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use std::sync::Mutex;
+
+    /// An exporter that keeps what it gets, or refuses everything.
+    #[derive(Debug, Clone, Default)]
+    struct Kept {
+        spans: Arc<Mutex<Vec<String>>>,
+        refuse: bool,
+    }
+
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.refuse {
+                return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("down".into()));
+            }
+            self.spans.lock().unwrap().extend(batch.into_iter().map(|s| s.name.to_string()));
+            Ok(())
+        }
+    }
+
+    fn provider(exporter: Kept, stats: Arc<SpanStats>) -> (opentelemetry_sdk::trace::SdkTracerProvider, Exporting) {
+        let resource = Resource::builder().with_service_name("test").build();
+        let (processor, exporting) = start(exporter, &resource, stats);
+        (opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(processor).build(), exporting)
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_gathering_exports_everything_queued_and_ends() {
+        let (kept, stats) = (Kept::default(), Arc::new(SpanStats::new()));
+        let (provider, exporting) = provider(kept.clone(), stats.clone());
+        let tracer = provider.tracer("t");
+        for i in 0..1500 {
+            tracer.start(format!("s{i}")).end();
+        }
+        // The task is gathering (DELAY) when the stop comes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(exporting.finish().await, "the task ends cleanly");
+        assert_eq!(kept.spans.lock().unwrap().len(), 1500);
+        assert_eq!(stats.exported.get(), 1500);
+        assert_eq!(stats.dropped_queue_full.get() + stats.dropped_export_failed.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn spans_the_collector_refuses_or_the_queue_cannot_hold_are_counted() {
+        let stats = Arc::new(SpanStats::new());
+        let (provider, exporting) = provider(Kept { refuse: true, ..Kept::default() }, stats.clone());
+        let tracer = provider.tracer("t");
+        // More than the queue holds, at once: the rest never leave this thread.
+        for _ in 0..QUEUE + 100 {
+            tracer.start("s").end();
+        }
+        assert!(exporting.finish().await);
+        let (failed, full) = (stats.dropped_export_failed.get(), stats.dropped_queue_full.get());
+        assert!(full >= 100, "{full}");
+        assert_eq!(failed + full, (QUEUE + 100) as u64, "every span is accounted for");
+        assert_eq!(stats.exported.get(), 0);
     }
 }

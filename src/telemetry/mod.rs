@@ -97,7 +97,7 @@ impl Pipeline {
     /// Exports what is still queued (bounded), then stops.
     pub async fn finish(self) {
         ENABLED.store(false, Ordering::Relaxed);
-        self.exporting.finish().await;
+        let _ = self.exporting.finish().await;
         drop(self.provider);
     }
 }

@@ -17,33 +17,42 @@ pub struct SpanStats {
     pub dropped_export_failed: IntCounter,
 }
 
+impl SpanStats {
+    /// Counters of their own (the process's are [`stats`]).
+    pub fn new() -> SpanStats {
+        let exported = IntCounter::new(
+            "pleo_gateway_spans_exported_total",
+            "Trace spans the OTLP collector accepted (telemetry.otlp_endpoint).",
+        )
+        .expect("a valid metric");
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_spans_dropped_total",
+                "Trace spans dropped: the export queue was full (queue_full) or the collector did not take \
+                     them (export_failed).",
+            ),
+            &["reason"],
+        )
+        .expect("a valid metric");
+        SpanStats {
+            exported: exported.clone(),
+            dropped_queue_full: dropped.with_label_values(&["queue_full"]),
+            dropped_export_failed: dropped.with_label_values(&["export_failed"]),
+            exported_family: exported,
+            dropped_family: dropped,
+        }
+    }
+}
+
+impl Default for SpanStats {
+    fn default() -> Self {
+        SpanStats::new()
+    }
+}
+
 pub fn stats() -> Arc<SpanStats> {
     static STATS: OnceLock<Arc<SpanStats>> = OnceLock::new();
-    STATS
-        .get_or_init(|| {
-            let exported = IntCounter::new(
-                "pleo_gateway_spans_exported_total",
-                "Trace spans the OTLP collector accepted (telemetry.otlp_endpoint).",
-            )
-            .expect("a valid metric");
-            let dropped = IntCounterVec::new(
-                Opts::new(
-                    "pleo_gateway_spans_dropped_total",
-                    "Trace spans dropped: the export queue was full (queue_full) or the collector did not take \
-                     them (export_failed).",
-                ),
-                &["reason"],
-            )
-            .expect("a valid metric");
-            Arc::new(SpanStats {
-                exported: exported.clone(),
-                dropped_queue_full: dropped.with_label_values(&["queue_full"]),
-                dropped_export_failed: dropped.with_label_values(&["export_failed"]),
-                exported_family: exported,
-                dropped_family: dropped,
-            })
-        })
-        .clone()
+    STATS.get_or_init(|| Arc::new(SpanStats::new())).clone()
 }
 
 /// Adds the span counters to a registry.
