@@ -56,17 +56,11 @@ impl<B> Routed<B> {
     /// The head and the body apart, and the rest as the context `with` puts
     /// back around a new request (the OAuth retry keeps the body aside).
     pub fn into_parts(self) -> (http::request::Parts, B, Routed<()>) {
-        let (head, body) = self.req.into_parts();
-        let context = Routed {
-            req: Request::new(()),
-            tenant: self.tenant,
-            client: self.client,
-            rule: self.rule,
-            rewrite: self.rewrite,
-            access: self.access,
-            routes: self.routes,
-        };
-        (head, body, context)
+        // `map` moves every field across; only the body and head are taken out.
+        let mut body = None;
+        let mut context = self.map(|b| body = Some(b));
+        let (head, ()) = std::mem::replace(&mut context.req, Request::new(())).into_parts();
+        (head, body.expect("map hands the body over"), context)
     }
 
     /// `req` carrying everything else this request carries.
