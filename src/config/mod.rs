@@ -7,6 +7,7 @@ mod locate;
 pub mod model;
 mod raw;
 pub mod rewrite;
+mod slices;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -455,8 +456,13 @@ impl Config {
     /// relative paths (secret files, state_dir, ca_file).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let raw: raw::RawConfig = yaml_serde::from_str(text)
-            .map_err(|e| ConfigError { file: file.clone(), issues: vec![serde_issue(&e)] })?;
+        // A large tenant table is read a slice at a time (slices.rs); the
+        // rest, and anything slicing declines, is one yaml_serde parse.
+        let raw: raw::RawConfig = match slices::parse(text, slices::SLICE) {
+            Some(raw) => raw,
+            None => yaml_serde::from_str(text)
+                .map_err(|e| ConfigError { file: file.clone(), issues: vec![serde_issue(&e)] })?,
+        };
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         validate::validate(raw, path, &base_dir).map_err(|found| ConfigError {
             file,
