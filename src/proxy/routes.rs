@@ -33,7 +33,7 @@ pub struct Tenant {
     pub model: AuthModel,
     pub credential: Credential,
     pub upstream: Arc<Upstream>,
-    pub metrics: TenantMetrics,
+    pub metrics: Arc<TenantMetrics>,
     /// `limits.max_request_body_bytes` and `body_read_timeout`, kept here for the credential step.
     pub max_request_body_bytes: u64,
     pub body_read_timeout: std::time::Duration,
