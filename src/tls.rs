@@ -82,6 +82,11 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     };
     let mut config = builder.with_single_cert(chain, key).map_err(TlsError::Identity)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption by ticket (TLS 1.2 and 1.3): any number of clients resume,
+    // where the default session cache holds 256. Each config has its own
+    // ticket keys, so a reload (a rotated `client_ca`, say) ends every
+    // resumption and the next handshake is a full one, verified again.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Identity)?;
     Ok(config)
 }
 

@@ -56,11 +56,19 @@ impl Pki {
 type TlsClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
 
 fn client_config(pki: &Pki, identity: Option<&Issued>) -> rustls::ClientConfig {
+    client_config_for(pki, identity, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_config_for(
+    pki: &Pki,
+    identity: Option<&Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     match identity {
@@ -162,6 +170,49 @@ async fn served_certificate(addr: std::net::SocketAddr, pki: &Pki, identity: &Is
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// One TLS connection with `config` (and its session cache) that sends a
+/// request and reads the answer to the end (TLS 1.3 tickets arrive after the
+/// handshake): whether the handshake was a full one or a resumption.
+async fn handshake(addr: std::net::SocketAddr, config: &Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+    tls.write_all(b"GET /v2/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    tls.get_ref().1.handshake_kind().unwrap()
+}
+
+#[tokio::test]
+async fn sessions_resume_by_ticket_for_any_number_of_clients_and_not_across_a_reload() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    let server = pki.issue(&["127.0.0.1"], false);
+    let kit = start(&pki, &server).await;
+    let erp = pki.issue(&["erp-client"], true);
+    let first = Arc::new(client_config(&pki, Some(&erp)));
+    assert_eq!(handshake(kit.gw.addr, &first).await, Full);
+    assert_eq!(handshake(kit.gw.addr, &first).await, Resumed);
+    // 300 other clients: more sessions than a server-side cache of 256 holds.
+    for _ in 0..300 {
+        handshake(kit.gw.addr, &Arc::new(client_config(&pki, Some(&erp)))).await;
+    }
+    assert_eq!(handshake(kit.gw.addr, &first).await, Resumed, "the ticket does not depend on a cache entry");
+    // TLS 1.2 resumes by ticket too.
+    let tls12 = Arc::new(client_config_for(&pki, Some(&erp), &[&rustls::version::TLS12]));
+    assert_eq!(handshake(kit.gw.addr, &tls12).await, Full);
+    assert_eq!(handshake(kit.gw.addr, &tls12).await, Resumed);
+    // A reload (a rotated client_ca, say) makes new ticket keys: the next
+    // handshake is a full one, its client certificate verified again.
+    kit.gw.reload().await.unwrap();
+    assert_eq!(handshake(kit.gw.addr, &first).await, Full);
+    assert_eq!(handshake(kit.gw.addr, &tls12).await, Full);
+    assert_eq!(handshake(kit.gw.addr, &first).await, Resumed);
+    kit.stop().await;
 }
 
 /// `pleo_gateway_certificate_expiry_timestamp_seconds{certificate}`.
