@@ -17,6 +17,16 @@
 # GATEWAY_METRICS=FILE (gateway only) saves its /metrics there after the run,
 # e.g. to see how many trace spans were exported or dropped with
 # GATEWAY_EXTRA_YAML="telemetry: { otlp_endpoint: ... }".
+# LISTENER=tls (gateway and nginx): the contender terminates TLS on its
+# listener, with the origin's certificate (ECDSA P-256, same file for both),
+# TLS 1.2 and 1.3, session resumption enabled (nginx: a shared session cache
+# and tickets; the gateway: rustls tickets); wrk then speaks https.
+# HANDSHAKES=1.3|1.2 (with LISTENER=tls) measures a new TLS connection per
+# request instead of wrk: `openssl s_time` on CPU 1, one connection after
+# the other, each a handshake and `GET /` (HTTP/1.0, so the server closes;
+# both contenders answer it themselves, no tenant). RESUME=1 resumes the
+# first session on every later connection (`-reuse`); else each is a full
+# handshake (`-new`). Prints handshakes/s and CPU 0 per handshake.
 # usage: bench/ab.sh gateway|nginx|hyper http|https [connections=32] [seconds=4] [delay_ms=0]
 set -euo pipefail
 who=${1:?gateway|nginx|hyper} origin=${2:?http|https} conns=${3:-32} secs=${4:-4} delay=${5:-0}
@@ -54,6 +64,11 @@ sed -e "s#@TMP@#$w#g" "$harness/conf/origin-locations.inc.tmpl" >"$w/origin-loca
 sed -e "s#@TMP@#$w#g" -e "s#@HTTP_PORT@#18180#g" -e "s#@HTTPS_PORT@#18181#g" -e "s#@STATUS_PORT@#18182#g" \
   "$harness/conf/origin.nginx.conf.tmpl" >"$w/origin.conf"
 if [[ $origin == https ]]; then up=18181; else up=18180; fi
+listener=${LISTENER:-plain}
+if [[ $listener == tls && $who == hyper ]]; then echo "LISTENER=tls: gateway or nginx" >&2; exit 2; fi
+if [[ -n ${HANDSHAKES:-} && $listener != tls ]]; then echo "HANDSHAKES needs LISTENER=tls" >&2; exit 2; fi
+scheme=http curl_tls=()
+if [[ $listener == tls ]]; then scheme=https curl_tls=(--cacert "$w/ca.crt"); fi
 setsid taskset -c 1 nginx -e "$w/origin-startup.log" -p "$w/" -c "$w/origin.conf" -g 'daemon off;' >"$w/logs/origin.log" 2>&1 &
 pgids+=($!)
 if [[ $who == nginx ]]; then
@@ -61,6 +76,10 @@ if [[ $who == nginx ]]; then
     -e "s#@UP_SCHEME@#$origin#g" -e "s#@UP_TLS_NAME@#localhost#g" "$harness/conf/proxy.nginx.conf.tmpl" >"$w/nginx-proxy.conf"
   # Idle mode: room for the connections held open (the template allows 8,192).
   if [[ -n ${IDLE_CONNS:-} ]]; then sed -i "s/worker_connections [0-9]*;/worker_connections $((IDLE_CONNS * 2 + 1024));/" "$w/nginx-proxy.conf"; fi
+  if [[ $listener == tls ]]; then
+    sed -i -e "s#listen 127.0.0.1:18190 backlog=4096;#listen 127.0.0.1:18190 ssl backlog=4096;\n        ssl_certificate $w/origin.crt;\n        ssl_certificate_key $w/origin.key;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:ab:10m;\n        ssl_session_tickets on;#" "$w/nginx-proxy.conf"
+    grep -q 'listen 127.0.0.1:18190 ssl' "$w/nginx-proxy.conf" || { echo "nginx template: listen line not found" >&2; exit 1; }
+  fi
   setsid taskset -c 0 nginx -e "$w/nginx-startup.log" -p "$w/" -c "$w/nginx-proxy.conf" -g 'daemon off;' >"$w/logs/proxy.log" 2>&1 &
 elif [[ $who == hyper ]]; then
   # The floor: a bare hyper proxy on the gateway's stack (examples/bare_proxy.rs).
@@ -68,15 +87,18 @@ elif [[ $who == hyper ]]; then
   [[ -x $bare ]] || (cd "$here" && cargo build --release --quiet --example bare_proxy)
   setsid taskset -c 0 "$bare" 127.0.0.1:18190 "$origin://127.0.0.1:$up" "$w/tenants.auth" "$w/ca.crt" >"$w/logs/proxy.log" 2>&1 &
 else
-  [[ -n ${IDLE_CONNS:-} ]] && export GATEWAY_EXTRA_YAML="limits: { max_connections: $((IDLE_CONNS * 2 + 1024)) }"
+  extra=${GATEWAY_EXTRA_YAML:-}
+  [[ -n ${IDLE_CONNS:-} ]] && extra+=$'\n'"limits: { max_connections: $((IDLE_CONNS * 2 + 1024)) }"
+  [[ $listener == tls ]] && extra+=$'\n'"tls: { cert: $w/origin.crt, key: $w/origin.key }"
+  export GATEWAY_EXTRA_YAML=$extra
   GATEWAY_LISTEN=127.0.0.1:18190 GATEWAY_PORT=18190 GATEWAY_UPSTREAM=$origin://127.0.0.1:$up GATEWAY_UPSTREAM_CA=$w/ca.crt \
     GATEWAY_TENANTS_TSV=$w/tenants.tsv GATEWAY_WORKDIR=$w/gw GATEWAY_WORKERS=1 \
     setsid taskset -c 0 bash "$here/bench/gateway-wrapper.sh" >"$w/logs/proxy.log" 2>&1 &
 fi
 pgids+=($!)
-for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18190/ && break; sleep 0.1; done
+for _ in $(seq 50); do curl -s "${curl_tls[@]}" -o /dev/null $scheme://localhost:18190/ && break; sleep 0.1; done
 for t in $(cut -f1 "$w/tenants.tsv"); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Pleo-Tenant: $t" "http://127.0.0.1:18190/bench/$t")
+  code=$(curl -s "${curl_tls[@]}" -o /dev/null -w '%{http_code}' -H "X-Pleo-Tenant: $t" "$scheme://localhost:18190/bench/$t")
   [[ $code == 200 ]] || { echo "preflight: $t got $code" >&2; exit 1; }
 done
 if [[ -n ${IDLE_CONNS:-} ]]; then
@@ -112,7 +134,13 @@ PY
     'BEGIN { printf "%s idle: RSS %.1f MiB -> %.1f MiB with %d idle connections: %.1f KiB each\n", who, b/1024, a/1024, n, (a-b)/n }'
   exit 0
 fi
-wrk_run() { WRK_DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" http://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
+wrk_run() { WRK_DELAY_MS=$delay taskset -c 1 wrk -t1 -c"$conns" -d"$1" --latency -s "$harness/wrk/tenants.lua" $scheme://127.0.0.1:18190 -- proxy "$w/tenants.auth"; }
+if [[ -n ${HANDSHAKES:-} ]]; then
+  reuse=-new
+  [[ -n ${RESUME:-} ]] && reuse=-reuse
+  s_time() { taskset -c 1 openssl s_time -connect 127.0.0.1:18190 "$reuse" "-tls1_${HANDSHAKES/1./}" -CAfile "$w/ca.crt" -verify 2 -www / -time "$1" 2>&1; }
+  wrk_run() { s_time "${1%s}" >"$w/logs/s_time.txt"; }
+fi
 busy() { awk '/^cpu0 / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wrk_run 2s >/dev/null
 # The proxy's own user and system time (its whole process group), to split
@@ -141,11 +169,22 @@ if [[ $who == gateway && -n ${GATEWAY_METRICS:-} ]]; then
   sleep 1 # the export task's last batch
   curl -s http://127.0.0.1:18290/metrics >"$GATEWAY_METRICS"
 fi
+if [[ -n ${HANDSHAKES:-} ]]; then
+  # "N connections in T real seconds" (the -new or -reuse pass); a reused
+  # pass that did not resume would only measure full handshakes again.
+  read -r n real < <(awk '/connections in .* real seconds/ {n = $1; t = $4} END {print n, t}' "$w/logs/s_time.txt")
+  [[ -n $n && $n != 0 ]] || { cat "$w/logs/s_time.txt" >&2; exit 1; }
+  resumed=$(grep -o 'r' <(grep -v ' ' "$w/logs/s_time.txt" | tr -d '\n') | wc -l || true)
+  awk -v n="$n" -v t="$real" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v who="$who" -v v="$HANDSHAKES" \
+    -v mode="${RESUME:+resumed}" -v rt=$((r1 - r0)) -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
+    'BEGIN { printf "%s TLS %s handshakes%s: %.0f/s, CPU 0 %.1f us each (proxy user %.1f, system %.1f; run time %.1f)\n", who, v, (mode == "" ? " (full)" : " (" mode ")"), n / t, b * 1e6 / hz / n, u * 1e6 / hz / n, sy * 1e6 / hz / n, rt / 1e3 / n }'
+  exit 0
+fi
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
 awk -v b=$((b1 - b0)) -v r="$reqs" -v hz="$(getconf CLK_TCK)" -v who="$who" -v o="$origin" -v c="$conns" \
   -v rps="$(awk '/Requests\/sec/ {print $2}' "$w/logs/wrk.txt")" -v p50="$(awk '$1 == "50%" {print $2}' "$w/logs/wrk.txt")" \
   -v d="$delay" -v u=$((u1 - u0)) -v sy=$((s1 - s0)) -v rt=$((r1 - r0)) \
-  'BEGIN { printf "%s %s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f; run time %.1f)\n", who, o, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r, rt / 1e3 / r }'
+  -v l="$([[ $listener == tls ]] && echo ' tls-listener')" 'BEGIN { printf "%s %s%s c%d%s: %s req/s, p50 %s, CPU 0 %.1f us/req (proxy user %.1f, system %.1f; run time %.1f)\n", who, o, l, c, (d > 0 ? "+" d "ms" : ""), rps, p50, b * 1e6 / hz / r, u * 1e6 / hz / r, sy * 1e6 / hz / r, rt / 1e3 / r }'
 if [[ -n ${SYSCALLS:-} ]]; then
   awk -F, -v r="$reqs" '$1 / r >= 0.005 { sub(/^(syscalls:sys_enter_|sched:)/, "", $3); printf "  %s %.2f/req", $3, $1 / r } END { print "" }' "$w/logs/syscalls.csv"
 fi

@@ -45,6 +45,16 @@ pub type SharedTls = Arc<ArcSwap<ServerConfig>>;
 #[derive(Clone, Debug)]
 pub struct ClientCertNames(pub Arc<[Box<str>]>);
 
+/// The crypto under every TLS connection the gateway makes or accepts
+/// (listener, Pleo, PostgreSQL, the OTLP collector).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::ring::Ticketer::new()
+}
+
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| e.to_string())?
@@ -62,7 +72,7 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let chain = certs(&files.cert).map_err(|reason| TlsError::Certs { path: show(&files.cert), reason })?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsError::Key { path: show(&files.key), reason: e.to_string() })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Identity)?;
@@ -86,7 +96,7 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     // where the default session cache holds 256. Each config has its own
     // ticket keys, so a reload (a rotated `client_ca`, say) ends every
     // resumption and the next handshake is a full one, verified again.
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Identity)?;
+    config.ticketer = ticketer().map_err(TlsError::Identity)?;
     Ok(config)
 }
 

@@ -18,7 +18,6 @@ pub mod export;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Request};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -65,7 +64,7 @@ impl Pipeline {
         // https collectors are verified against the public roots, as Pleo is.
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)

@@ -493,7 +493,7 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
             roots.add(cert).map_err(|e| format!("store.ca_file {}: {e}", path.display()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
