@@ -246,7 +246,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             crate::onboarding::pages::service(portal),
             options.clone(),
             connect_tls,
-            metrics.open_connections.with_label_values(&["connect"]),
+            metrics.listener("connect"),
             stopped.clone(),
         )));
     }
@@ -257,7 +257,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             service,
             options.clone(),
             tls,
-            metrics.open_connections.with_label_values(&["gateway"]),
+            metrics.listener("gateway"),
             stopped.clone(),
         )),
         tokio::spawn(listener::serve(
@@ -265,7 +265,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             admin::service(admin.clone()),
             options,
             None,
-            metrics.open_connections.with_label_values(&["admin"]),
+            metrics.listener("admin"),
             stopped.clone(),
         )),
         tokio::spawn(reloader.clone().watch(stopped)),

@@ -100,6 +100,7 @@ pub struct Metrics {
     pub in_flight_limit: IntGauge,
     /// Client connections open, by listener (`gateway`, `connect`, `admin`).
     pub open_connections: IntGaugeVec,
+    pub idle_connections_evicted: IntCounterVec,
     config_last_reload_successful: IntGauge,
     config_last_reload_success: Gauge,
     certificate_expiry: GaugeVec,
@@ -234,8 +235,16 @@ impl Metrics {
             Opts::new("pleo_gateway_open_connections", "Client connections open, by listener."),
             &["listener"],
         )?;
+        let idle_connections_evicted = IntCounterVec::new(
+            Opts::new(
+                "pleo_gateway_idle_connections_evicted_total",
+                "Idle client connections closed to make room for a new one at limits.max_connections, by listener.",
+            ),
+            &["listener"],
+        )?;
         for l in ["gateway", "connect", "admin"] {
             open_connections.with_label_values(&[l]);
+            idle_connections_evicted.with_label_values(&[l]);
         }
         let config_last_reload_successful = IntGauge::new(
             "pleo_gateway_config_last_reload_successful",
@@ -259,6 +268,7 @@ impl Metrics {
             Box::new(token_refresh_failing.clone()),
             Box::new(in_flight_limit.clone()),
             Box::new(open_connections.clone()),
+            Box::new(idle_connections_evicted.clone()),
             Box::new(config_last_reload_successful.clone()),
             Box::new(config_last_reload_success.clone()),
             Box::new(certificate_expiry.clone()),
@@ -391,6 +401,7 @@ impl Metrics {
             token_refresh_failing,
             in_flight_limit,
             open_connections,
+            idle_connections_evicted,
             config_last_reload_successful,
             config_last_reload_success,
             certificate_expiry,
@@ -487,6 +498,14 @@ impl Metrics {
             for e in Environment::ALL {
                 self.tenants.with_label_values(&[m.as_str(), e.as_str()]).set(counts(m, e));
             }
+        }
+    }
+
+    /// The series of one listener (`gateway`, `connect` or `admin`).
+    pub fn listener(&self, name: &str) -> crate::listener::ListenerMetrics {
+        crate::listener::ListenerMetrics {
+            open: self.open_connections.with_label_values(&[name]),
+            evicted: self.idle_connections_evicted.with_label_values(&[name]),
         }
     }
 

@@ -59,6 +59,11 @@ pub struct Activity {
     /// HTTP/2: bytes arrive between requests (pings, settings), so they do
     /// not start a head.
     multiplexed: AtomicBool,
+    /// Chosen to close so that a new connection fits (`evict`).
+    evicting: AtomicBool,
+    /// Wakes the connection's task for `evict` (or keeps the wake-up for it
+    /// until it waits, if it is still in its TLS handshake).
+    evict: tokio::sync::Notify,
 }
 
 /// What the connection's timer should do.
@@ -83,7 +88,33 @@ impl Activity {
             head_since: AtomicU64::new(0),
             stalled_since: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Since when the connection has been idle: no request open, no request
+    /// head arriving, no write pending. `None` while it is busy, or once it
+    /// was chosen to close.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let busy = self.open.load(Ordering::Relaxed) > 0
+            || self.head_since.load(Ordering::Relaxed) != 0
+            || self.stalled_since.load(Ordering::Relaxed) != 0;
+        if busy || self.evicting.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.at(self.last_end.load(Ordering::Relaxed)))
+    }
+
+    /// Asks the connection to close gracefully, to make room for a new one.
+    pub fn evict(&self) {
+        self.evicting.store(true, Ordering::Relaxed);
+        self.evict.notify_one();
+    }
+
+    /// Resolves once `evict` was called.
+    pub async fn evicted(&self) {
+        self.evict.notified().await
     }
 
     fn stamp(&self) -> u64 {

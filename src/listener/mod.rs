@@ -11,6 +11,7 @@
 mod activity;
 mod watched;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,15 +47,23 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
+/// One listener's series: connections open now, and idle ones closed to
+/// make room at `max_connections`.
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    pub open: prometheus::IntGauge,
+    pub evicted: prometheus::IntCounter,
+}
+
 /// Serves `service` on `listener` until `shutdown` turns true, then drains.
 /// With `tls`, every connection is a TLS handshake (bounded by the header
-/// read timeout) before HTTP. `open` reports the connections open.
+/// read timeout) before HTTP. `metrics` counts the connections open and evicted.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     options: Arc<ArcSwap<ServeOptions>>,
     tls: Option<SharedTls>,
-    open: prometheus::IntGauge,
+    metrics: ListenerMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -67,6 +76,8 @@ pub async fn serve<S, B>(
     let mut builder = builder(&opts);
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
+    // Each open connection's activity, by task: where `oldest_idle` looks.
+    let mut activities: HashMap<tokio::task::Id, Arc<Activity>> = HashMap::new();
     // Connections get their own receiver; the accept loop waits on this one.
     let conn_shutdown = shutdown.clone();
 
@@ -87,19 +98,33 @@ pub async fn serve<S, B>(
                     builder = self::builder(&opts);
                 }
                 // Reap first, so the count is of live connections only.
-                while conns.try_join_next().is_some() {}
+                while let Some(done) = conns.try_join_next_with_id() {
+                    activities.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+                }
                 if conns.len() >= opts.max_connections {
-                    // Closed at once: a clear failure for the client, and the
-                    // backlog does not fill with connections nobody serves.
-                    tracing::warn!(max_connections = opts.max_connections, "connection limit reached; closing a new connection");
-                    drop(stream);
-                    continue;
+                    // At the limit, the connection idle the longest makes
+                    // room (keep-alive clients reconnect when they need to);
+                    // with none idle, the new one is closed at once: a clear
+                    // failure for the client, and the backlog does not fill
+                    // with connections nobody serves.
+                    match oldest_idle(&activities) {
+                        Some(idle) => {
+                            idle.evict();
+                            metrics.evicted.inc();
+                        }
+                        None => {
+                            tracing::warn!(max_connections = opts.max_connections, "connection limit reached and none idle; closing a new connection");
+                            drop(stream);
+                            continue;
+                        }
+                    }
                 }
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::new(tokio::time::Instant::now());
+                let registered = activity.clone();
                 let stream = Watched::new(stream, activity.clone(), tls.is_none());
                 let (service, builder, shutdown) = (service.clone(), builder.clone(), conn_shutdown.clone());
-                match &tls {
+                let task = match &tls {
                     None => conns.spawn(connection(stream, service, builder, opts, activity, None, shutdown)),
                     Some(tls) => {
                         let config = tls.load_full();
@@ -119,10 +144,14 @@ pub async fn serve<S, B>(
                         })
                     }
                 };
-                open.set(conns.len() as i64);
+                activities.insert(task.id(), registered);
+                metrics.open.set(conns.len() as i64);
             }
             // Reap finished connections so the set holds only live ones.
-            Some(_) = conns.join_next(), if !conns.is_empty() => open.set(conns.len() as i64),
+            Some(done) = conns.join_next_with_id(), if !conns.is_empty() => {
+                activities.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+                metrics.open.set(conns.len() as i64);
+            }
             _ = stopping(&mut shutdown) => break,
         }
     }
@@ -137,7 +166,13 @@ pub async fn serve<S, B>(
             conns.shutdown().await;
         }
     }
-    open.set(0);
+    metrics.open.set(0);
+}
+
+/// The connection with no open request for the longest time, if any. Runs
+/// only at `max_connections`: one pass over the open connections.
+fn oldest_idle(activities: &HashMap<tokio::task::Id, Arc<Activity>>) -> Option<&Arc<Activity>> {
+    activities.values().filter_map(|a| Some((a.idle_since()?, a))).min_by_key(|(since, _)| *since).map(|(_, a)| a)
 }
 
 fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
@@ -214,6 +249,11 @@ async fn connection<I, S, B>(
                 }
             }
             _ = stopping(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.evicted(), if !closing => {
+                tracing::debug!("closing an idle connection to make room for a new one (max_connections)");
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

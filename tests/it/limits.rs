@@ -276,23 +276,60 @@ async fn connections_that_send_no_request_are_closed_after_header_read_timeout()
     kit.stop().await;
 }
 
+/// One request on `s`; its status line.
+async fn request_on(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
 #[tokio::test]
-async fn connections_past_max_connections_are_closed_at_once() {
+async fn at_max_connections_the_longest_idle_connection_makes_room() {
     let kit = Kit::start("limits: { max_connections: 3 }\n").await;
-    let request = b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n";
     let mut open = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
-        s.write_all(request).await.unwrap();
-        let mut buf = vec![0u8; 8192];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        assert_eq!(request_on(&mut s).await, "HTTP/1.1 200 OK");
+        open.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The third is used again: the first is now idle the longest, then the second.
+    assert_eq!(request_on(&mut open[2]).await, "HTTP/1.1 200 OK");
+    let mut fourth = TcpStream::connect(kit.gw.addr).await.unwrap();
+    assert_eq!(request_on(&mut fourth).await, "HTTP/1.1 200 OK", "a new connection is served at the limit");
+    let closed = read_until_closed(&mut open[0], Duration::from_secs(5)).await.expect("the oldest idle one is closed");
+    assert!(closed.is_empty(), "closed between requests, nothing cut off: {closed}");
+    assert_eq!(request_on(&mut open[1]).await, "HTTP/1.1 200 OK", "the others keep serving");
+    assert_eq!(request_on(&mut open[2]).await, "HTTP/1.1 200 OK");
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_idle_connections_evicted_total", &[("listener", "gateway")]), 1.0);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once_when_none_is_idle() {
+    let kit = Kit::start("limits: { max_connections: 3 }\n").await;
+    let request = b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pleo-tenant: globex\r\n\r\n";
+    // Three connections busy sending a request head.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(kit.gw.addr).await.unwrap();
+        s.write_all(b"GET /v2/x HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
         open.push(s);
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut fourth = TcpStream::connect(kit.gw.addr).await.unwrap();
     let _ = fourth.write_all(request).await;
     let reply = read_until_closed(&mut fourth, Duration::from_secs(5)).await.expect("closed at once");
     assert!(reply.is_empty(), "no answer past the limit: {reply}");
+    // The busy ones were left alone: each finishes its request.
+    for s in &mut open {
+        s.write_all(b"x-pleo-tenant: globex\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    }
     // One closes; a new connection is served again.
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -307,6 +344,8 @@ async fn connections_past_max_connections_are_closed_at_once() {
         }
         assert!(Instant::now() < deadline, "capacity never came back");
     }
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_idle_connections_evicted_total", &[("listener", "gateway")]), 0.0);
     kit.stop().await;
 }
 
