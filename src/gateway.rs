@@ -246,7 +246,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             crate::onboarding::pages::service(portal),
             options.clone(),
             connect_tls,
-            metrics.listener("connect"),
+            listener_metrics(&metrics, "connect"),
             stopped.clone(),
         )));
     }
@@ -257,7 +257,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             service,
             options.clone(),
             tls,
-            metrics.listener("gateway"),
+            listener_metrics(&metrics, "gateway"),
             stopped.clone(),
         )),
         tokio::spawn(listener::serve(
@@ -265,7 +265,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
             admin::service(admin.clone()),
             options,
             None,
-            metrics.listener("admin"),
+            listener_metrics(&metrics, "admin"),
             stopped.clone(),
         )),
         tokio::spawn(reloader.clone().watch(stopped)),
@@ -325,5 +325,13 @@ impl Running {
         for (_, s) in self.sandboxes {
             s.shutdown().await;
         }
+    }
+}
+
+/// The series of one listener (`gateway`, `connect` or `admin`).
+fn listener_metrics(metrics: &Metrics, name: &str) -> listener::ListenerMetrics {
+    listener::ListenerMetrics {
+        open: metrics.open_connections.with_label_values(&[name]),
+        evicted: metrics.idle_connections_evicted.with_label_values(&[name]),
     }
 }

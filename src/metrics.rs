@@ -501,14 +501,6 @@ impl Metrics {
         }
     }
 
-    /// The series of one listener (`gateway`, `connect` or `admin`).
-    pub fn listener(&self, name: &str) -> crate::listener::ListenerMetrics {
-        crate::listener::ListenerMetrics {
-            open: self.open_connections.with_label_values(&[name]),
-            evicted: self.idle_connections_evicted.with_label_values(&[name]),
-        }
-    }
-
     /// The handles one tenant's requests are counted with. Without
     /// `per_tenant` every tenant of one auth model and environment counts
     /// into the same series, so they share one set of handles: at 100,000

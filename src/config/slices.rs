@@ -214,6 +214,50 @@ mod tests {
         assert_eq!(parse(&text, 2).expect("sliced").clients[0].tenants, ["t0"]);
     }
 
+    /// One entry in one of the styles a hand-written or generated table uses.
+    fn entry(i: usize, style: u8) -> String {
+        let name = if style & 1 == 0 { format!("t{i}") } else { format!("\"tenant {i}\"") };
+        let mut out = format!("  {name}:");
+        if style & 2 != 0 {
+            out.push_str("   # a note");
+        }
+        out.push('\n');
+        if style & 4 != 0 {
+            out.push_str(&format!(
+                "    environment: staging\n    auth:\n      model: standalone_api_key\n      key: 'sk_{i}'\n"
+            ));
+        } else {
+            out.push_str(&format!(
+                "    environment: production\n    auth: {{ model: integrated_api_key, key: ik_{i} }}\n"
+            ));
+        }
+        if style & 8 != 0 {
+            out.push_str("    rewrites:\n    - from: /a\n      to: >-\n        /b\n\n    # trailing comment\n");
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_mix_of_entry_styles_slices_to_the_whole_parse(
+            styles in proptest::collection::vec(0u8..16, 2..40),
+            per_slice in 1usize..8,
+            after in proptest::bool::ANY,
+        ) {
+            let mut text = header();
+            text.push_str("tenants:\n");
+            for (i, style) in styles.iter().enumerate() {
+                text.push_str(&entry(i, *style));
+            }
+            if after {
+                text.push_str("workers: 3\n");
+            }
+            if styles.len() > per_slice {
+                proptest::prop_assert!(same_as_whole(&text, per_slice).is_some(), "declined:\n{}", text);
+            }
+        }
+    }
+
     #[test]
     fn crlf_line_endings_slice_too() {
         let text = format!("{}{}", header(), block_tenants(5)).replace('\n', "\r\n");
