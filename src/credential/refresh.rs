@@ -116,7 +116,17 @@ pub struct OAuthSession {
     /// to (only with traces exported).
     refresh_span: std::sync::Mutex<Option<opentelemetry::trace::SpanContext>>,
     metrics: RefreshMetrics,
+    /// Shared by every session of the process: how many refresh steps run
+    /// at once (see [`REFRESH_STEPS`]).
+    steps: Arc<tokio::sync::Semaphore>,
 }
+
+/// Refresh steps (a store lease, maybe a token call, a commit) running at
+/// once across all tenants. A start with 50,000 OAuth installs began all of
+/// them together: 50,000 lease futures waited for the store's connection
+/// pool, 168 MB at the peak. Past this many, a step waits for a free one
+/// while holding only its tenant's flight lock.
+pub const REFRESH_STEPS: usize = 64;
 
 // Holds secrets (the initial refresh token, the bearer value): say only where it stands.
 impl std::fmt::Debug for OAuthSession {
@@ -141,7 +151,12 @@ pub struct SessionConfig {
 
 impl OAuthSession {
     /// A session in `Starting`; `drive` it to have it load and refresh.
-    pub fn new(cfg: SessionConfig, store: Arc<dyn TokenStore>, metrics: RefreshMetrics) -> Arc<OAuthSession> {
+    pub fn new(
+        cfg: SessionConfig,
+        store: Arc<dyn TokenStore>,
+        metrics: RefreshMetrics,
+        steps: Arc<tokio::sync::Semaphore>,
+    ) -> Arc<OAuthSession> {
         let now = Instant::now();
         Arc::new(OAuthSession {
             tenant: cfg.tenant.as_str().into(),
@@ -156,6 +171,7 @@ impl OAuthSession {
             last_forced: std::sync::Mutex::new(None),
             refresh_span: std::sync::Mutex::new(None),
             metrics,
+            steps,
         })
     }
 
@@ -331,6 +347,11 @@ impl OAuthSession {
             let mut flight = this.flight.lock().await;
             let cur = this.current.load_full();
             if cur.epoch != seen || this.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            // Closed only if the semaphore is dropped, which it never is.
+            let Ok(_step) = this.steps.acquire().await else { return };
+            if this.stopping.load(Ordering::Acquire) {
                 return;
             }
             this.refreshing.store(true, Ordering::Relaxed);
@@ -812,7 +833,12 @@ mod tests {
             wait: Duration::from_secs(5),
             forced_refresh_interval: Duration::from_secs(10),
         };
-        let session = OAuthSession::new(cfg, store.clone(), metrics.refresh_metrics());
+        let session = OAuthSession::new(
+            cfg,
+            store.clone(),
+            metrics.refresh_metrics(),
+            Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS)),
+        );
 
         let e = session.authorization().await.unwrap_err();
         assert_eq!(e.code, ErrorCode::CredentialUnavailable);
@@ -887,7 +913,12 @@ mod tests {
             wait: Duration::from_secs(5),
             forced_refresh_interval: interval,
         };
-        OAuthSession::new(cfg, Arc::new(FileStore::new(dir)), metrics.refresh_metrics())
+        OAuthSession::new(
+            cfg,
+            Arc::new(FileStore::new(dir)),
+            metrics.refresh_metrics(),
+            Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS)),
+        )
     }
 
     #[tokio::test]

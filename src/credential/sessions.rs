@@ -30,6 +30,8 @@ pub struct Sessions {
     keys: DashMap<Box<str>, Arc<KeySlot>>,
     /// False for a dry run (`explain`): sessions exist but never refresh.
     drive: bool,
+    /// Bounds the refresh steps running at once, over all sessions.
+    steps: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sessions {
@@ -41,7 +43,16 @@ impl Sessions {
         if let Some(changes) = store.changes() {
             tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
         }
-        Sessions { map, store, metrics, stop, state_lock: StateLock::default(), keys: DashMap::new(), drive: true }
+        Sessions {
+            map,
+            store,
+            metrics,
+            stop,
+            state_lock: StateLock::default(),
+            keys: DashMap::new(),
+            drive: true,
+            steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
+        }
     }
 
     /// Sessions that never load, refresh or follow anything: for building a
@@ -55,6 +66,7 @@ impl Sessions {
             state_lock: StateLock::default(),
             keys: DashMap::new(),
             drive: false,
+            steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
         }
     }
 
@@ -93,7 +105,8 @@ impl Sessions {
         self.map
             .entry(cfg.tenant.as_str().into())
             .or_insert_with(|| {
-                let session = OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics());
+                let session =
+                    OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics(), self.steps.clone());
                 if self.drive {
                     tokio::spawn(session.clone().drive(self.stop.clone()));
                 }

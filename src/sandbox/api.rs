@@ -182,6 +182,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
             Err(_) => return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_request"}))),
         };
         record(&shared, &parts, form.len() as u64, hex::encode(Sha256::digest(&form)));
+        let _answering = TokenCall::start(&shared);
         let fault = shared.faults.lock().expect("sandbox lock").pop_front();
         match fault {
             Some(TokenFault::Status(code)) => {
@@ -433,5 +434,23 @@ impl Body for Zeros {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// One `/oauth/token` call being answered, for `Sandbox::token_calls_max`.
+struct TokenCall<'a>(&'a Shared);
+
+impl<'a> TokenCall<'a> {
+    fn start(shared: &'a Shared) -> TokenCall<'a> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = shared.token_calls.fetch_add(1, Relaxed) + 1;
+        shared.token_calls_max.fetch_max(now, Relaxed);
+        TokenCall(shared)
+    }
+}
+
+impl Drop for TokenCall<'_> {
+    fn drop(&mut self) {
+        self.0.token_calls.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -227,6 +227,9 @@ struct Shared {
     /// Integrated keys the marketplace showed, by `Authorization` value, with their company.
     issued_keys: Mutex<std::collections::HashMap<String, String>>,
     jwks_fetches: std::sync::atomic::AtomicUsize,
+    /// `/oauth/token` calls being answered now, and the most there ever were at once.
+    token_calls: std::sync::atomic::AtomicUsize,
+    token_calls_max: std::sync::atomic::AtomicUsize,
     /// Companies whose installation was deleted (`DELETE /v1/installations/me`), in order.
     uninstalls: Mutex<Vec<String>>,
 }
@@ -259,6 +262,8 @@ impl Sandbox {
             signer: Default::default(),
             issued_keys: Default::default(),
             jwks_fetches: Default::default(),
+            token_calls: Default::default(),
+            token_calls_max: Default::default(),
             uninstalls: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -285,6 +290,11 @@ impl Sandbox {
     /// OAuth bookkeeping: how many refreshes, and how many replays of a rotated token.
     pub fn token_stats(&self) -> oauth::TokenStats {
         self.shared.tokens.lock().expect("sandbox lock").stats()
+    }
+
+    /// The most `/oauth/token` calls that were being answered at once.
+    pub fn token_calls_max(&self) -> usize {
+        self.shared.token_calls_max.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The token endpoint serves these, one per request, before answering normally again.

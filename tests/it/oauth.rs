@@ -596,3 +596,32 @@ async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at
     assert!(kit.sandbox.issued_tokens().iter().any(|t| t.expose_secret() == THIRD_CONSENT_RT));
     kit.stop().await;
 }
+
+/// A start with more managed OAuth tenants than refresh steps may run at
+/// once: Pleo's token endpoint (slow here) never sees more than
+/// `REFRESH_STEPS` calls at a time, and every tenant still connects.
+#[tokio::test]
+async fn a_start_with_many_oauth_tenants_keeps_refreshes_within_the_step_limit() {
+    use pleo_gateway::credential::refresh::REFRESH_STEPS;
+    let n = REFRESH_STEPS + 16;
+    let tokens: Vec<String> = (0..n).map(|i| format!("rt_many_tenants_{i:03}_0123456789")).collect();
+    let sandbox = sandbox(spec(Duration::from_secs(600), &tokens.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    sandbox.inject_token_faults((0..n).map(|_| TokenFault::Slow(Duration::from_millis(400))));
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = config_yaml(dir.path(), &sandbox, Some(&tokens[0]), "");
+    for (i, rt) in tokens.iter().enumerate().skip(1) {
+        yaml.push_str(&format!(
+            "  t{i:03}:\n    environment: production\n    auth: {{ model: oauth2, client_id: {CLIENT_ID}, client_secret: {{ file: hooli.secret }}, refresh_token: \"{rt}\" }}\n"
+        ));
+    }
+    let gw = start_gateway(&yaml, dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.token_stats().refreshes < n as u64 {
+        assert!(Instant::now() < deadline, "{} of {n} tenants refreshed", sandbox.token_stats().refreshes);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sandbox.token_calls_max(), REFRESH_STEPS, "the limit was reached and held");
+    assert_eq!(sandbox.token_stats().reuse_detected, 0);
+    gw.shutdown().await;
+    sandbox.shutdown().await;
+}
