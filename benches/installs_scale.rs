@@ -38,10 +38,15 @@ fn company(i: usize) -> String {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A line of /proc/PID/status in MiB (`VmRSS:` now, `VmHWM:` the high-water mark).
+fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
@@ -257,7 +262,11 @@ async fn main() {
     // Let the first credential checks (the key installs' GET /v1/installations/me) run.
     tokio::time::sleep(Duration::from_secs(10)).await;
     for (i, (_, pid)) in gateways.iter().enumerate() {
-        println!("replica {i}: RSS after 10 s {:.1} MiB (target <= 128)", rss_mib(*pid));
+        println!(
+            "replica {i}: RSS after 10 s {:.1} MiB (target <= 128), high-water {:.1} MiB",
+            rss_mib(*pid),
+            status_mib(*pid, "VmHWM:")
+        );
     }
 
     // One live install on replica 0; how long until the others serve it.
