@@ -41,4 +41,7 @@ start=$(date +%s%N)
 kill -HUP $pid
 until [[ $(grep -c "config reloaded" gateway.log || true) -gt $lines ]]; do sleep 0.005; done
 reload=$(( ($(date +%s%N) - start) / 1000000 ))
-echo "tenants $n: ready ${ready} ms, RSS ${rss} MiB (high-water ${hwm} MiB), reload with one key changed ${reload} ms" | tee result.txt
+sleep 1
+after=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status)
+hwm_reload=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status)
+echo "tenants $n: ready ${ready} ms, RSS ${rss} MiB (high-water ${hwm} MiB), reload with one key changed ${reload} ms, then RSS ${after} MiB (high-water ${hwm_reload} MiB)" | tee result.txt
