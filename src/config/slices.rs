@@ -29,6 +29,9 @@ pub fn parse(text: &str, per_slice: usize) -> Option<RawConfig> {
     if table.entries.len() <= per_slice {
         return None;
     }
+    // The file up to the table must be whole on its own: a `tenants:` line
+    // inside a quoted value that runs on at column 0 is not the table.
+    yaml_serde::from_str::<yaml_serde::Value>(&text[..table.key_line]).ok()?;
     // The rest of the file, without the table: the table's key and lines
     // are cut out, so the other keys keep their text and their order.
     let rest = format!("{}{}", &text[..table.key_line], &text[table.end..]);
@@ -200,6 +203,8 @@ mod tests {
             ),
             // an entry that is not a key
             format!("{h}tenants:\n  - a\n  - b\n"),
+            // a quoted value that runs on at column 0, across what looks like the table
+            format!("default_tenant: \"t0\n{}\"\n{h}", block_tenants(3)),
         ];
         for text in &declined {
             assert!(parse(text, 1).is_none(), "sliced what it should not:\n{text}");
