@@ -170,11 +170,13 @@ if [[ $who == gateway && -n ${GATEWAY_METRICS:-} ]]; then
   curl -s http://127.0.0.1:18290/metrics >"$GATEWAY_METRICS"
 fi
 if [[ -n ${HANDSHAKES:-} ]]; then
-  # "N connections in T real seconds" (the -new or -reuse pass); a reused
-  # pass that did not resume would only measure full handshakes again.
+  # "N connections in T real seconds" (the -new or -reuse pass).
   read -r n real < <(awk '/connections in .* real seconds/ {n = $1; t = $4} END {print n, t}' "$w/logs/s_time.txt")
   [[ -n $n && $n != 0 ]] || { cat "$w/logs/s_time.txt" >&2; exit 1; }
-  resumed=$(grep -o 'r' <(grep -v ' ' "$w/logs/s_time.txt" | tr -d '\n') | wc -l || true)
+  # s_time prints a line of marks, `r` for each resumed connection: with
+  # RESUME=1, a pass that did not resume would only measure full handshakes.
+  resumed=$( (grep -E '^[r*]+$' "$w/logs/s_time.txt" || true) | tr -d '\n*' | wc -c)
+  if [[ -n ${RESUME:-} && $resumed -eq 0 ]]; then echo "RESUME=1 but no connection resumed" >&2; exit 1; fi
   awk -v n="$n" -v t="$real" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v who="$who" -v v="$HANDSHAKES" \
     -v mode="${RESUME:+resumed}" -v rt=$((r1 - r0)) -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
     'BEGIN { printf "%s TLS %s handshakes%s: %.0f/s, CPU 0 %.1f us each (proxy user %.1f, system %.1f; run time %.1f)\n", who, v, (mode == "" ? " (full)" : " (" mode ")"), n / t, b * 1e6 / hz / n, u * 1e6 / hz / n, sy * 1e6 / hz / n, rt / 1e3 / n }'
