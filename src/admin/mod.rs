@@ -89,7 +89,6 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/metrics" => {
-            state.sessions.update_gauges();
             state.installs.update_gauges();
             state.metrics_in_flight();
             state.metrics.in_flight_limit.set(routes.max_in_flight as i64);
@@ -100,6 +99,7 @@ fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                 tracing::error!(error = %e, "cannot encode metrics");
                 return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n");
             }
+            state.sessions.write_token_gauges(&mut buf);
             let mut resp = Response::new(Full::new(Bytes::from(buf)));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             resp

@@ -123,7 +123,6 @@ impl Sessions {
             if !keep(entry.key()) && !entry.is_retired() {
                 tracing::info!(tenant = %entry.key(), "OAuth tenant removed from the config; its token state is kept");
                 entry.retire();
-                self.metrics.forget_token_expiry(entry.key());
             }
         }
     }
@@ -153,17 +152,24 @@ impl Sessions {
         self.state_lock.release();
     }
 
-    /// Sets `pleo_gateway_token_expiry_seconds` for each tenant; called at scrape time.
-    pub fn update_gauges(&self) {
+    /// Appends `pleo_gateway_token_expiry_seconds` and
+    /// `pleo_gateway_token_refresh_failing` for each managed OAuth tenant to
+    /// a scrape (`metrics::TenantGauge`: nothing is kept between scrapes).
+    pub fn write_token_gauges(&self, out: &mut Vec<u8>) {
         let now = Instant::now();
-        for entry in self.map.iter().filter(|e| !e.is_retired()) {
-            let current = entry.current();
-            let left = current.expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
-            self.metrics.token_expiry(entry.key()).set(left);
-            let failing =
-                matches!(current.status, Status::RefreshFailing | Status::PersistFailed | Status::StoreUnavailable);
-            self.metrics.token_refresh_failing(entry.key()).set(if failing { 1.0 } else { 0.0 });
-        }
+        let live = || self.map.iter().filter(|e| !e.is_retired());
+        let rows: Vec<(Box<str>, f64, bool)> = live()
+            .map(|entry| {
+                let current = entry.current();
+                let left = current.expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
+                let failing =
+                    matches!(current.status, Status::RefreshFailing | Status::PersistFailed | Status::StoreUnavailable);
+                (entry.key().clone(), left, failing)
+            })
+            .collect();
+        crate::metrics::TOKEN_EXPIRY.write(out, rows.iter().map(|(t, left, _)| (&**t, *left)));
+        crate::metrics::TOKEN_REFRESH_FAILING
+            .write(out, rows.iter().map(|(t, _, failing)| (&**t, if *failing { 1.0 } else { 0.0 })));
     }
 }
 

@@ -566,8 +566,13 @@ async fn oauth_state_survives_reloads_and_a_new_consent_in_the_config_applies_at
     std::fs::write(kit.dir.path().join("gateway.yaml"), &without).unwrap();
     kit.gw().reload().await.unwrap();
     kit.get("/v2/x").await.assert_refused(403, "unknown_tenant");
+    // Its token gauges go with it (the session is kept, retired) and come back with it.
+    let scrape = admin_get(kit.gw().admin_addr, "/metrics").await.1;
+    assert!(!scrape.contains("pleo_gateway_token_expiry_seconds"), "{scrape}");
+    assert!(!scrape.contains("pleo_gateway_token_refresh_failing"), "{scrape}");
     std::fs::write(kit.dir.path().join("gateway.yaml"), &yaml).unwrap();
     kit.gw().reload().await.unwrap();
+    assert!(kit.metric("pleo_gateway_token_expiry_seconds", &[("tenant", "hooli")]).await > 0.0);
     // Across several 3 s token lifetimes, so refreshes happen after the comeback.
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
