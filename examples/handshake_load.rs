@@ -107,11 +107,7 @@ fn main() {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(schemes)))
         .with_no_client_auth();
-    config.resumption = if resume {
-        Resumption::in_memory_sessions(connections * 4)
-    } else {
-        Resumption::disabled()
-    };
+    config.resumption = if resume { Resumption::in_memory_sessions(connections * 4) } else { Resumption::disabled() };
     let connector = TlsConnector::from(Arc::new(config));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

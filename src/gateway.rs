@@ -135,8 +135,9 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     if !records.is_empty() {
         tracing::info!(installs = records.len(), "installed tenants loaded");
     }
-    let routes: SharedRoutes =
-        Arc::new(ArcSwap::from_pointee(Routes::build_with(config, &upstreams, &metrics, &sessions, None, &records)));
+    let routes: SharedRoutes = Arc::new(ArcSwap::from_pointee(Routes::build_with(
+        config, &upstreams, &metrics, &sessions, None, &records, false,
+    )));
     let installs = Arc::new(Installs::new(connections.clone(), sessions.clone(), routes.clone(), &metrics));
     installs.configure(config, &upstreams);
     installs.set_records(records);

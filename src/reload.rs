@@ -213,6 +213,9 @@ impl Reloader {
             &self.sessions,
             Some(&previous),
             &records,
+            // The table serving was built from `loaded` too: both rebuild
+            // and reload hold its lock while they build and store.
+            true,
         ));
         self.routes.store(routes.clone());
         let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
@@ -307,8 +310,15 @@ impl Reloader {
         }
         let records = self.install_records();
         let previous = self.routes.load_full();
-        let routes =
-            Arc::new(Routes::build_with(&config, &upstreams, &self.metrics, &self.sessions, Some(&previous), &records));
+        let routes = Arc::new(Routes::build_with(
+            &config,
+            &upstreams,
+            &self.metrics,
+            &self.sessions,
+            Some(&previous),
+            &records,
+            false,
+        ));
         self.routes.store(routes.clone());
         let next = key_checks::spawn(routes, self.routes.clone(), self.metrics.clone(), self.stop.clone(), false);
         std::mem::replace(&mut *self.checked.lock().expect("reloader lock"), next).1.abort();

@@ -41,7 +41,7 @@ pub async fn explain(
         onboarding.load().await.map_err(|e| failed(e.to_string()))?;
     }
     // Tenants installs made are explained like any other.
-    let routes = Arc::new(Routes::build_with(config, &upstreams, &metrics, &sessions, None, &installs));
+    let routes = Arc::new(Routes::build_with(config, &upstreams, &metrics, &sessions, None, &installs, false));
     let _ = write!(out, "{}", explain::explain(&routes, req).text());
     Ok(())
 }
