@@ -290,6 +290,13 @@ async fn main() {
             installed.elapsed().as_secs_f64() * 1000.0
         );
     }
+    // An install rebuilds the routing table: what that costs at this size.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!(
+        "replica 0: after the live install RSS {:.1} MiB, high-water {:.1} MiB",
+        rss_mib(gateways[0].1),
+        status_mib(gateways[0].1, "VmHWM:")
+    );
     for mut c in children {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = c.wait();
