@@ -178,11 +178,13 @@ if [[ -n ${HANDSHAKES:-} ]]; then
   [[ -n $n && $n != 0 ]] || { cat "$w/logs/handshakes.txt" >&2; exit 1; }
   if [[ $failed != 0 ]]; then echo "$failed handshakes failed" >&2; cat "$w/logs/handshakes.txt" >&2; exit 1; fi
   # A RESUME=1 pass that did not resume would only measure full handshakes.
-  if [[ -n ${RESUME:-} && $resumed -lt $((n * 9 / 10)) ]]; then echo "RESUME=1 but only $resumed of $n resumed" >&2; exit 1; fi
+  # (A TLS 1.3 ticket is used once; a connection that starts while the
+  # client holds none makes a full handshake, so a few do.)
+  if [[ -n ${RESUME:-} && $resumed -lt $((n / 2)) ]]; then echo "RESUME=1 but only $resumed of $n resumed" >&2; exit 1; fi
   if [[ -z ${RESUME:-} && $resumed != 0 ]]; then echo "full handshakes, yet $resumed resumed" >&2; exit 1; fi
   awk -v n="$n" -v t="$real" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v who="$who" -v v="$HANDSHAKES" \
     -v mode="${RESUME:+resumed}" -v rt=$((r1 - r0)) -v u=$((u1 - u0)) -v sy=$((s1 - s0)) \
-    'BEGIN { printf "%s TLS %s handshakes%s: %.0f/s, CPU 0 %.1f us each (proxy user %.1f, system %.1f; run time %.1f)\n", who, v, (mode == "" ? " (full)" : " (" mode ")"), n / t, b * 1e6 / hz / n, u * 1e6 / hz / n, sy * 1e6 / hz / n, rt / 1e3 / n }'
+    -v resumed="$resumed" 'BEGIN { printf "%s TLS %s handshakes%s: %.0f/s (%.0f%% resumed), CPU 0 %.1f us each (proxy user %.1f, system %.1f; run time %.1f)\n", who, v, (mode == "" ? " (full)" : " (" mode ")"), n / t, resumed * 100 / n, b * 1e6 / hz / n, u * 1e6 / hz / n, sy * 1e6 / hz / n, rt / 1e3 / n }'
   exit 0
 fi
 reqs=$(awk '/requests in/ {print $1}' "$w/logs/wrk.txt")
