@@ -195,7 +195,7 @@ impl Reloader {
         self
     }
 
-    fn install_records(&self) -> Arc<Vec<crate::state::InstallRecord>> {
+    fn install_records(&self) -> Arc<Vec<Arc<crate::state::InstallRecord>>> {
         self.installs.as_ref().map(|i| i.records()).unwrap_or_default()
     }
 
@@ -224,7 +224,7 @@ impl Reloader {
     }
 
     /// Sessions of tenants that are no longer managed OAuth tenants stop refreshing.
-    fn retire(&self, config: &Config, records: &[crate::state::InstallRecord]) {
+    fn retire(&self, config: &Config, records: &[Arc<crate::state::InstallRecord>]) {
         let installed: std::collections::HashSet<&str> = records
             .iter()
             .filter(|r| {

@@ -114,7 +114,8 @@ pub struct Installs {
     routes: SharedRoutes,
     apps: ArcSwap<HashMap<String, Arc<App>>>,
     limits: ArcSwap<Limits>,
-    records: ArcSwap<Vec<InstallRecord>>,
+    /// Shared with the routing table's install tenants (one copy of each record).
+    records: ArcSwap<Vec<Arc<InstallRecord>>>,
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     rebuild: OnceLock<RebuildHook>,
     installs_total: prometheus::IntCounterVec,
@@ -207,12 +208,12 @@ impl Installs {
     }
 
     /// The installs the routing table is built with.
-    pub fn records(&self) -> Arc<Vec<InstallRecord>> {
+    pub fn records(&self) -> Arc<Vec<Arc<InstallRecord>>> {
         self.records.load_full()
     }
 
     /// The installs read at start (the first routing table was built with them).
-    pub fn set_records(&self, records: Vec<InstallRecord>) {
+    pub fn set_records(&self, records: Vec<Arc<InstallRecord>>) {
         self.records.store(Arc::new(records));
     }
 
@@ -221,7 +222,7 @@ impl Installs {
     pub async fn load(&self) -> Result<usize, StoreError> {
         let records = self.onboarding.store.installs().await?;
         let n = records.len();
-        self.records.store(Arc::new(records));
+        self.records.store(Arc::new(records.into_iter().map(Arc::new).collect()));
         if let Err(e) = self.onboarding.load().await {
             tracing::warn!(error = %e, "cannot read connected keys for installs");
         }
@@ -504,7 +505,7 @@ impl Installs {
         visitor: Option<&Visitor>,
     ) -> InstallRecord {
         let now = unix_now_ms();
-        let before = self.records.load().iter().find(|r| r.tenant == tenant).cloned();
+        let before = self.find(tenant);
         let installed_at_ms = before.as_ref().filter(|b| b.is_installed()).map_or(now, |b| b.installed_at_ms);
         InstallRecord {
             tenant: tenant.to_string(),
@@ -526,9 +527,10 @@ impl Installs {
     /// Stores `record` and takes it up here (the routing table follows).
     async fn put(&self, record: &InstallRecord) -> Result<(), StoreError> {
         self.onboarding.store.put_install(record).await?;
-        let mut all: Vec<InstallRecord> =
+        // Arcs: an install copies pointers, not every record.
+        let mut all: Vec<Arc<InstallRecord>> =
             self.records.load().iter().filter(|r| r.tenant != record.tenant).cloned().collect();
-        all.push(record.clone());
+        all.push(Arc::new(record.clone()));
         self.records.store(Arc::new(all));
         Ok(())
     }
@@ -577,7 +579,7 @@ impl Installs {
 
     /// The install of `tenant`, if any.
     pub fn find(&self, tenant: &str) -> Option<InstallRecord> {
-        self.records.load().iter().find(|r| r.tenant == tenant).cloned()
+        self.records.load().iter().find(|r| r.tenant == tenant).map(|r| InstallRecord::clone(r))
     }
 
     /// The installed tenant of `app` for `company_id`, if any.

@@ -65,7 +65,8 @@ pub struct Tenant {
 /// What a tenant an install made carries beside its credential.
 #[derive(Debug)]
 pub struct TenantInstall {
-    pub record: InstallRecord,
+    /// The same record `Installs` lists (shared, not copied).
+    pub record: Arc<InstallRecord>,
     /// `app:<name>`: what a client's `tenants` names to reach every install of the app.
     pub grant: Box<str>,
     /// Why it serves nothing, if it does not.
@@ -92,7 +93,7 @@ impl Idle {
 
 /// The tenant config an install stands for: its app's credential settings,
 /// or (idle) a slot nothing fills, so nothing is ever sent for it.
-fn installed(config: &Config, r: &InstallRecord) -> (TenantConfig, TenantInstall) {
+fn installed(config: &Config, r: &Arc<InstallRecord>) -> (TenantConfig, TenantInstall) {
     let app =
         config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
     let idle = if !r.is_installed() {
@@ -224,7 +225,7 @@ impl Routes {
         metrics: &Metrics,
         sessions: &Sessions,
         previous: Option<&Routes>,
-        installs: &[InstallRecord],
+        installs: &[Arc<InstallRecord>],
         same_config: bool,
     ) -> Routes {
         // Tenants of one OAuth client (every install of one app) share its
@@ -476,11 +477,11 @@ mod tests {
             uninstalled_by: None,
             last_error: None,
         };
-        let first = vec![record("c1"), record("c2")];
+        let first = vec![Arc::new(record("c1")), Arc::new(record("c2"))];
         let before = Routes::build_with(&config, &upstreams, &metrics, &sessions, None, &first, false);
         let mut changed = record("c2");
         changed.uninstalled_at_ms = Some(2);
-        let second = vec![record("c1"), changed, record("c3")];
+        let second = vec![Arc::new(record("c1")), Arc::new(changed), Arc::new(record("c3"))];
         let after = Routes::build_with(&config, &upstreams, &metrics, &sessions, Some(&before), &second, true);
         let same = |a: &Routes, b: &Routes, t: &str| Arc::ptr_eq(&a.tenants[t], &b.tenants[t]);
         assert!(same(&before, &after, "ledger-c1"), "unchanged: taken over");
