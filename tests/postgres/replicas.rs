@@ -441,9 +441,11 @@ async fn postgres_restarted_under_load_fails_no_request_and_refreshes_resume() {
     let (tasks, ok, failed) = load(&c.client, &live, 20, Duration::from_millis(20), stop.clone());
     c.pg.stop();
     c.pg.start_again();
-    // Several expiries after the restart: refreshes must go on.
+    // Several expiries after the restart: refreshes must go on. The window
+    // allows a slow restart plus the store-unavailable backoff (it doubles
+    // up to 30 s): at 15 s this failed 1 run in 6 on a loaded 2-core host.
     let after = c.sandbox.token_stats().refreshes;
-    eventually("refreshes after the restart", Duration::from_secs(15), || {
+    eventually("refreshes after the restart", Duration::from_secs(30), || {
         c.sandbox.token_stats().refreshes >= after + 3
     })
     .await;
