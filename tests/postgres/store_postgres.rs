@@ -54,8 +54,10 @@ async fn a_lease_is_exclusive_and_a_holder_whose_lease_ran_out_is_fenced() {
     let (b, _) = store(&pg);
     assert_eq!(a.schema_version().await.unwrap(), SCHEMA_VERSION, "the schema is created at first use");
 
-    // Replica A takes the lease; B finds it busy.
-    let (lease_a, stored, interrupted) = held(a.lease("hooli", Duration::from_millis(300)).await.unwrap());
+    // Replica A takes the lease; B finds it busy. (2 s, not less: with
+    // 300 ms a stall of the loaded test host between these lines let the
+    // lease run out before B looked, 1 run in ~30.)
+    let (lease_a, stored, interrupted) = held(a.lease("hooli", Duration::from_secs(2)).await.unwrap());
     assert!(stored.is_none() && !interrupted);
     assert!(matches!(b.lease("hooli", Duration::from_secs(5)).await.unwrap(), Leased::Busy));
     a.mark_in_flight("hooli", lease_a).await.unwrap();
@@ -66,7 +68,7 @@ async fn a_lease_is_exclusive_and_a_holder_whose_lease_ran_out_is_fenced() {
     let (lease_b, _, interrupted) = loop {
         match b.lease("hooli", Duration::from_secs(5)).await.unwrap() {
             Leased::Busy => {
-                assert!(std::time::Instant::now() < deadline, "A's 300 ms lease never ran out");
+                assert!(std::time::Instant::now() < deadline, "A's 2 s lease never ran out");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             taken => break held(taken),
