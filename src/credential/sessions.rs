@@ -32,6 +32,10 @@ pub struct Sessions {
     drive: bool,
     /// Bounds the refresh steps running at once, over all sessions.
     steps: Arc<tokio::sync::Semaphore>,
+    /// Bounds the background refreshes spawned at once. Apart from `steps`:
+    /// a background refresh holds its turn while its step waits, so one
+    /// semaphore for both could deadlock.
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sessions {
@@ -52,6 +56,7 @@ impl Sessions {
             keys: DashMap::new(),
             drive: true,
             steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
+            turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
         }
     }
 
@@ -67,6 +72,7 @@ impl Sessions {
             keys: DashMap::new(),
             drive: false,
             steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
+            turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
         }
     }
 
@@ -108,7 +114,7 @@ impl Sessions {
                 let session =
                     OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics(), self.steps.clone());
                 if self.drive {
-                    tokio::spawn(session.clone().drive(self.stop.clone()));
+                    tokio::spawn(session.clone().drive(self.stop.clone(), self.turns.clone()));
                 }
                 session
             })

@@ -90,7 +90,9 @@ pub trait OnboardingStore: Send + Sync + fmt::Debug + 'static {
     fn delete_onboarded<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, bool>;
     /// Creates or replaces the install of `r.tenant`.
     fn put_install<'a>(&'a self, r: &'a InstallRecord) -> StoreFuture<'a, ()>;
-    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>>;
+    /// Every install, each in its own allocation: the routing table's
+    /// tenants and `Installs` share them (an unchanged one is kept, not copied).
+    fn installs(&self) -> StoreFuture<'_, Vec<std::sync::Arc<InstallRecord>>>;
     /// With a shared store: a message each time another replica changed an
     /// install (or a missed change may have happened); `None` for a store
     /// only this process writes.

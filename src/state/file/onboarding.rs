@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -204,8 +205,8 @@ impl OnboardingStore for FileStore {
         })
     }
 
-    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>> {
-        self.with_onboarding(|f| (false, f.installs.clone()))
+    fn installs(&self) -> StoreFuture<'_, Vec<Arc<InstallRecord>>> {
+        self.with_onboarding(|f| (false, f.installs.iter().cloned().map(Arc::new).collect()))
     }
 }
 

@@ -1,6 +1,9 @@
 //! Links and connections in the shared store (schema version 2). Each
 //! change is one statement, so a link is used once across all replicas.
 
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
 use tokio_postgres::Row;
 
 use super::{unavailable, PostgresStore};
@@ -197,17 +200,21 @@ impl OnboardingStore for PostgresStore {
         }))
     }
 
-    fn installs(&self) -> StoreFuture<'_, Vec<InstallRecord>> {
+    fn installs(&self) -> StoreFuture<'_, Vec<Arc<InstallRecord>>> {
         Box::pin(self.run("install", async move |c| {
-            let rows = c.query("SELECT record FROM pleo_gateway_installs", &[]).await.map_err(unavailable)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let text: String = row.get(0);
-                match serde_json::from_str(&text) {
-                    Ok(r) => out.push(r),
+            // Row by row as they arrive: at 100,000 installs the whole
+            // result held at once was 27 MB beside the records made from it.
+            let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+            let rows = c.query_raw("SELECT record FROM pleo_gateway_installs", no_params).await.map_err(unavailable)?;
+            let mut rows = std::pin::pin!(rows);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                match serde_json::from_str(row.get::<_, &str>(0)) {
+                    Ok(r) => out.push(Arc::new(r)),
                     Err(e) => tracing::error!(error = %e, "an install in the store cannot be read; skipped"),
                 }
             }
+            out.shrink_to_fit();
             Ok(out)
         }))
     }
