@@ -125,6 +125,10 @@ struct Loaded {
     upstreams_key: String,
     upstreams: Upstreams,
     watched: Vec<PathBuf>,
+    /// The watched files' fingerprint when a reload last read them (by
+    /// any cause: the watcher, SIGHUP, the API), so the watcher does not
+    /// reload again what another reload already read.
+    seen: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -181,6 +185,7 @@ impl Reloader {
                 upstreams_key: upstreams_key(config),
                 upstreams,
                 watched: config.watched_files.clone(),
+                seen: [0; 32],
             }),
             checked: std::sync::Mutex::new(checked),
             stop,
@@ -252,6 +257,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<(), ReloadError> {
         let mut loaded = self.loaded.lock().await;
         let result = self.apply(&mut loaded).await;
+        loaded.seen = fingerprint(&loaded.watched).await;
         match &result {
             Ok(tenants) => {
                 self.metrics.config_reloads_total.with_label_values(&["success"]).inc();
@@ -367,13 +373,19 @@ impl Reloader {
 
     /// Polls the config's files and reloads when one of them changes.
     pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut seen = fingerprint(&self.loaded.lock().await.watched).await;
+        {
+            let mut loaded = self.loaded.lock().await;
+            loaded.seen = fingerprint(&loaded.watched).await;
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => return,
             }
-            let files = self.loaded.lock().await.watched.clone();
+            let (files, seen) = {
+                let loaded = self.loaded.lock().await;
+                (loaded.watched.clone(), loaded.seen)
+            };
             let now = fingerprint(&files).await;
             if now == seen {
                 continue;
@@ -382,7 +394,6 @@ impl Reloader {
             // A broken edit is reported once, not every second: the next
             // change to any file tries again.
             let _ = self.reload().await;
-            seen = fingerprint(&self.loaded.lock().await.watched).await;
         }
     }
 }

@@ -99,6 +99,13 @@ async fn tenants_are_added_and_removed_without_a_restart() {
     let m = kit.metrics().await;
     let standalone = [("auth_model", "standalone_api_key"), ("environment", "staging")];
     assert_eq!(sample(&m, "pleo_gateway_tenants", &standalone), 1.0);
+    // The file watcher sees the same edit. The reload above read it, so the
+    // watcher does not reload again: a second reload replaced the key
+    // checks in flight (an operator's `POST /api/checks` then reported
+    // nothing), and at 100,000 tenants it builds the table twice.
+    tokio::time::sleep(pleo_gateway::reload::POLL * 2 + Duration::from_millis(500)).await;
+    let m = kit.metrics().await;
+    assert_eq!(sample(&m, "pleo_gateway_config_reloads_total", &[("result", "success")]), 1.0);
     kit.stop().await;
 }
 
