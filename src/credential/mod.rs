@@ -11,6 +11,7 @@ pub mod check;
 pub mod key_slot;
 mod oauth2;
 pub mod refresh;
+mod schedule;
 mod sessions;
 mod token_state;
 

@@ -3,7 +3,7 @@
 //!
 //! - Requests read the current token lock-free (`ArcSwap`); only a request
 //!   that finds no usable token waits, and then for one shared refresh.
-//! - A background task refreshes before expiry: margin = min(60 s, lifetime/5)
+//! - One schedule (`schedule`) refreshes every session before expiry: margin = min(60 s, lifetime/5)
 //!   plus jitter up to the margin again, so tenants started together spread
 //!   over a whole margin (bench/refresh-storm.sh) and a 3-second token works
 //!   like a 15-minute one.
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::Mutex;
 
 use super::oauth2::bearer;
 pub use super::token_state::{Current, Status};
@@ -103,8 +103,14 @@ pub struct OAuthSession {
     current: ArcSwap<Current>,
     flight: Mutex<Flight>,
     refreshing: AtomicBool,
-    changed: Notify,
-    /// The tenant left the config: the background task idles.
+    /// Itself, for waking the schedule from `&self`.
+    me: std::sync::Weak<OAuthSession>,
+    /// The schedule of background refreshes (`schedule`), once driven;
+    /// never for a dry run's sessions.
+    wakes: std::sync::OnceLock<super::schedule::Wakes>,
+    /// The number of its live entry in the schedule.
+    pub(super) scheduled: std::sync::atomic::AtomicU64,
+    /// The tenant left the config: no background refresh.
     retired: AtomicBool,
     /// The gateway is stopping: no refresh starts any more.
     stopping: AtomicBool,
@@ -158,14 +164,16 @@ impl OAuthSession {
         steps: Arc<tokio::sync::Semaphore>,
     ) -> Arc<OAuthSession> {
         let now = Instant::now();
-        Arc::new(OAuthSession {
+        Arc::new_cyclic(|me| OAuthSession {
             tenant: cfg.tenant.as_str().into(),
             settings: ArcSwap::from_pointee(Settings::from(cfg)),
             store,
             current: ArcSwap::from_pointee(Current { next_at: now, ..Current::blocked(Status::Starting, now) }),
             flight: Mutex::new(Flight::default()),
             refreshing: AtomicBool::new(false),
-            changed: Notify::new(),
+            me: me.clone(),
+            wakes: std::sync::OnceLock::new(),
+            scheduled: std::sync::atomic::AtomicU64::new(0),
             retired: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             last_forced: std::sync::Mutex::new(None),
@@ -189,7 +197,7 @@ impl OAuthSession {
         let differ = self.settings.load().credentials_differ(&next);
         self.settings.store(Arc::new(next));
         if self.retired.swap(false, Ordering::AcqRel) {
-            self.changed.notify_one();
+            self.changed();
         }
         if differ && self.current.load().status != Status::Connected {
             tracing::info!(tenant = %self.tenant, "OAuth credentials changed in the config; trying them now");
@@ -200,12 +208,12 @@ impl OAuthSession {
     }
 
     /// The tenant left the config: stop refreshing in the background (the
-    /// task idles until the tenant comes back or the gateway stops). The
+    /// schedule skips it until the tenant comes back). The
     /// session itself is kept (by `Sessions`) so that if the tenant comes
     /// back it continues this chain: a second session could replay a token.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
-        self.changed.notify_one();
+        self.changed();
     }
 
     pub fn is_retired(&self) -> bool {
@@ -337,7 +345,7 @@ impl OAuthSession {
 
     /// Runs one refresh step unless another finished since `seen`. Spawned,
     /// so the caller may stop waiting without cancelling it.
-    async fn refresh(self: &Arc<Self>, seen: u64, rejected: Option<HeaderValue>) {
+    pub(super) async fn refresh(self: &Arc<Self>, seen: u64, rejected: Option<HeaderValue>) {
         use tracing::Instrument;
         let this = self.clone();
         // With traces exported: the refresh is a span of its own, linked to
@@ -369,7 +377,7 @@ impl OAuthSession {
             }
             this.current.store(Arc::new(next));
             this.refreshing.store(false, Ordering::Relaxed);
-            this.changed.notify_one();
+            this.changed();
         });
         let _ = task.await;
         self.link_to_refresh();
@@ -511,7 +519,7 @@ impl OAuthSession {
         }
         self.current.store(Arc::new(next));
         drop(flight);
-        self.changed.notify_one();
+        self.changed();
         Ok(())
     }
 
@@ -529,7 +537,7 @@ impl OAuthSession {
         self.log_transition(cur.status, &next);
         self.current.store(Arc::new(next));
         drop(flight);
-        self.changed.notify_one();
+        self.changed();
         Ok(())
     }
 
@@ -578,7 +586,7 @@ impl OAuthSession {
         }
         self.current.store(Arc::new(next));
         drop(flight);
-        self.changed.notify_one();
+        self.changed();
     }
 
     /// Phase 2, the chain to continue: what is stored (it may have changed
@@ -728,37 +736,19 @@ impl OAuthSession {
         }
     }
 
-    /// Keeps the token fresh in the background until `stop` is set; idle
-    /// while the session is retired.
-    pub async fn drive(self: Arc<Self>, mut stop: watch::Receiver<bool>, turns: Arc<tokio::sync::Semaphore>) {
-        loop {
-            if self.retired.load(Ordering::Acquire) {
-                tokio::select! {
-                    _ = self.changed.notified() => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-            let cur = self.current.load_full();
-            // Due, and one of the background refreshes that may run at once
-            // (`turns`): at a start with 50,000 OAuth installs all are due
-            // together, and 50,000 spawned refreshes waiting inside for a
-            // step were 55 MB at the peak. Waiting here holds nothing.
-            let due = async {
-                if cur.background() {
-                    tokio::time::sleep_until(cur.next_at.into()).await;
-                    turns.acquire().await.ok()
-                } else {
-                    std::future::pending().await
-                }
-            };
-            tokio::select! {
-                turn = due => {
-                    self.refresh(cur.epoch, None).await;
-                    drop(turn);
-                }
-                _ = self.changed.notified() => {}
-                _ = stop.changed() => return,
-            }
+    /// Has the schedule (`schedule`) refresh it in the background from now
+    /// on: loaded first, then before each expiry, with retries.
+    pub(super) fn drive(&self, wakes: super::schedule::Wakes) {
+        if self.wakes.set(wakes).is_ok() {
+            self.changed();
+        }
+    }
+
+    /// Its state or settings changed: the schedule plans it again.
+    pub(super) fn changed(&self) {
+        if let (Some(wakes), Some(me)) = (self.wakes.get(), self.me.upgrade()) {
+            // Closed only once the gateway stops, when nothing is planned any more.
+            let _ = wakes.send(me);
         }
     }
 }

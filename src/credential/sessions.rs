@@ -36,10 +36,12 @@ pub struct Sessions {
     /// a background refresh holds its turn while its step waits, so one
     /// semaphore for both could deadlock.
     turns: Arc<tokio::sync::Semaphore>,
+    /// The schedule of background refreshes, started with the first session.
+    schedule: std::sync::OnceLock<super::schedule::Wakes>,
 }
 
 impl Sessions {
-    /// Sessions saving to `store`; their background tasks end when `stop` turns true.
+    /// Sessions saving to `store`; their background refreshes end when `stop` turns true.
     /// With a shared store, changes other replicas make are taken up as
     /// they are announced (needs a tokio runtime then).
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
@@ -57,6 +59,7 @@ impl Sessions {
             drive: true,
             steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
+            schedule: std::sync::OnceLock::new(),
         }
     }
 
@@ -73,6 +76,7 @@ impl Sessions {
             drive: false,
             steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
+            schedule: std::sync::OnceLock::new(),
         }
     }
 
@@ -100,7 +104,7 @@ impl Sessions {
         self.map.get(tenant).map(|s| s.clone())
     }
 
-    /// The tenant's session, started (with its background refresh task) on
+    /// The tenant's session, started (and put on the schedule of background refreshes) on
     /// first use; on a reload, the same session with the new settings. Must
     /// be called inside a tokio runtime.
     pub fn get_or_start(&self, cfg: SessionConfig) -> Arc<OAuthSession> {
@@ -108,17 +112,18 @@ impl Sessions {
             session.reconfigure(cfg);
             return session;
         }
-        self.map
+        let session = self
+            .map
             .entry(cfg.tenant.as_str().into())
             .or_insert_with(|| {
-                let session =
-                    OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics(), self.steps.clone());
-                if self.drive {
-                    tokio::spawn(session.clone().drive(self.stop.clone(), self.turns.clone()));
-                }
-                session
+                OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics(), self.steps.clone())
             })
-            .clone()
+            .clone();
+        if self.drive {
+            let wakes = self.schedule.get_or_init(|| super::schedule::spawn(self.turns.clone(), self.stop.clone()));
+            session.drive(wakes.clone());
+        }
+        session
     }
 
     /// After a reload: stops the background refresh of tenants that are no

@@ -107,7 +107,7 @@ impl Current {
         }
     }
 
-    /// Statuses the background task acts on by itself; the others need an
+    /// Statuses the schedule acts on by itself; the others need an
     /// operator, and are re-checked only when requests ask.
     pub(super) fn background(&self) -> bool {
         matches!(

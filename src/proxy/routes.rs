@@ -26,7 +26,10 @@ use crate::upstream::Upstreams;
 /// One tenant, ready to serve.
 #[derive(Debug)]
 pub struct Tenant {
-    pub id: Box<str>,
+    /// One allocation for the name: the table's key and the access log's
+    /// label are this same `Arc` (at 100,000 tenants, three copies were
+    /// ~10 MB).
+    pub id: Arc<str>,
     /// How the access log names it (built once, cloned per request).
     pub labels: crate::access_log::TenantLabels,
     pub environment: Environment,
@@ -52,7 +55,7 @@ pub struct Tenant {
     /// managed OAuth without a refresh_token in the config).
     pub from_connection: bool,
     /// Tenants an install from Pleo made: the install, and why it is idle.
-    pub install: Option<Arc<TenantInstall>>,
+    pub install: Option<TenantInstall>,
     /// The tenant's own `rewrites`, each with its counter (tried before `Routes::rewrites`).
     pub rewrites: Box<[Rewrite]>,
     /// The other environment, for the key check's interlock only
@@ -67,8 +70,9 @@ pub struct Tenant {
 pub struct TenantInstall {
     /// The same record `Installs` lists (shared, not copied).
     pub record: Arc<InstallRecord>,
-    /// `app:<name>`: what a client's `tenants` names to reach every install of the app.
-    pub grant: Box<str>,
+    /// `app:<name>`: what a client's `tenants` names to reach every install
+    /// of the app (one per app, shared by its installs).
+    pub grant: Arc<str>,
     /// Why it serves nothing, if it does not.
     pub idle: Option<Idle>,
 }
@@ -93,7 +97,7 @@ impl Idle {
 
 /// The tenant config an install stands for: its app's credential settings,
 /// or (idle) a slot nothing fills, so nothing is ever sent for it.
-fn installed(config: &Config, r: &Arc<InstallRecord>) -> (TenantConfig, TenantInstall) {
+fn installed(config: &Config, r: &Arc<InstallRecord>, grant: Arc<str>) -> (TenantConfig, TenantInstall) {
     let app =
         config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
     let idle = if !r.is_installed() {
@@ -119,7 +123,7 @@ fn installed(config: &Config, r: &Arc<InstallRecord>) -> (TenantConfig, TenantIn
         },
     };
     let t = TenantConfig { environment, auth, company_id_header: None, company_id_query: None, rewrites: Vec::new() };
-    let install = TenantInstall { record: r.clone(), grant: format!("app:{}", r.app).into(), idle };
+    let install = TenantInstall { record: r.clone(), grant, idle };
     (t, install)
 }
 
@@ -165,7 +169,7 @@ pub struct Rewrite {
 
 #[derive(Debug)]
 pub struct Routes {
-    pub tenants: HashMap<Box<str>, Arc<Tenant>>,
+    pub tenants: HashMap<Arc<str>, Arc<Tenant>>,
     pub selectors: Vec<Selector>,
     pub default_tenant: Option<Arc<Tenant>>,
     pub clients: ClientKeys,
@@ -255,14 +259,15 @@ impl Routes {
                 .and_then(|p| p.tenants.get(id))
                 .filter(|p| same_key(p, t.environment, &upstream, &credential))
                 .map_or_else(Arc::default, |p| p.check.clone());
+            let id: Arc<str> = id.into();
             let tenant = Tenant {
-                id: id.into(),
-                labels: crate::access_log::TenantLabels { name: id.into(), model, environment: t.environment },
+                id: id.clone(),
+                labels: crate::access_log::TenantLabels { name: id.clone(), model, environment: t.environment },
                 environment: t.environment,
                 model,
                 credential,
                 upstream,
-                metrics: metrics.for_tenant(model, t.environment, id),
+                metrics: metrics.for_tenant(model, t.environment, &id),
                 max_request_body_bytes: config.limits.max_request_body_bytes,
                 body_read_timeout: config.limits.body_read_timeout,
                 check,
@@ -274,12 +279,13 @@ impl Routes {
                 rewrites: rewrites(&t.rewrites, metrics),
                 migration: metrics.migration.clone(),
                 interlock: upstreams.get(t.environment.other()),
-                install: install.map(Arc::new),
+                install,
             };
-            (Box::<str>::from(id), Arc::new(tenant))
+            (id, Arc::new(tenant))
         };
-        let mut tenants: HashMap<Box<str>, Arc<Tenant>> =
+        let mut tenants: HashMap<Arc<str>, Arc<Tenant>> =
             config.tenants.iter().map(|(id, t)| build(id, t, None)).collect();
+        let mut grants: HashMap<&str, Arc<str>> = HashMap::new();
         for record in installs {
             if config.tenants.contains_key(&record.tenant) {
                 tracing::warn!(tenant = %record.tenant, app = %record.app, "an install has the name of a configured tenant; the configured one serves");
@@ -293,7 +299,8 @@ impl Routes {
                 tenants.insert(id.clone(), tenant.clone());
                 continue;
             }
-            let (t, install) = installed(config, record);
+            let grant = grants.entry(record.app.as_str()).or_insert_with(|| format!("app:{}", record.app).into());
+            let (t, install) = installed(config, record, grant.clone());
             let (id, tenant) = build(&record.tenant, &t, Some(install));
             trust_install_check(&tenant);
             tenants.insert(id, tenant);

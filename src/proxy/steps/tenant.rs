@@ -52,7 +52,7 @@ pub fn resolve<B>(
     if let Some(c) = &client {
         // By name, or (an installed tenant) by its app: `app:<name>`.
         let granted =
-            c.tenants.contains(&tenant.id) || tenant.install.as_ref().is_some_and(|i| c.tenants.contains(&i.grant));
+            c.tenants.contains(&*tenant.id) || tenant.install.as_ref().is_some_and(|i| c.tenants.contains(&*i.grant));
         if !granted {
             return Err(GatewayError::new(ErrorCode::TenantForbidden));
         }
