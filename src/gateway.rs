@@ -125,7 +125,7 @@ pub async fn start_with(config: &Config, strict: bool) -> Result<Running, StartE
     // Tenants installs made: in the first routing table, so they serve from
     // the first request and the first credential check covers them. A store
     // that does not answer leaves them unknown until it announces a change.
-    let records: Vec<Arc<crate::state::InstallRecord>> = match connections.store.installs().await {
+    let records: Vec<Arc<crate::state::InstallRecord>> = match connections.store.installs(&[]).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot read installs; their tenants are unknown until the store answers");

@@ -157,7 +157,7 @@ async fn installs(config: &Config, out: &mut impl Write) {
     }
     let _ = write!(out, "\n{}", crate::config::table(&rows));
     let Ok(store) = crate::state::open_for_command(config) else { return };
-    let records = match store.installs().await {
+    let records = match store.installs(&[]).await {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(out, "installs: cannot read them: {e}");

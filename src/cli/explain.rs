@@ -35,8 +35,11 @@ pub async fn explain(
     let sessions = Arc::new(crate::credential::Sessions::offline(store.clone(), metrics.clone(), stopped));
     let onboarding =
         crate::onboarding::Onboarding::new(config, store.clone(), sessions.clone(), metrics.onboardings_total.clone());
-    let installs: Vec<Arc<crate::state::InstallRecord>> =
-        if config.apps.is_empty() { Vec::new() } else { store.installs().await.map_err(|e| failed(e.to_string()))? };
+    let installs: Vec<Arc<crate::state::InstallRecord>> = if config.apps.is_empty() {
+        Vec::new()
+    } else {
+        store.installs(&[]).await.map_err(|e| failed(e.to_string()))?
+    };
     if config.tenants.values().any(|t| t.auth.from_connection()) || !installs.is_empty() {
         onboarding.load().await.map_err(|e| failed(e.to_string()))?;
     }

@@ -92,7 +92,12 @@ pub trait OnboardingStore: Send + Sync + fmt::Debug + 'static {
     fn put_install<'a>(&'a self, r: &'a InstallRecord) -> StoreFuture<'a, ()>;
     /// Every install, each in its own allocation: the routing table's
     /// tenants and `Installs` share them (an unchanged one is kept, not copied).
-    fn installs(&self) -> StoreFuture<'_, Vec<std::sync::Arc<InstallRecord>>>;
+    /// `held`: the records the caller holds; one that did not change is
+    /// given back as it is (`Held`).
+    fn installs<'a>(
+        &'a self,
+        held: &'a [std::sync::Arc<InstallRecord>],
+    ) -> StoreFuture<'a, Vec<std::sync::Arc<InstallRecord>>>;
     /// With a shared store: a message each time another replica changed an
     /// install (or a missed change may have happened); `None` for a store
     /// only this process writes.

@@ -125,7 +125,7 @@ async fn an_install_while_the_store_is_down_says_so_and_leaves_nothing() {
     })
     .unwrap();
     use pleo_gateway::state::{OnboardingStore, TokenStore};
-    assert!(store.installs().await.unwrap().is_empty());
+    assert!(store.installs(&[]).await.unwrap().is_empty());
     assert!(store.load(&format!("erp-{COMPANY}")).await.unwrap().is_none());
     // And once it is back, the same install goes through.
     let mut b = Browser::default();

@@ -205,8 +205,12 @@ impl OnboardingStore for FileStore {
         })
     }
 
-    fn installs(&self) -> StoreFuture<'_, Vec<Arc<InstallRecord>>> {
-        self.with_onboarding(|f| (false, f.installs.iter().cloned().map(Arc::new).collect()))
+    fn installs<'a>(&'a self, held: &'a [Arc<InstallRecord>]) -> StoreFuture<'a, Vec<Arc<InstallRecord>>> {
+        let read = self.with_onboarding(|f| (false, std::mem::take(&mut f.installs)));
+        Box::pin(async move {
+            let held = crate::state::installs::Held::new(held);
+            Ok(read.await?.into_iter().map(|r| held.keep(r)).collect())
+        })
     }
 }
 

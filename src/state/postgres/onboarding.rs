@@ -200,8 +200,9 @@ impl OnboardingStore for PostgresStore {
         }))
     }
 
-    fn installs(&self) -> StoreFuture<'_, Vec<Arc<InstallRecord>>> {
+    fn installs<'a>(&'a self, held: &'a [Arc<InstallRecord>]) -> StoreFuture<'a, Vec<Arc<InstallRecord>>> {
         Box::pin(self.run("install", async move |c| {
+            let held = crate::state::installs::Held::new(held);
             // Row by row as they arrive: at 100,000 installs the whole
             // result held at once was 27 MB beside the records made from it.
             let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
@@ -210,7 +211,7 @@ impl OnboardingStore for PostgresStore {
             let mut out = Vec::new();
             while let Some(row) = rows.try_next().await.map_err(unavailable)? {
                 match serde_json::from_str(row.get::<_, &str>(0)) {
-                    Ok(r) => out.push(Arc::new(r)),
+                    Ok(r) => out.push(held.keep(r)),
                     Err(e) => tracing::error!(error = %e, "an install in the store cannot be read; skipped"),
                 }
             }
