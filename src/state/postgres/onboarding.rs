@@ -169,7 +169,15 @@ impl OnboardingStore for PostgresStore {
     fn onboarded(&self) -> StoreFuture<'_, Vec<OnboardedKey>> {
         Box::pin(self.run("onboarded", async move |c| {
             let sql = format!("SELECT {CONNECTION_COLUMNS} FROM pleo_gateway_connections");
-            Ok(c.query(&sql, &[]).await.map_err(unavailable)?.iter().map(connection_from).collect())
+            // Row by row, as `installs`: every replica reads them all on each install.
+            let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+            let rows = c.query_raw(&sql, no_params).await.map_err(unavailable)?;
+            let mut rows = std::pin::pin!(rows);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                out.push(connection_from(&row));
+            }
+            Ok(out)
         }))
     }
 
