@@ -81,6 +81,9 @@ async fn run(
                 if !is_live(&d) {
                     continue;
                 }
+                // The state it was due in: if a request's refresh replaces
+                // it while this waits for a turn, this one does nothing.
+                let epoch = d.session.current().epoch;
                 // Closed only if the semaphore is dropped, which it never is.
                 let turn = tokio::select! {
                     turn = turns.clone().acquire_owned() => turn,
@@ -89,7 +92,6 @@ async fn run(
                 let Ok(turn) = turn else { return };
                 let session = d.session;
                 tokio::spawn(async move {
-                    let epoch = session.current().epoch;
                     session.refresh(epoch, None).await;
                     drop(turn);
                     // Nothing was published (another refresh came first, or

@@ -469,21 +469,7 @@ mod tests {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         let store = Arc::new(crate::state::FileStore::new("/nonexistent/unit"));
         let sessions = Sessions::new(store, metrics.clone(), stopped);
-        let record = |company: &str| InstallRecord {
-            tenant: format!("ledger-{company}"),
-            app: "ledger".into(),
-            environment: "staging".into(),
-            model: "integrated_api_key".into(),
-            resource: format!("urn:pleo:company:{company}"),
-            status: "ACTIVATED".into(),
-            error_code: None,
-            installed_by: None,
-            installed_at_ms: 1,
-            updated_at_ms: 1,
-            uninstalled_at_ms: None,
-            uninstalled_by: None,
-            last_error: None,
-        };
+        let record = |company: &str| crate::state::installs::ledger_install(company, "ACTIVATED");
         let first = vec![Arc::new(record("c1")), Arc::new(record("c2"))];
         let before = Routes::build_with(&config, &upstreams, &metrics, &sessions, None, &first, false);
         let mut changed = record("c2");

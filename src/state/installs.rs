@@ -62,27 +62,33 @@ impl<'a> Held<'a> {
     }
 }
 
+/// An integrated-key install of the app `ledger` for `company`, for unit tests.
+#[cfg(test)]
+pub(crate) fn ledger_install(company: &str, status: &str) -> InstallRecord {
+    InstallRecord {
+        tenant: format!("ledger-{company}"),
+        app: "ledger".into(),
+        environment: "staging".into(),
+        model: "integrated_api_key".into(),
+        resource: format!("urn:pleo:company:{company}"),
+        status: status.into(),
+        error_code: None,
+        installed_by: None,
+        installed_at_ms: 1,
+        updated_at_ms: 1,
+        uninstalled_at_ms: None,
+        uninstalled_by: None,
+        last_error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
     fn record(company: &str, status: &str) -> InstallRecord {
-        InstallRecord {
-            tenant: format!("ledger-{company}"),
-            app: "ledger".into(),
-            environment: "staging".into(),
-            model: "integrated_api_key".into(),
-            resource: format!("urn:pleo:company:{company}"),
-            status: status.into(),
-            error_code: None,
-            installed_by: None,
-            installed_at_ms: 1,
-            updated_at_ms: 1,
-            uninstalled_at_ms: None,
-            uninstalled_by: None,
-            last_error: None,
-        }
+        ledger_install(company, status)
     }
 
     /// Another replica's install makes every replica read all installs
