@@ -337,6 +337,10 @@ impl OAuthSession {
         drop(self.flight.lock().await);
     }
 
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     pub fn stop_refreshing(&self) {
         self.stopping.store(true, Ordering::Release);
     }

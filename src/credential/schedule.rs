@@ -96,7 +96,7 @@ async fn run(
                     drop(turn);
                     // Nothing was published (another refresh came first, or
                     // the gateway is stopping): plan again from what is there.
-                    if session.current().epoch == epoch {
+                    if session.current().epoch == epoch && !session.is_stopping() {
                         session.changed();
                     }
                 });
