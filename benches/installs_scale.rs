@@ -118,11 +118,11 @@ async fn seed(db: &str, n: usize) {
                 store.put_onboarded(&record).await.unwrap();
             }
             let record = InstallRecord {
-                tenant,
+                tenant: tenant.into(),
                 app: app.into(),
-                environment: if oauth { "production" } else { "staging" }.into(),
-                model: if oauth { "oauth2" } else { "integrated_api_key" }.into(),
-                resource: format!("urn:pleo:company:{}", company(i)),
+                environment: if oauth { Environment::Production } else { Environment::Staging },
+                model: if oauth { AuthModel::OAuth2 } else { AuthModel::IntegratedApiKey },
+                resource: format!("urn:pleo:company:{}", company(i)).into(),
                 status: "ACTIVATED".into(),
                 error_code: None,
                 installed_by: Some("bench".into()),

@@ -236,10 +236,10 @@ impl Reloader {
                 r.is_installed()
                     && config
                         .apps
-                        .get(&r.app)
-                        .is_some_and(|a| a.model() == crate::config::AuthModel::OAuth2 && a.model().as_str() == r.model)
+                        .get(&*r.app)
+                        .is_some_and(|a| a.model() == crate::config::AuthModel::OAuth2 && a.model() == r.model)
             })
-            .map(|r| r.tenant.as_str())
+            .map(|r| &*r.tenant)
             .collect();
         self.sessions.retire_all_but(|t| {
             config.tenants.get(t).is_some_and(|t| matches!(t.auth, AuthConfig::OAuth2Managed { .. }))

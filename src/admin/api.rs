@@ -170,7 +170,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
                 .installs
                 .records()
                 .iter()
-                .filter(|r| app.as_ref().is_none_or(|a| *a == r.app))
+                .filter(|r| app.as_ref().is_none_or(|a| **a == *r.app))
                 .map(|r| install_view(&routes, r))
                 .collect();
             list.sort_by(|a, b| a["tenant"].as_str().cmp(&b["tenant"].as_str()));
@@ -200,7 +200,7 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
 
 /// An install as the API shows it (never a credential).
 pub fn install_view(routes: &crate::proxy::routes::Routes, r: &crate::state::InstallRecord) -> Value {
-    let tenant = routes.tenants.get(r.tenant.as_str());
+    let tenant = routes.tenants.get(&*r.tenant);
     let (resource, id) =
         crate::pleo::installation::parse_resource(&r.resource).map_or(("company", ""), |(k, id)| (k.as_str(), id));
     json!({

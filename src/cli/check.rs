@@ -181,22 +181,22 @@ async fn installs(config: &Config, out: &mut impl Write) {
     records.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     for r in records {
         let resource = crate::pleo::installation::parse_resource(&r.resource)
-            .map_or_else(|| r.resource.clone(), |(k, id)| format!("{} {id}", k.as_str()));
+            .map_or_else(|| r.resource.to_string(), |(k, id)| format!("{} {id}", k.as_str()));
         let state = if !r.is_installed() {
             "uninstalled"
-        } else if !config.apps.contains_key(&r.app) {
+        } else if !config.apps.contains_key(&*r.app) {
             "app_removed"
         } else {
             "installed"
         };
         rows.push([
-            r.tenant.clone(),
+            r.tenant.to_string(),
             "install".into(),
-            r.app.clone(),
+            r.app.to_string(),
             resource,
-            r.status.clone(),
+            r.status.to_string(),
             state.into(),
-            r.installed_by.clone().unwrap_or_else(|| "-".into()),
+            r.installed_by.as_deref().unwrap_or("-").to_string(),
         ]);
     }
     let _ = write!(out, "\n{}", crate::config::table(&rows));

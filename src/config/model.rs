@@ -1,11 +1,11 @@
 //! Closed enums and small facts shared by config, routing, the steps and
 //! metrics labels: the bottom layer, importing nothing of the crate.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The Pleo environment a tenant's credential was issued in. A key or token
 /// only works in the environment that issued it, so each tenant has one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Staging,
@@ -32,7 +32,7 @@ impl Environment {
 }
 
 /// How the gateway authenticates a tenant to Pleo.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthModel {
     #[serde(rename = "oauth2")]

@@ -51,7 +51,7 @@ struct Flight {
     pending: Option<Box<(StoredToken, Lease)>>,
     /// Fingerprint of a refresh token the endpoint answered invalid_grant to,
     /// in case marking it in the store failed: it is never sent again.
-    dead: Option<String>,
+    dead: Option<Box<str>>,
     failures: u32,
 }
 
@@ -75,6 +75,16 @@ struct Settings {
 }
 
 impl Settings {
+    /// The same settings: every install of one app has them, so its
+    /// sessions share one (`Common::share`).
+    fn same(&self, other: &Settings) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.endpoint), Arc::as_ptr(&other.endpoint))
+            && self.initial.is_none()
+            && other.initial.is_none()
+            && (self.retry_body_bytes, self.wait, self.forced_interval, self.lease)
+                == (other.retry_body_bytes, other.wait, other.forced_interval, other.lease)
+    }
+
     fn from(cfg: SessionConfig) -> Settings {
         Settings {
             endpoint: cfg.endpoint,
@@ -96,11 +106,51 @@ impl Settings {
     }
 }
 
+/// What every session of one process shares: held once, not in each of
+/// 50,000 sessions (~200 bytes each with the settings).
+pub struct Common {
+    store: Arc<dyn TokenStore>,
+    metrics: RefreshMetrics,
+    /// How many refresh steps run at once (see [`REFRESH_STEPS`]).
+    steps: Arc<tokio::sync::Semaphore>,
+    /// Settings sessions have alike (no initial refresh token: every
+    /// install of one app), each held by the sessions that use it.
+    settings: std::sync::Mutex<Vec<std::sync::Weak<Settings>>>,
+}
+
+impl Common {
+    pub fn new(store: Arc<dyn TokenStore>, metrics: RefreshMetrics, steps: Arc<tokio::sync::Semaphore>) -> Arc<Common> {
+        Arc::new(Common { store, metrics, steps, settings: Default::default() })
+    }
+
+    /// `settings`, or the equal ones a session already has.
+    fn share(&self, settings: Settings) -> Arc<Settings> {
+        if settings.initial.is_some() {
+            return Arc::new(settings);
+        }
+        let mut held = self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(same) = held.iter().filter_map(std::sync::Weak::upgrade).find(|h| h.same(&settings)) {
+            return same;
+        }
+        held.retain(|w| w.strong_count() > 0);
+        let made = Arc::new(settings);
+        held.push(Arc::downgrade(&made));
+        made
+    }
+}
+
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Common").finish_non_exhaustive()
+    }
+}
+
 /// One OAuth tenant's token lifecycle.
 pub struct OAuthSession {
-    pub tenant: Box<str>,
+    /// The routing table's name for the tenant (one allocation for both).
+    pub tenant: Arc<str>,
     settings: ArcSwap<Settings>,
-    store: Arc<dyn TokenStore>,
+    common: Arc<Common>,
     current: ArcSwap<Current>,
     flight: Mutex<Flight>,
     refreshing: AtomicBool,
@@ -123,10 +173,6 @@ pub struct OAuthSession {
     /// to (only with traces exported).
     /// Boxed: set only with traces exported (~60 bytes a session otherwise).
     refresh_span: std::sync::Mutex<Option<Box<opentelemetry::trace::SpanContext>>>,
-    metrics: RefreshMetrics,
-    /// Shared by every session of the process: how many refresh steps run
-    /// at once (see [`REFRESH_STEPS`]).
-    steps: Arc<tokio::sync::Semaphore>,
 }
 
 /// Refresh steps (a store lease, maybe a token call, a commit) running at
@@ -149,7 +195,7 @@ impl std::fmt::Debug for OAuthSession {
 /// What a session needs from the config.
 #[derive(Debug)]
 pub struct SessionConfig {
-    pub tenant: String,
+    pub tenant: Arc<str>,
     pub endpoint: Arc<dyn Exchange>,
     pub initial_refresh_token: Option<Secret>,
     pub retry_body_bytes: usize,
@@ -159,17 +205,14 @@ pub struct SessionConfig {
 
 impl OAuthSession {
     /// A session in `Starting`; `drive` it to have it load and refresh.
-    pub fn new(
-        cfg: SessionConfig,
-        store: Arc<dyn TokenStore>,
-        metrics: RefreshMetrics,
-        steps: Arc<tokio::sync::Semaphore>,
-    ) -> Arc<OAuthSession> {
+    pub fn new(cfg: SessionConfig, common: Arc<Common>) -> Arc<OAuthSession> {
         let now = Instant::now();
+        let tenant = cfg.tenant.clone();
+        let settings = common.share(Settings::from(cfg));
         Arc::new_cyclic(|me| OAuthSession {
-            tenant: cfg.tenant.as_str().into(),
-            settings: ArcSwap::from_pointee(Settings::from(cfg)),
-            store,
+            tenant,
+            settings: ArcSwap::new(settings),
+            common,
             current: ArcSwap::from_pointee(Current { next_at: now, ..Current::blocked(Status::Starting, now) }),
             flight: Mutex::new(Flight::default()),
             refreshing: AtomicBool::new(false),
@@ -180,8 +223,6 @@ impl OAuthSession {
             stopping: AtomicBool::new(false),
             last_forced: std::sync::Mutex::new(None),
             refresh_span: std::sync::Mutex::new(None),
-            metrics,
-            steps,
         })
     }
 
@@ -195,9 +236,9 @@ impl OAuthSession {
     /// tries again now instead of at its next re-check. Also revives a
     /// session retired by an earlier reload.
     pub fn reconfigure(self: &Arc<Self>, cfg: SessionConfig) {
-        let next = Settings::from(cfg);
+        let next = self.common.share(Settings::from(cfg));
         let differ = self.settings.load().credentials_differ(&next);
-        self.settings.store(Arc::new(next));
+        self.settings.store(next);
         if self.retired.swap(false, Ordering::AcqRel) {
             self.changed();
         }
@@ -286,7 +327,7 @@ impl OAuthSession {
                 // Someone already replaced the rejected token.
                 Some(v) if v != rejected => return Ok(Some(v.clone())),
                 Some(_) if cur.obtained_at.is_some_and(|t| now.duration_since(t) < settings.forced_interval) => {
-                    self.metrics.suppressed_fresh.inc();
+                    self.common.metrics.suppressed_fresh.inc();
                     return Ok(None);
                 }
                 _ => cur.epoch,
@@ -313,7 +354,7 @@ impl OAuthSession {
             return match cur.usable(Instant::now()) {
                 Some(v) if v != rejected => Ok(Some(v.clone())),
                 _ => {
-                    self.metrics.suppressed_rate.inc();
+                    self.common.metrics.suppressed_rate.inc();
                     Ok(None)
                 }
             };
@@ -364,7 +405,7 @@ impl OAuthSession {
                 return;
             }
             // Closed only if the semaphore is dropped, which it never is.
-            let Ok(_step) = this.steps.acquire().await else { return };
+            let Ok(_step) = this.common.steps.acquire().await else { return };
             if this.stopping.load(Ordering::Acquire) {
                 return;
             }
@@ -421,7 +462,7 @@ impl OAuthSession {
         if let Some((pending, lease)) = flight.pending.take().map(|p| *p) {
             return self.save_then_use(flight, cur, pending, lease).await;
         }
-        let (lease, stored) = match self.store.lease(tenant, settings.lease).await {
+        let (lease, stored) = match self.common.store.lease(tenant, settings.lease).await {
             Ok(Leased::Held { lease, stored, interrupted }) => {
                 if interrupted {
                     tracing::warn!(
@@ -451,7 +492,7 @@ impl OAuthSession {
     }
 
     async fn release(&self, lease: Lease) {
-        if let Err(e) = self.store.release(&self.tenant, lease).await {
+        if let Err(e) = self.common.store.release(&self.tenant, lease).await {
             // It runs out by itself; until then other replicas wait for it.
             tracing::warn!(tenant = %self.tenant, error = %e, "cannot release the refresh lease");
         }
@@ -480,7 +521,7 @@ impl OAuthSession {
         loop {
             tokio::time::sleep(OTHER_REPLICA_POLL).await;
             let now = Instant::now();
-            if let Ok(Some(stored)) = self.store.load(&self.tenant).await {
+            if let Ok(Some(stored)) = self.common.store.load(&self.tenant).await {
                 if stored.reauthorization_required {
                     return Current::blocked(Status::ReauthorizationRequired, now);
                 }
@@ -500,7 +541,7 @@ impl OAuthSession {
     /// another replica announced a change).
     async fn view_of_stored(&self, cur: &Current) -> Current {
         let now = Instant::now();
-        match self.store.load(&self.tenant).await {
+        match self.common.store.load(&self.tenant).await {
             Ok(Some(s)) if s.reauthorization_required => Current::blocked(Status::ReauthorizationRequired, now),
             Ok(Some(s)) => self.connected(&s, now),
             Ok(None) => Current::blocked(Status::NotConnected, now),
@@ -514,7 +555,7 @@ impl OAuthSession {
     /// and are dropped; the store's save also fences other replicas' leases.
     pub async fn new_consent(self: &Arc<Self>, stored: StoredToken) -> Result<(), StoreError> {
         let mut flight = self.flight.lock().await;
-        self.store.save(&self.tenant, &stored).await?;
+        self.common.store.save(&self.tenant, &stored).await?;
         flight.pending = None;
         flight.dead = None;
         flight.failures = 0;
@@ -534,8 +575,8 @@ impl OAuthSession {
     /// refreshes it again, and requests get 503 until a new link is used.
     pub async fn disconnect(self: &Arc<Self>) -> Result<(), StoreError> {
         let flight = self.flight.lock().await;
-        if let Some(stored) = self.store.load(&self.tenant).await? {
-            self.store.save(&self.tenant, &stored.needing_reauthorization()).await?;
+        if let Some(stored) = self.common.store.load(&self.tenant).await? {
+            self.common.store.save(&self.tenant, &stored.needing_reauthorization()).await?;
         }
         let cur = self.current.load_full();
         let next =
@@ -650,7 +691,7 @@ impl OAuthSession {
         lease: Lease,
     ) -> Current {
         let tenant = &*self.tenant;
-        if let Err(e) = self.store.mark_in_flight(tenant, lease).await {
+        if let Err(e) = self.common.store.mark_in_flight(tenant, lease).await {
             tracing::warn!(tenant, error = %e, "cannot record the refresh in the token store; not refreshing now");
             self.release(lease).await;
             return self.store_failed(flight, cur, &e);
@@ -658,24 +699,24 @@ impl OAuthSession {
         let issued_ms = unix_now_ms();
         let started = Instant::now();
         let result = settings.endpoint.exchange(Grant::Refresh(&chain.refresh_token)).await;
-        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        self.common.metrics.duration.observe(started.elapsed().as_secs_f64());
         let now = Instant::now();
         match result {
             Ok(tokens) => {
-                self.metrics.success.inc();
+                self.common.metrics.success.inc();
                 tracing::debug!(tenant, expires_in = ?tokens.expires_in, "refreshed the OAuth access token");
                 self.save_then_use(flight, cur, tokens.rotate(chain, issued_ms), lease).await
             }
             Err(TokenError::InvalidGrant) => {
-                self.metrics.failure.inc();
-                flight.dead = Some(fingerprint(&chain.refresh_token));
-                if let Err(e) = self.store.commit(tenant, lease, &chain.needing_reauthorization()).await {
+                self.common.metrics.failure.inc();
+                flight.dead = Some(fingerprint(&chain.refresh_token).into());
+                if let Err(e) = self.common.store.commit(tenant, lease, &chain.needing_reauthorization()).await {
                     tracing::error!(tenant, error = %e, "cannot record reauthorization_required in the token state");
                 }
                 Current::blocked(Status::ReauthorizationRequired, now)
             }
             Err(e) => {
-                self.metrics.failure.inc();
+                self.common.metrics.failure.inc();
                 flight.failures += 1;
                 let wait = backoff(flight.failures);
                 tracing::warn!(tenant, error = %e, retry_in = ?wait, "OAuth token refresh failed");
@@ -694,7 +735,7 @@ impl OAuthSession {
     /// If saving fails they are kept in memory (`pending`) for the next try.
     async fn save_then_use(&self, flight: &mut Flight, cur: &Current, tokens: StoredToken, lease: Lease) -> Current {
         let tenant = &*self.tenant;
-        match self.store.commit(tenant, lease, &tokens).await {
+        match self.common.store.commit(tenant, lease, &tokens).await {
             Ok(()) => {
                 flight.failures = 0;
                 self.connected(&tokens, Instant::now())
@@ -837,12 +878,8 @@ mod tests {
             wait: Duration::from_secs(5),
             forced_refresh_interval: Duration::from_secs(10),
         };
-        let session = OAuthSession::new(
-            cfg,
-            store.clone(),
-            metrics.refresh_metrics(),
-            Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS)),
-        );
+        let steps = Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS));
+        let session = OAuthSession::new(cfg, Common::new(store.clone(), metrics.refresh_metrics(), steps));
 
         let e = session.authorization().await.unwrap_err();
         assert_eq!(e.code, ErrorCode::CredentialUnavailable);
@@ -917,12 +954,8 @@ mod tests {
             wait: Duration::from_secs(5),
             forced_refresh_interval: interval,
         };
-        OAuthSession::new(
-            cfg,
-            Arc::new(FileStore::new(dir)),
-            metrics.refresh_metrics(),
-            Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS)),
-        )
+        let steps = Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS));
+        OAuthSession::new(cfg, Common::new(Arc::new(FileStore::new(dir)), metrics.refresh_metrics(), steps))
     }
 
     #[tokio::test]

@@ -12,16 +12,17 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
 use super::key_slot::KeySlot;
-use super::refresh::{OAuthSession, SessionConfig};
+use super::refresh::{Common, OAuthSession, SessionConfig};
 use super::token_state::Status;
 use crate::metrics::Metrics;
 use crate::state::{StateLock, TokenStore};
 
 #[derive(Debug)]
 pub struct Sessions {
-    map: Arc<DashMap<Box<str>, Arc<OAuthSession>>>,
+    map: Arc<DashMap<Arc<str>, Arc<OAuthSession>>>,
     store: Arc<dyn TokenStore>,
-    metrics: Arc<Metrics>,
+    /// What the sessions share (the store, refresh metrics, the steps).
+    common: Arc<Common>,
     stop: watch::Receiver<bool>,
     /// This process's lock on `state_dir`, taken once there is a managed
     /// OAuth tenant and given back after the last refresh at shutdown.
@@ -30,8 +31,6 @@ pub struct Sessions {
     keys: DashMap<Box<str>, Arc<KeySlot>>,
     /// False for a dry run (`explain`): sessions exist but never refresh.
     drive: bool,
-    /// Bounds the refresh steps running at once, over all sessions.
-    steps: Arc<tokio::sync::Semaphore>,
     /// Bounds the background refreshes spawned at once. Apart from `steps`:
     /// a background refresh holds its turn while its step waits, so one
     /// semaphore for both could deadlock.
@@ -45,19 +44,19 @@ impl Sessions {
     /// With a shared store, changes other replicas make are taken up as
     /// they are announced (needs a tokio runtime then).
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
-        let map: Arc<DashMap<Box<str>, Arc<OAuthSession>>> = Arc::new(DashMap::new());
+        let map: Arc<DashMap<Arc<str>, Arc<OAuthSession>>> = Arc::new(DashMap::new());
         if let Some(changes) = store.changes() {
             tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
         }
+        let steps = Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS));
         Sessions {
             map,
+            common: Common::new(store.clone(), metrics.refresh_metrics(), steps),
             store,
-            metrics,
             stop,
             state_lock: StateLock::default(),
             keys: DashMap::new(),
             drive: true,
-            steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             schedule: std::sync::OnceLock::new(),
         }
@@ -66,15 +65,15 @@ impl Sessions {
     /// Sessions that never load, refresh or follow anything: for building a
     /// routing table that only answers questions (`explain`).
     pub fn offline(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
+        let steps = Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS));
         Sessions {
             map: Arc::new(DashMap::new()),
+            common: Common::new(store.clone(), metrics.refresh_metrics(), steps),
             store,
-            metrics,
             stop,
             state_lock: StateLock::default(),
             keys: DashMap::new(),
             drive: false,
-            steps: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             schedule: std::sync::OnceLock::new(),
         }
@@ -108,17 +107,12 @@ impl Sessions {
     /// first use; on a reload, the same session with the new settings. Must
     /// be called inside a tokio runtime.
     pub fn get_or_start(&self, cfg: SessionConfig) -> Arc<OAuthSession> {
-        if let Some(session) = self.map.get(cfg.tenant.as_str()).map(|s| s.clone()) {
+        if let Some(session) = self.map.get(&*cfg.tenant).map(|s| s.clone()) {
             session.reconfigure(cfg);
             return session;
         }
-        let session = self
-            .map
-            .entry(cfg.tenant.as_str().into())
-            .or_insert_with(|| {
-                OAuthSession::new(cfg, self.store.clone(), self.metrics.refresh_metrics(), self.steps.clone())
-            })
-            .clone();
+        let session =
+            self.map.entry(cfg.tenant.clone()).or_insert_with(|| OAuthSession::new(cfg, self.common.clone())).clone();
         if self.drive {
             let wakes = self.schedule.get_or_init(|| super::schedule::spawn(self.turns.clone(), self.stop.clone()));
             session.drive(wakes.clone());
@@ -169,7 +163,7 @@ impl Sessions {
     pub fn write_token_gauges(&self, out: &mut Vec<u8>) {
         let now = Instant::now();
         let live = || self.map.iter().filter(|e| !e.is_retired());
-        let rows: Vec<(Box<str>, f64, bool)> = live()
+        let rows: Vec<(Arc<str>, f64, bool)> = live()
             .map(|entry| {
                 let current = entry.current();
                 let left = current.expires_at.map_or(0.0, |e| e.saturating_duration_since(now).as_secs_f64());
@@ -192,7 +186,7 @@ const FOLLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 /// hundreds a second). A lagging receiver re-reads every tenant.
 async fn follow(
     mut changes: broadcast::Receiver<Box<str>>,
-    map: Arc<DashMap<Box<str>, Arc<OAuthSession>>>,
+    map: Arc<DashMap<Arc<str>, Arc<OAuthSession>>>,
     store: Arc<dyn TokenStore>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -200,7 +194,7 @@ async fn follow(
         let mut names: Vec<Box<str>> = tokio::select! {
             c = changes.recv() => match c {
                 Ok(tenant) => vec![tenant],
-                Err(broadcast::error::RecvError::Lagged(_)) => map.iter().map(|e| e.key().clone()).collect(),
+                Err(broadcast::error::RecvError::Lagged(_)) => map.iter().map(|e| (**e.key()).into()).collect(),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = stop.changed() => return,
@@ -210,7 +204,7 @@ async fn follow(
             match changes.try_recv() {
                 Ok(tenant) => names.push(tenant),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    names = map.iter().map(|e| e.key().clone()).collect();
+                    names = map.iter().map(|e| (**e.key()).into()).collect();
                 }
                 Err(_) => break,
             }
@@ -219,7 +213,7 @@ async fn follow(
         names.dedup();
         // Epochs before the read: a session that moved on since ignores it.
         let mut sessions: std::collections::HashMap<Box<str>, (Arc<OAuthSession>, u64)> =
-            names.iter().filter_map(|n| map.get(n).map(|s| (n.clone(), (s.clone(), s.epoch())))).collect();
+            names.iter().filter_map(|n| map.get(&**n).map(|s| (n.clone(), (s.clone(), s.epoch())))).collect();
         let Ok(stored) = store.load_many(&names).await else { continue };
         for (tenant, chain) in stored {
             if let Some((session, epoch)) = sessions.remove(&tenant) {

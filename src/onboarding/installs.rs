@@ -284,7 +284,7 @@ impl Installs {
         let taken = routes
             .tenants
             .get(tenant.as_str())
-            .is_some_and(|t| t.install.as_ref().is_none_or(|i| i.record.app != app.name));
+            .is_some_and(|t| t.install.as_ref().is_none_or(|i| *i.record.app != *app.name));
         if taken {
             return Err(failed(
                 "error",
@@ -379,7 +379,7 @@ impl Installs {
         let lock = self.lock(&tenant);
         let _held = lock.lock().await;
         let limits = self.limits.load();
-        let session = self.sessions.get_or_start(session_config(&limits, &tenant, consent, None));
+        let session = self.sessions.get_or_start(session_config(&limits, tenant.as_str().into(), consent, None));
         // The chain first: a tenant never exists without its credential.
         if let Err(e) = session.new_consent(stored).await {
             tracing::error!(tenant = %tenant, error = %e, "install: cannot store the new consent");
@@ -512,14 +512,14 @@ impl Installs {
         let before = self.find(tenant);
         let installed_at_ms = before.as_ref().filter(|b| b.is_installed()).map_or(now, |b| b.installed_at_ms);
         InstallRecord {
-            tenant: tenant.to_string(),
-            app: app.name.clone(),
-            environment: app.config.environment.as_str().to_string(),
-            model: app.config.model().as_str().to_string(),
-            resource,
-            status,
+            tenant: tenant.into(),
+            app: app.name.as_str().into(),
+            environment: app.config.environment,
+            model: app.config.model(),
+            resource: resource.into(),
+            status: status.into(),
             error_code: None,
-            installed_by: visitor.map(|v| v.user.clone()).or_else(|| before.and_then(|b| b.installed_by)),
+            installed_by: visitor.map(|v| v.user.as_str().into()).or_else(|| before.and_then(|b| b.installed_by)),
             installed_at_ms,
             updated_at_ms: now,
             uninstalled_at_ms: None,
@@ -547,18 +547,18 @@ impl Installs {
         resource: Resource,
         masked: Option<String>,
     ) -> Installed {
-        let reinstalled = self.routes.load().tenants.get(record.tenant.as_str()).is_some_and(|t| t.install.is_some());
+        let reinstalled = self.routes.load().tenants.get(&*record.tenant).is_some_and(|t| t.install.is_some());
         self.rebuild_routes().await;
         let result = if reinstalled { "reinstalled" } else { "installed" };
         self.count(&app.name, result);
-        let by = Actor::Install(record.installed_by.clone().unwrap_or_else(|| "unknown".into()));
+        let by = Actor::Install(record.installed_by.as_deref().unwrap_or("unknown").to_string());
         audit("install", &record.tenant, &by, result);
         Installed {
-            tenant: record.tenant,
+            tenant: record.tenant.to_string(),
             company_id,
             resource,
             environment: app.config.environment.as_str(),
-            status: record.status,
+            status: record.status.to_string(),
             masked,
             reinstalled,
         }
@@ -583,12 +583,12 @@ impl Installs {
 
     /// The install of `tenant`, if any.
     pub fn find(&self, tenant: &str) -> Option<InstallRecord> {
-        self.records.load().iter().find(|r| r.tenant == tenant).map(|r| InstallRecord::clone(r))
+        self.records.load().iter().find(|r| *r.tenant == *tenant).map(|r| InstallRecord::clone(r))
     }
 
     /// The installed tenant of `app` for `company_id`, if any.
     pub fn of_company(&self, app: &App, company_id: &str) -> Option<InstallRecord> {
-        self.find(&app.config.tenant_name.render(&company_id.to_ascii_lowercase())).filter(|r| r.app == app.name)
+        self.find(&app.config.tenant_name.render(&company_id.to_ascii_lowercase())).filter(|r| *r.app == *app.name)
     }
 
     /// Uninstalls `tenant`: Pleo's `DELETE /v1/installations/me` with its
@@ -641,7 +641,7 @@ impl Installs {
         let now = unix_now_ms();
         record.uninstalled_at_ms = Some(now);
         record.updated_at_ms = now;
-        record.uninstalled_by = Some(by.label());
+        record.uninstalled_by = Some(by.label().into());
         record.status = "UNINSTALLED".into();
         if let Err(e) = self.put(&record).await {
             tracing::error!(tenant, error = %e, "uninstall: Pleo uninstalled, but the record could not be stored");

@@ -98,8 +98,7 @@ impl Idle {
 /// The tenant config an install stands for: its app's credential settings,
 /// or (idle) a slot nothing fills, so nothing is ever sent for it.
 fn installed(config: &Config, r: &Arc<InstallRecord>, grant: Arc<str>) -> (TenantConfig, TenantInstall) {
-    let app =
-        config.apps.get(&r.app).filter(|a| a.environment.as_str() == r.environment && a.model().as_str() == r.model);
+    let app = config.apps.get(&*r.app).filter(|a| a.environment == r.environment && a.model() == r.model);
     let idle = if !r.is_installed() {
         Some(Idle::Uninstalled)
     } else if app.is_none() {
@@ -107,8 +106,7 @@ fn installed(config: &Config, r: &Arc<InstallRecord>, grant: Arc<str>) -> (Tenan
     } else {
         None
     };
-    let environment =
-        if r.environment == Environment::Production.as_str() { Environment::Production } else { Environment::Staging };
+    let environment = r.environment;
     let auth = match (app, idle) {
         (Some(app), None) => match &app.auth {
             AppAuth::OAuth2 { client_id, client_secret } => AuthConfig::OAuth2Managed {
@@ -118,9 +116,7 @@ fn installed(config: &Config, r: &Arc<InstallRecord>, grant: Arc<str>) -> (Tenan
             },
             AppAuth::IntegratedApiKey { .. } => AuthConfig::ApiKeyConnection { model: AuthModel::IntegratedApiKey },
         },
-        _ => AuthConfig::ApiKeyConnection {
-            model: if r.model == "oauth2" { AuthModel::OAuth2 } else { AuthModel::IntegratedApiKey },
-        },
+        _ => AuthConfig::ApiKeyConnection { model: r.model },
     };
     let t = TenantConfig { environment, auth, company_id_header: None, company_id_query: None, rewrites: Vec::new() };
     let install = TenantInstall { record: r.clone(), grant, idle };
@@ -152,8 +148,10 @@ fn trust_install_check(tenant: &Tenant) {
         company_id: Some(id.to_string()),
         resource: Some(resource),
         installation: Some(status),
-        error_code: r.error_code.clone(),
-        note: Some("as checked when it was installed".into()),
+        error_code: r.error_code.as_deref().map(str::to_string),
+        // No note: a note is for an operator (`check`, the start's log
+        // lists each), and 50,000 installs' "checked when installed" was
+        // 50,000 log lines and ~4 MB held in the start's summary.
         ..Default::default()
     };
     tenant.check.set(state, detail);
@@ -235,7 +233,9 @@ impl Routes {
         // Tenants of one OAuth client (every install of one app) share its
         // consent client: one each was 31 MB at 50,000 OAuth installs.
         let mut consents: HashMap<(Environment, String), (crate::secret::Secret, Arc<ConsentClient>)> = HashMap::new();
-        let mut build = |id: &str, t: &TenantConfig, install: Option<TenantInstall>| {
+        // `id`: an install's tenant is named by its record's `Arc` (one
+        // allocation for the record, the table and the access log).
+        let mut build = |id: Arc<str>, t: &TenantConfig, install: Option<TenantInstall>| {
             let model = t.auth.model();
             let upstream = upstreams.get(t.environment);
             let consent = match &t.auth {
@@ -254,12 +254,11 @@ impl Routes {
                 }
                 _ => None,
             };
-            let credential = credential(config, id, t, consent.as_ref(), sessions);
+            let credential = credential(config, &id, t, consent.as_ref(), sessions);
             let check = previous
-                .and_then(|p| p.tenants.get(id))
+                .and_then(|p| p.tenants.get(&*id))
                 .filter(|p| same_key(p, t.environment, &upstream, &credential))
                 .map_or_else(Arc::default, |p| p.check.clone());
-            let id: Arc<str> = id.into();
             let tenant = Tenant {
                 id: id.clone(),
                 labels: crate::access_log::TenantLabels { name: id.clone(), model, environment: t.environment },
@@ -284,24 +283,24 @@ impl Routes {
             (id, Arc::new(tenant))
         };
         let mut tenants: HashMap<Arc<str>, Arc<Tenant>> =
-            config.tenants.iter().map(|(id, t)| build(id, t, None)).collect();
+            config.tenants.iter().map(|(id, t)| build(id.as_str().into(), t, None)).collect();
         let mut grants: HashMap<&str, Arc<str>> = HashMap::new();
         for record in installs {
-            if config.tenants.contains_key(&record.tenant) {
+            if config.tenants.contains_key(&*record.tenant) {
                 tracing::warn!(tenant = %record.tenant, app = %record.app, "an install has the name of a configured tenant; the configured one serves");
                 continue;
             }
             let unchanged = previous
                 .filter(|_| same_config)
-                .and_then(|p| p.tenants.get_key_value(record.tenant.as_str()))
+                .and_then(|p| p.tenants.get_key_value(&*record.tenant))
                 .filter(|(_, t)| t.install.as_ref().is_some_and(|i| i.record == *record));
             if let Some((id, tenant)) = unchanged {
                 tenants.insert(id.clone(), tenant.clone());
                 continue;
             }
-            let grant = grants.entry(record.app.as_str()).or_insert_with(|| format!("app:{}", record.app).into());
+            let grant = grants.entry(&*record.app).or_insert_with(|| format!("app:{}", record.app).into());
             let (t, install) = installed(config, record, grant.clone());
-            let (id, tenant) = build(&record.tenant, &t, Some(install));
+            let (id, tenant) = build(record.tenant.clone(), &t, Some(install));
             trust_install_check(&tenant);
             tenants.insert(id, tenant);
         }
@@ -367,7 +366,7 @@ fn rewrites(rules: &[crate::config::rewrite::RewriteRule], metrics: &Metrics) ->
 
 fn credential(
     config: &Config,
-    id: &str,
+    id: &Arc<str>,
     t: &TenantConfig,
     consent: Option<&Arc<ConsentClient>>,
     sessions: &Sessions,
@@ -380,7 +379,7 @@ fn credential(
         // `source: connection`: the key a connect link made, when there is one.
         return Credential::Connected { slot: sessions.key_slot(id) };
     };
-    let session = sessions.get_or_start(session_config(&config.limits, id, consent, refresh_token.clone()));
+    let session = sessions.get_or_start(session_config(&config.limits, id.clone(), consent, refresh_token.clone()));
     Credential::OAuth { session, masked }
 }
 
@@ -388,12 +387,12 @@ fn credential(
 /// install's before its tenant is routed: the same session either way).
 pub fn session_config(
     limits: &crate::config::Limits,
-    id: &str,
+    id: Arc<str>,
     consent: &ConsentClient,
     initial_refresh_token: Option<crate::secret::Secret>,
 ) -> SessionConfig {
     SessionConfig {
-        tenant: id.to_string(),
+        tenant: id,
         endpoint: consent.endpoint.clone(),
         initial_refresh_token,
         retry_body_bytes: limits.retry_body_bytes,

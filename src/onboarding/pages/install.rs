@@ -371,7 +371,7 @@ impl Portal {
             (Err(p), _) | (_, Err(p)) => return p,
         };
         let record = read_done(sealer, req.headers(), name).and_then(|tenant| self.installs.find(&tenant));
-        let Some(r) = record.filter(|r| r.app == app.name && r.is_installed()) else {
+        let Some(r) = record.filter(|r| *r.app == *app.name && r.is_installed()) else {
             return self.problem(
                 StatusCode::NOT_FOUND,
                 "Nothing to show here",
@@ -401,22 +401,22 @@ impl Portal {
         let record = self.installs.of_company(app, &visit.company_id);
         let routes = self.routes.load();
         let install = record.map(|r| {
-            let tenant = routes.tenants.get(r.tenant.as_str());
+            let tenant = routes.tenants.get(&*r.tenant);
             let resource =
                 crate::pleo::installation::parse_resource(&r.resource).map_or("company", |(k, _)| k.as_str());
             InstallView {
                 company_id: visit.company_id.clone(),
                 resource,
-                environment: r.environment.clone(),
+                environment: r.environment.as_str().to_string(),
                 state: state_of(&r, tenant.map(|t| &**t)).to_string(),
-                installation: r.status.clone(),
+                installation: r.status.to_string(),
                 error_meaning: r
                     .error_code
                     .as_deref()
                     .map(|c| crate::pleo::installation::explain_error_code(c).to_string()),
                 since: when(r.installed_at_ms),
                 last_check: tenant.and_then(|t| last_check_ms(t)).or(Some(r.updated_at_ms)).map(when),
-                last_error: r.last_error.clone(),
+                last_error: r.last_error.as_deref().map(str::to_string),
                 installed: r.is_installed(),
             }
         });

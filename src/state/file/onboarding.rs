@@ -208,7 +208,7 @@ impl OnboardingStore for FileStore {
     fn installs<'a>(&'a self, held: &'a [Arc<InstallRecord>]) -> StoreFuture<'a, Vec<Arc<InstallRecord>>> {
         let read = self.with_onboarding(|f| (false, std::mem::take(&mut f.installs)));
         Box::pin(async move {
-            let held = crate::state::installs::Held::new(held);
+            let mut held = crate::state::installs::Held::new(held);
             Ok(read.await?.into_iter().map(|r| held.keep(r)).collect())
         })
     }

@@ -200,7 +200,7 @@ impl OnboardingStore for PostgresStore {
                 "WITH w AS (INSERT INTO pleo_gateway_installs (tenant, app, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant) DO UPDATE SET app = EXCLUDED.app, record = EXCLUDED.record, updated_at = now() \
                  RETURNING tenant) SELECT pg_notify($4, tenant) FROM w",
-                &[&r.tenant, &r.app, &record, &super::INSTALL_CHANNEL],
+                &[&&*r.tenant, &&*r.app, &record, &super::INSTALL_CHANNEL],
             )
             .await
             .map_err(unavailable)?;
@@ -210,7 +210,7 @@ impl OnboardingStore for PostgresStore {
 
     fn installs<'a>(&'a self, held: &'a [Arc<InstallRecord>]) -> StoreFuture<'a, Vec<Arc<InstallRecord>>> {
         Box::pin(self.run("install", async move |c| {
-            let held = crate::state::installs::Held::new(held);
+            let mut held = crate::state::installs::Held::new(held);
             // Row by row as they arrive: at 100,000 installs the whole
             // result held at once was 27 MB beside the records made from it.
             let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
