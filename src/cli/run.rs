@@ -30,6 +30,10 @@ pub fn run(config: Config, strict: bool) -> ExitCode {
         tracing::info!(endpoint, "exporting traces (OTLP/HTTP)");
     }
     rt.block_on(async move {
+        // Before the start: "listening" is logged there, and a SIGTERM
+        // right after it (a supervisor, a test) must stop the gateway the
+        // orderly way, not by the signal's default action.
+        let signals = Signals::install();
         let running = match gateway::start_with(&config, strict).await {
             Ok(r) => r,
             Err(e) => {
@@ -40,7 +44,7 @@ pub fn run(config: Config, strict: bool) -> ExitCode {
         // Everything serving holds what it needs; the config itself (every
         // tenant's secrets and settings once more) is not kept.
         drop(config);
-        let signal = serve_until_stopped(&running).await;
+        let signal = serve_until_stopped(&running, signals).await;
         tracing::info!(signal, "shutting down: no new connections, draining open ones");
         running.shutdown().await;
         if let Some(t) = telemetry {
@@ -51,12 +55,22 @@ pub fn run(config: Config, strict: bool) -> ExitCode {
     })
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from when they are installed.
+struct Signals(Option<[tokio::signal::unix::Signal; 3]>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some([term, int, hup])),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Reloads on SIGHUP; returns the signal that asks to stop.
-async fn serve_until_stopped(running: &gateway::Running) -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+async fn serve_until_stopped(running: &gateway::Running, signals: Signals) -> &'static str {
+    let Some([mut term, mut int, mut hup]) = signals.0 else {
         // Without signal handlers, Ctrl-C still ends the process the default way.
         std::future::pending::<()>().await;
         unreachable!()
