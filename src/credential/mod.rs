@@ -29,9 +29,9 @@ use refresh::OAuthSession;
 /// A tenant's credential, ready to put on the wire.
 pub enum Credential {
     /// API keys and unmanaged OAuth access tokens.
-    Static { authorization: HeaderValue, masked: String },
+    Static { authorization: HeaderValue, masked: Arc<str> },
     /// Managed OAuth: the session holds the current access token.
-    OAuth { session: Arc<OAuthSession>, masked: String },
+    OAuth { session: Arc<OAuthSession>, masked: Arc<str> },
     /// An API key from a connection (`source: connection`), none until made.
     Connected { slot: Arc<key_slot::KeySlot> },
 }
@@ -63,7 +63,7 @@ impl Credential {
     /// For humans (`check`, `/tenants`): the kind and the last characters at most.
     pub fn masked(&self) -> String {
         match self {
-            Credential::Static { masked, .. } | Credential::OAuth { masked, .. } => masked.clone(),
+            Credential::Static { masked, .. } | Credential::OAuth { masked, .. } => masked.to_string(),
             Credential::Connected { slot } => match slot.get() {
                 Some(k) => k.masked.clone(),
                 None => "not connected yet".to_string(),

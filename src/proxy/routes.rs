@@ -30,23 +30,18 @@ pub struct Tenant {
     /// label are this same `Arc` (at 100,000 tenants, three copies were
     /// ~10 MB).
     pub id: Arc<str>,
-    /// How the access log names it (built once, cloned per request).
-    pub labels: crate::access_log::TenantLabels,
     pub environment: Environment,
     pub model: AuthModel,
     pub credential: Credential,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<TenantMetrics>,
-    /// `limits.max_request_body_bytes` and `body_read_timeout`, kept here for the credential step.
-    pub max_request_body_bytes: u64,
-    pub body_read_timeout: std::time::Duration,
     /// API-key tenants: what `GET /v1/installations/me` said about the key.
     /// Carried over a reload when the tenant's key and environment did not
     /// change, so a reload asks Pleo only about new and changed keys.
     pub check: Arc<KeyCheck>,
-    /// Opt-in: the company id goes on each request as this header / query parameter.
-    pub company_id_header: Option<HeaderName>,
-    pub company_id_query: Option<Box<str>>,
+    /// Opt-in: the company id goes on each request (boxed: rare, and ~50
+    /// bytes inline in each of 100,000 tenants).
+    pub company_id: Option<Box<CompanyIdTo>>,
     /// Requests in flight for this tenant, against `max_in_flight_per_tenant`.
     pub in_flight: crate::share::Share,
     /// Managed OAuth tenants: what a connect link's consent needs.
@@ -63,6 +58,21 @@ pub struct Tenant {
     pub interlock: Arc<Upstream>,
     /// Where Pleo's 404/405 answers are counted (`GET /migration`).
     pub migration: Arc<crate::migration::MigrationLog>,
+}
+
+impl Tenant {
+    /// How the access log names it.
+    pub fn labels(&self) -> crate::access_log::TenantLabels {
+        crate::access_log::TenantLabels { name: self.id.clone(), model: self.model, environment: self.environment }
+    }
+}
+
+/// Where a tenant's requests carry the company id (`company_id_header`,
+/// `company_id_query`).
+#[derive(Debug)]
+pub struct CompanyIdTo {
+    pub header: Option<HeaderName>,
+    pub query: Option<Box<str>>,
 }
 
 /// What a tenant an install made carries beside its credential.
@@ -176,6 +186,7 @@ pub struct Routes {
     pub tenant_headers: Vec<HeaderName>,
     pub max_in_flight: usize,
     pub max_request_body_bytes: u64,
+    pub body_read_timeout: std::time::Duration,
     pub access_log: AccessLogConfig,
     /// Hosts and origins browsers may use (`guard`); `host_suffix` tenant
     /// names are among the hosts.
@@ -233,6 +244,7 @@ impl Routes {
         // Tenants of one OAuth client (every install of one app) share its
         // consent client: one each was 31 MB at 50,000 OAuth installs.
         let mut consents: HashMap<(Environment, String), (crate::secret::Secret, Arc<ConsentClient>)> = HashMap::new();
+        let mut masks = std::collections::HashSet::new();
         // `id`: an install's tenant is named by its record's `Arc` (one
         // allocation for the record, the table and the access log).
         let mut build = |id: Arc<str>, t: &TenantConfig, install: Option<TenantInstall>| {
@@ -254,24 +266,25 @@ impl Routes {
                 }
                 _ => None,
             };
-            let credential = credential(config, &id, t, consent.as_ref(), sessions);
+            let credential = credential(config, &id, t, consent.as_ref(), sessions, &mut masks);
             let check = previous
                 .and_then(|p| p.tenants.get(&*id))
                 .filter(|p| same_key(p, t.environment, &upstream, &credential))
                 .map_or_else(Arc::default, |p| p.check.clone());
             let tenant = Tenant {
                 id: id.clone(),
-                labels: crate::access_log::TenantLabels { name: id.clone(), model, environment: t.environment },
                 environment: t.environment,
                 model,
                 credential,
                 upstream,
                 metrics: metrics.for_tenant(model, t.environment, &id),
-                max_request_body_bytes: config.limits.max_request_body_bytes,
-                body_read_timeout: config.limits.body_read_timeout,
                 check,
-                company_id_header: t.company_id_header.clone(),
-                company_id_query: t.company_id_query.as_deref().map(Into::into),
+                company_id: (t.company_id_header.is_some() || t.company_id_query.is_some()).then(|| {
+                    Box::new(CompanyIdTo {
+                        header: t.company_id_header.clone(),
+                        query: t.company_id_query.as_deref().map(Into::into),
+                    })
+                }),
                 in_flight: crate::share::Share::new(config.limits.max_in_flight_per_tenant),
                 consent,
                 from_connection: t.auth.from_connection(),
@@ -324,6 +337,7 @@ impl Routes {
             tenant_headers,
             max_in_flight: config.limits.max_in_flight,
             max_request_body_bytes: config.limits.max_request_body_bytes,
+            body_read_timeout: config.limits.body_read_timeout,
             access_log: config.access_log,
             browsers: browser_policy(config),
             trust_forwarded_headers: config.trust_forwarded_headers,
@@ -370,14 +384,25 @@ fn credential(
     t: &TenantConfig,
     consent: Option<&Arc<ConsentClient>>,
     sessions: &Sessions,
+    masks: &mut std::collections::HashSet<Arc<str>>,
 ) -> Credential {
-    let masked = t.auth.masked();
     if let Some(authorization) = static_authorization(&t.auth) {
-        return Credential::Static { authorization, masked };
+        return Credential::Static { authorization, masked: t.auth.masked().into() };
     }
     let (AuthConfig::OAuth2Managed { refresh_token, .. }, Some(consent)) = (&t.auth, consent) else {
         // `source: connection`: the key a connect link made, when there is one.
         return Credential::Connected { slot: sessions.key_slot(id) };
+    };
+    // Every install of one app reads the same ("oauth2 client <id>, tokens
+    // from state_dir"): one copy for all of them.
+    let masked = t.auth.masked();
+    let masked = match masks.get(masked.as_str()) {
+        Some(shared) => shared.clone(),
+        None => {
+            let made: Arc<str> = masked.into();
+            masks.insert(made.clone());
+            made
+        }
     };
     let session = sessions.get_or_start(session_config(&config.limits, id.clone(), consent, refresh_token.clone()));
     Credential::OAuth { session, masked }

@@ -20,7 +20,7 @@ use crate::credential::refresh::OAuthSession;
 use crate::credential::Credential;
 use crate::error::{ErrorCode, GatewayError};
 use crate::proxy::context::Routed;
-use crate::proxy::routes::{Idle, Tenant};
+use crate::proxy::routes::{CompanyIdTo, Idle, Tenant};
 use crate::upstream::ResponseBody;
 use crate::BoxError;
 
@@ -121,11 +121,10 @@ where
             Err(err) => return Either::Right { inner: Box::pin(std::future::ready(Err(err.into()))) },
         };
         req.req.headers_mut().insert(header::AUTHORIZATION, authorization);
-        let tenant = &req.tenant;
-        if tenant.company_id_header.is_some() || tenant.company_id_query.is_some() {
-            add_company_id(tenant, &mut req.req);
+        if let Some(to) = &req.tenant.company_id {
+            add_company_id(&req.tenant, to, &mut req.req);
         }
-        let (max, pause) = (tenant.max_request_body_bytes, tenant.body_read_timeout);
+        let (max, pause) = (req.routes.max_request_body_bytes, req.routes.body_read_timeout);
         Either::Left { inner: self.inner.call(req.map(|b| RequestBody::streaming(b, max, pause))) }
     }
 }
@@ -154,15 +153,15 @@ fn not_connected(tenant: &str) -> GatewayError {
 /// company id the key check found, for apps that do not know it. Without a
 /// known id the request goes as it is (Pleo then says what is missing).
 /// A query parameter the app already sent is left alone.
-fn add_company_id<B>(tenant: &Tenant, req: &mut Request<B>) {
+fn add_company_id<B>(tenant: &Tenant, to: &CompanyIdTo, req: &mut Request<B>) {
     let Some(id) = tenant.check.company_id() else {
         tracing::debug!(tenant = %tenant.id, "company id not known yet; not added");
         return;
     };
-    if let (Some(name), Ok(value)) = (&tenant.company_id_header, HeaderValue::from_str(&id)) {
+    if let (Some(name), Ok(value)) = (&to.header, HeaderValue::from_str(&id)) {
         req.headers_mut().insert(name.clone(), value);
     }
-    if let Some(param) = &tenant.company_id_query {
+    if let Some(param) = &to.query {
         let uri = req.uri();
         let query = uri.query().unwrap_or("");
         if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == **param) {
@@ -190,7 +189,7 @@ where
     S: Service<Routed<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
 {
     let authorization = session.authorization().await?;
-    let (max, pause) = (req.tenant.max_request_body_bytes, req.tenant.body_read_timeout);
+    let (max, pause) = (req.routes.max_request_body_bytes, req.routes.body_read_timeout);
     let (mut head, body, context) = req.into_parts();
     head.headers.insert(header::AUTHORIZATION, authorization.clone());
     let kept = body::keep_if_small(body, session.retry_body_bytes(), max, pause).await.map_err(|e| {

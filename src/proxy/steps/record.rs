@@ -51,7 +51,7 @@ where
 
     fn call(&mut self, req: Routed<B>) -> Self::Future {
         if let Some(slot) = &req.access {
-            let _ = slot.tenant.set(req.tenant.labels.clone());
+            let _ = slot.tenant.set(req.tenant.labels());
             if let Some(r) = &req.rewrite {
                 let _ = slot.rewrite.set(r.label.clone());
             }
