@@ -149,8 +149,18 @@ pub fn write_standard_config(dir: &Path, staging: &str, production: &str, extra:
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// A plain-HTTP client for talking to gateways and sandboxes on loopback.
+///
+/// Pooled connections are dropped after 5 s unused, under the gateway's
+/// shortest bound (a connection's first request within
+/// `header_read_timeout`, 10 s). The pool can hold a connection it opened
+/// for a request that then took another: hyper's default of 90 s let a
+/// test pick one up just as the gateway closed it (`IncompleteMessage`,
+/// seen once under a loaded full run of tests/postgres).
 pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .build_http()
 }
 
 pub struct Kit {
