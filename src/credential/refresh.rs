@@ -958,6 +958,44 @@ mod tests {
         OAuthSession::new(cfg, Common::new(Arc::new(FileStore::new(dir)), metrics.refresh_metrics(), steps))
     }
 
+    /// Every install of one app has the same settings: its sessions hold
+    /// one copy. A session with its own initial refresh token, another
+    /// endpoint, or a reload to other settings has its own.
+    #[test]
+    fn sessions_with_the_same_settings_share_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new(), false).unwrap();
+        let steps = Arc::new(tokio::sync::Semaphore::new(REFRESH_STEPS));
+        let common = Common::new(Arc::new(FileStore::new(dir.path())), metrics.refresh_metrics(), steps);
+        let (app, other) = (Scripted::answering(vec![]), Scripted::answering(vec![]));
+        let cfg = |tenant: &str, endpoint: &Arc<Scripted>, initial: Option<&str>| SessionConfig {
+            tenant: tenant.into(),
+            endpoint: endpoint.clone(),
+            initial_refresh_token: initial.map(Secret::new),
+            retry_body_bytes: 0,
+            wait: Duration::from_secs(5),
+            forced_refresh_interval: Duration::from_secs(10),
+        };
+        let a = OAuthSession::new(cfg("a", &app, None), common.clone());
+        let b = OAuthSession::new(cfg("b", &app, None), common.clone());
+        let own = OAuthSession::new(cfg("c", &app, Some("rt_initial_c")), common.clone());
+        let elsewhere = OAuthSession::new(cfg("d", &other, None), common.clone());
+        let settings = |s: &OAuthSession| s.settings.load_full();
+        assert!(Arc::ptr_eq(&settings(&a), &settings(&b)), "one app's installs share");
+        assert!(!Arc::ptr_eq(&settings(&a), &settings(&own)), "an initial refresh token is the session's own");
+        assert!(!Arc::ptr_eq(&settings(&a), &settings(&elsewhere)), "another token endpoint");
+        assert_eq!(&*a.tenant, "a");
+
+        // A reload gives b other settings; a keeps its own, unchanged.
+        let mut changed = cfg("b", &app, None);
+        changed.retry_body_bytes = 1024;
+        let before = settings(&a);
+        b.settings.store(common.share(Settings::from(changed)));
+        assert_eq!(b.retry_body_bytes(), 1024);
+        assert_eq!(a.retry_body_bytes(), 0);
+        assert!(Arc::ptr_eq(&settings(&a), &before));
+    }
+
     #[tokio::test]
     async fn the_rotated_token_is_stored_before_its_access_token_is_used() {
         let dir = tempfile::tempdir().unwrap();

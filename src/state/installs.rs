@@ -114,6 +114,20 @@ mod tests {
         ledger_install(company, status)
     }
 
+    /// Records stored before they were compact (every field a string)
+    /// read as they were, and are written back with the same words.
+    #[test]
+    fn a_record_stored_as_strings_reads_and_writes_the_same() {
+        let stored = r#"{"tenant":"erp-c1","app":"erp","environment":"production","model":"oauth2","resource":"urn:pleo:company:c1","status":"ACTIVATED","error_code":null,"installed_by":"user-1","installed_at_ms":5,"updated_at_ms":6,"uninstalled_at_ms":null,"uninstalled_by":null,"last_error":null}"#;
+        let r: InstallRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!((r.environment, r.model), (Environment::Production, AuthModel::OAuth2));
+        assert_eq!((&*r.tenant, &*r.status, r.installed_by.as_deref()), ("erp-c1", "ACTIVATED", Some("user-1")));
+        assert_eq!(serde_json::to_string(&r).unwrap(), stored);
+        let key = stored.replace("production", "staging").replace("oauth2", "integrated_api_key");
+        let k: InstallRecord = serde_json::from_str(&key).unwrap();
+        assert_eq!((k.environment, k.model), (Environment::Staging, AuthModel::IntegratedApiKey));
+    }
+
     /// Another replica's install makes every replica read all installs
     /// again: the unchanged ones come back as the very records held, so
     /// nothing is copied and the routing table takes their tenants over.
