@@ -123,6 +123,10 @@ impl Common {
         Arc::new(Common { store, metrics, steps, settings: Default::default() })
     }
 
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
+    }
+
     /// `settings`, or the equal ones a session already has.
     fn share(&self, settings: Settings) -> Arc<Settings> {
         if settings.initial.is_some() {

@@ -20,7 +20,6 @@ use crate::state::{StateLock, TokenStore};
 #[derive(Debug)]
 pub struct Sessions {
     map: Arc<DashMap<Arc<str>, Arc<OAuthSession>>>,
-    store: Arc<dyn TokenStore>,
     /// What the sessions share (the store, refresh metrics, the steps).
     common: Arc<Common>,
     stop: watch::Receiver<bool>,
@@ -44,43 +43,36 @@ impl Sessions {
     /// With a shared store, changes other replicas make are taken up as
     /// they are announced (needs a tokio runtime then).
     pub fn new(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
-        let map: Arc<DashMap<Arc<str>, Arc<OAuthSession>>> = Arc::new(DashMap::new());
-        if let Some(changes) = store.changes() {
-            tokio::spawn(follow(changes, map.clone(), store.clone(), stop.clone()));
+        let sessions = Sessions::with(store, &metrics, stop, true);
+        if let Some(changes) = sessions.common.store().changes() {
+            let (store, stop) = (sessions.common.store().clone(), sessions.stop.clone());
+            tokio::spawn(follow(changes, sessions.map.clone(), store, stop));
         }
-        let steps = Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS));
-        Sessions {
-            map,
-            common: Common::new(store.clone(), metrics.refresh_metrics(), steps),
-            store,
-            stop,
-            state_lock: StateLock::default(),
-            keys: DashMap::new(),
-            drive: true,
-            turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
-            schedule: std::sync::OnceLock::new(),
-        }
+        sessions
     }
 
     /// Sessions that never load, refresh or follow anything: for building a
     /// routing table that only answers questions (`explain`).
     pub fn offline(store: Arc<dyn TokenStore>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Sessions {
+        Sessions::with(store, &metrics, stop, false)
+    }
+
+    fn with(store: Arc<dyn TokenStore>, metrics: &Metrics, stop: watch::Receiver<bool>, drive: bool) -> Sessions {
         let steps = Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS));
         Sessions {
             map: Arc::new(DashMap::new()),
-            common: Common::new(store.clone(), metrics.refresh_metrics(), steps),
-            store,
+            common: Common::new(store, metrics.refresh_metrics(), steps),
             stop,
             state_lock: StateLock::default(),
             keys: DashMap::new(),
-            drive: false,
+            drive,
             turns: Arc::new(tokio::sync::Semaphore::new(super::refresh::REFRESH_STEPS)),
             schedule: std::sync::OnceLock::new(),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn TokenStore> {
-        &self.store
+        self.common.store()
     }
 
     /// The tenant's connected-key slot (empty until a connection is made).
